@@ -1,0 +1,72 @@
+"""Applications: the credentials and per-app limits every check reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """One tenant: its credentials, switches and limits.
+
+    Defaults follow the hosted Pusher service so that clients written
+    against it see the same limits here.
+    """
+
+    id: str
+    key: str
+    secret: str
+    enabled: bool = True
+    client_events: bool = True
+    #: Connections this app may hold in one process (close 4004 beyond); 0 is unlimited.
+    max_connections: int = 0
+    #: Size of an event's ``data`` (HTTP or client event), in bytes of UTF-8.
+    max_event_bytes: int = 10 * 1024
+    max_event_name_length: int = 200
+    max_channels_per_event: int = 100
+    max_batch_size: int = 10
+    max_presence_members: int = 100
+    max_presence_user_info_bytes: int = 1024
+    max_user_id_length: int = 128
+    max_watchlist_size: int = 100
+    #: Client events per second per connection, and the burst allowed above it.
+    client_event_rate: float = 10.0
+    client_event_burst: int = 10
+    #: Seconds a cache channel keeps its last event.
+    cache_ttl: float = 30 * 60
+    #: Close 4009 a connection that has not signed in after this many seconds; 0 is off.
+    user_authentication_timeout: float = 0
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """The field names a configuration file may set."""
+        return frozenset(field.name for field in dataclasses.fields(cls))
+
+
+class AppRegistry:
+    """Looks apps up by id (HTTP API) and by key (WebSocket path)."""
+
+    def __init__(self, apps: Iterable[App]) -> None:
+        self._by_id: dict[str, App] = {}
+        self._by_key: dict[str, App] = {}
+        for app in apps:
+            if app.id in self._by_id:
+                raise ValueError(f"duplicate app id {app.id!r}")
+            if app.key in self._by_key:
+                raise ValueError(f"duplicate app key {app.key!r}")
+            self._by_id[app.id] = app
+            self._by_key[app.key] = app
+
+    def by_id(self, app_id: str) -> App | None:
+        return self._by_id.get(app_id)
+
+    def by_key(self, key: str) -> App | None:
+        return self._by_key.get(key)
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)

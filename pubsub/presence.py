@@ -1,0 +1,63 @@
+"""Presence rosters: members counted per user, not per connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A presence member as the channel_data of its subscription named it."""
+
+    user_id: str
+    user_info: Any = None
+
+
+class PresenceRoster:
+    """The members of one presence channel.
+
+    A user with several connections is one member: :meth:`join` reports only
+    the first connection and :meth:`leave` only the last, which is when
+    ``member_added`` and ``member_removed`` are due.
+    """
+
+    __slots__ = ("_members", "_connections")
+
+    def __init__(self) -> None:
+        self._members: dict[str, Member] = {}
+        self._connections: dict[str, int] = {}
+
+    def join(self, member: Member) -> bool:
+        """Count one more connection of the member's user; True if the user is new."""
+        count = self._connections.get(member.user_id, 0)
+        self._connections[member.user_id] = count + 1
+        if count == 0:
+            self._members[member.user_id] = member
+        return count == 0
+
+    def leave(self, user_id: str) -> Member | None:
+        """Count one connection of ``user_id`` less; the member if it was the last."""
+        count = self._connections.get(user_id, 0)
+        if count > 1:
+            self._connections[user_id] = count - 1
+            return None
+        self._connections.pop(user_id, None)
+        return self._members.pop(user_id, None)
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def user_ids(self) -> list[str]:
+        return list(self._members)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``presence`` object of ``subscription_succeeded``."""
+        return {
+            "ids": list(self._members),
+            "hash": {user_id: member.user_info for user_id, member in self._members.items()},
+            "count": len(self._members),
+        }

@@ -1,0 +1,109 @@
+"""Validation of HTTP API publish bodies (``/events`` and ``/batch_events``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pubsub import protocol
+from pubsub.apps import App
+from pubsub.errors import ApiError, MessageRejected
+
+INFO_ATTRIBUTES = frozenset({"subscription_count", "user_count"})
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One validated event to publish on one or more channels."""
+
+    channels: tuple[str, ...]
+    event: str
+    data: str
+    socket_id: str | None = None
+    info: frozenset[str] = frozenset()
+
+
+def _load_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "Body is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "Body must be a JSON object")
+    return parsed
+
+
+def _check_channel(name: Any) -> str:
+    if not isinstance(name, str):
+        raise ApiError(400, "Channel names must be strings")
+    try:
+        protocol.channel_kind(name)
+    except MessageRejected as rejection:
+        raise ApiError(400, rejection.message) from None
+    return name
+
+
+def _parse_info(value: Any) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, str):
+        raise ApiError(400, "info must be a comma-separated string")
+    attributes = frozenset(part for part in value.split(",") if part)
+    unknown = attributes - INFO_ATTRIBUTES
+    if unknown:
+        raise ApiError(400, f"Unknown info attributes: {', '.join(sorted(unknown))}")
+    return attributes
+
+
+def parse_trigger(app: App, event: dict[str, Any], *, multi_channel: bool) -> Trigger:
+    """Validate one event object; ``multi_channel`` allows ``channels`` (``/events`` only)."""
+    name = event.get("name")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "Event 'name' must be a non-empty string")
+    if len(name) > app.max_event_name_length:
+        raise ApiError(400, f"Event name is over {app.max_event_name_length} characters")
+    data = event.get("data")
+    if not isinstance(data, str):
+        raise ApiError(400, "Event 'data' must be a string (JSON-encode objects first)")
+    if len(data.encode()) > app.max_event_bytes:
+        raise ApiError(413, f"Event data is over {app.max_event_bytes} bytes")
+    channels = _event_channels(app, event, multi_channel)
+    socket_id = event.get("socket_id")
+    if socket_id is not None and not protocol.is_valid_socket_id(socket_id):
+        raise ApiError(400, "socket_id must look like '123.456'")
+    return Trigger(channels, name, data, socket_id, _parse_info(event.get("info")))
+
+
+def _event_channels(app: App, event: dict[str, Any], multi_channel: bool) -> tuple[str, ...]:
+    if multi_channel and "channels" in event:
+        channels = event["channels"]
+        if not isinstance(channels, list) or not channels:
+            raise ApiError(400, "'channels' must be a non-empty list")
+    elif "channel" in event:
+        channels = [event["channel"]]
+    else:
+        raise ApiError(400, "Name the target with 'channels' or 'channel'")
+    if len(channels) > app.max_channels_per_event:
+        raise ApiError(400, f"At most {app.max_channels_per_event} channels per event")
+    names = tuple(_check_channel(name) for name in channels)
+    if len(names) > 1 and any(protocol.channel_kind(n).encrypted for n in names):
+        raise ApiError(400, "Events to encrypted channels must name exactly one channel")
+    return names
+
+
+def parse_events_body(app: App, body: bytes) -> Trigger:
+    """The body of ``POST /apps/{id}/events``."""
+    return parse_trigger(app, _load_object(body), multi_channel=True)
+
+
+def parse_batch_body(app: App, body: bytes) -> list[Trigger]:
+    """The body of ``POST /apps/{id}/batch_events``."""
+    batch = _load_object(body).get("batch")
+    if not isinstance(batch, list) or not batch:
+        raise ApiError(400, "'batch' must be a non-empty list of events")
+    if len(batch) > app.max_batch_size:
+        raise ApiError(400, f"At most {app.max_batch_size} events per batch")
+    if not all(isinstance(event, dict) for event in batch):
+        raise ApiError(400, "Each batch entry must be an event object")
+    return [parse_trigger(app, event, multi_channel=False) for event in batch]

@@ -1,0 +1,312 @@
+"""One client connection speaking Pusher protocol 7, whatever carries its frames.
+
+A transport (the WebSocket handler, later SSE or HTTP fallbacks) creates a
+:class:`Session`, feeds it each inbound message with :meth:`Session.receive`
+and calls :meth:`Session.closed` when the connection ends. The session turns
+messages into hub calls and writes replies through the transport.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Awaitable, Callable, Protocol
+
+from pubsub import protocol
+from pubsub.apps import App
+from pubsub.errors import (ConnectionRefused, ErrorCode, MessageRejected,
+                           SubscriptionRefused)
+from pubsub.hub import Hub
+from pubsub.presence import Member
+from pubsub.protocol import ClientFrame
+from pubsub.ratelimit import TokenBucket
+from pubsub.signing import verify_channel_auth, verify_user_auth
+
+log = logging.getLogger(__name__)
+
+_PONG = protocol.encode_event(protocol.PONG, {})
+_PING = protocol.encode_event(protocol.PING, {})
+
+
+class Transport(Protocol):
+    """What a session needs from the connection that carries it."""
+
+    def send(self, frame: bytes) -> None:
+        """Queue one encoded text frame; drop it silently if the connection is closed."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with a WebSocket close code."""
+
+
+class Session:
+    """Protocol state of one connection: its channels, its user, its limits."""
+
+    __slots__ = ("hub", "app", "transport", "socket_id", "channels", "user_id", "watchlist",
+                 "opened_at", "last_activity", "ping_sent_at", "is_closed",
+                 "_client_events", "_inbound", "_flood_reported_at")
+
+    def __init__(self, hub: Hub, app: App, transport: Transport) -> None:
+        now = hub.clock()
+        self.hub = hub
+        self.app = app
+        self.transport = transport
+        self.socket_id = hub.new_socket_id()
+        #: Subscribed channels, each with this connection's presence user id (or None).
+        self.channels: dict[str, str | None] = {}
+        self.user_id: str | None = None
+        self.watchlist: tuple[str, ...] = ()
+        self.opened_at = now
+        self.last_activity = now
+        self.ping_sent_at: float | None = None
+        self.is_closed = False
+        self._client_events = TokenBucket(app.client_event_rate, app.client_event_burst, now)
+        options = hub.options
+        self._inbound = TokenBucket(options.max_inbound_rate, options.max_inbound_burst, now)
+        self._flood_reported_at = float("-inf")
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def open(self) -> None:
+        """Admit the connection and greet it, or close it with the refusal's code."""
+        try:
+            self.hub.admit(self)
+        except ConnectionRefused as refusal:
+            self.close(refusal.code, refusal.message)
+            return
+        established = {"socket_id": self.socket_id,
+                       "activity_timeout": self.hub.options.activity_timeout}
+        self.send(protocol.encode_event(protocol.CONNECTION_ESTABLISHED, established))
+
+    def closed(self) -> None:
+        """The transport ended: leave every channel and sign out."""
+        if not self.is_closed:
+            self.is_closed = True
+            self.hub.release(self)
+
+    def send(self, frame: bytes) -> None:
+        if not self.is_closed:
+            self.transport.send(frame)
+
+    def send_error(self, code: int | None, message: str, channel: str | None = None) -> None:
+        frame: dict[str, Any] = {"event": protocol.ERROR, "data": {"code": code, "message": message}}
+        if channel is not None:
+            frame["channel"] = channel
+        self.send(protocol.dumps(frame).encode())
+
+    def close(self, code: int, message: str) -> None:
+        """Tell the client why with ``pusher:error``, then close with the same code."""
+        self.send_error(code, message)
+        self.transport.close(code, message)
+        self.closed()
+
+    def check_activity(self, now: float) -> None:
+        """Ping an idle client, close one that did not answer (4201) or did not sign in (4009)."""
+        timeout = self.app.user_authentication_timeout
+        if timeout and self.user_id is None and now - self.opened_at >= timeout:
+            self.close(ErrorCode.UNAUTHORIZED, f"Sign in within {timeout:g} s of connecting")
+            return
+        options = self.hub.options
+        if self.ping_sent_at is None:
+            if now - self.last_activity >= options.activity_timeout:
+                self.send(_PING)
+                self.ping_sent_at = now
+        elif now - self.ping_sent_at >= options.pong_timeout:
+            self.close(ErrorCode.PONG_TIMEOUT, "Pong reply not received in time")
+
+    def mark_activity(self) -> None:
+        """Any frame from the client, a WebSocket ping or pong included, shows it is alive."""
+        self.last_activity = self.hub.clock()
+        self.ping_sent_at = None
+
+    # -- inbound -----------------------------------------------------------------
+
+    async def receive(self, message: str | bytes) -> None:
+        """Handle one inbound message. Never raises: refusals go back to the client."""
+        self.mark_activity()
+        if not self._inbound.take(self.last_activity):
+            self._report_flood()
+            return
+        channel = None
+        try:
+            frame = protocol.parse_client_frame(message)
+            channel = frame.channel
+            await self._dispatch(frame)
+        except MessageRejected as rejection:
+            self.send_error(rejection.code, rejection.message, channel)
+        except ConnectionRefused as refusal:
+            self.close(refusal.code, refusal.message)
+        except Exception:
+            log.exception("bug while handling a message from %s", self.socket_id)
+            self.send_error(ErrorCode.INVALID_MESSAGE, "Internal error handling this message")
+
+    def _report_flood(self) -> None:
+        # One error a second at most, so a flood cannot turn into an outbound flood.
+        if self.last_activity - self._flood_reported_at >= 1:
+            self._flood_reported_at = self.last_activity
+            rate = self.hub.options.max_inbound_rate
+            self.send_error(ErrorCode.CLIENT_EVENT_REJECTED,
+                            f"Too many messages: more than {rate:g} per second are dropped")
+
+    async def _dispatch(self, frame: ClientFrame) -> None:
+        handler = self._HANDLERS.get(frame.event)
+        if handler is not None:
+            await handler(self, frame)
+        elif frame.event.startswith(protocol.CLIENT_EVENT_PREFIX):
+            await self._on_client_event(frame)
+        else:
+            raise MessageRejected(f"Unknown event {frame.event!r}")
+
+    async def _on_ping(self, frame: ClientFrame) -> None:
+        self.send(_PONG)
+
+    async def _on_pong(self, frame: ClientFrame) -> None:
+        pass  # receive() already counted it as activity
+
+    async def _on_subscribe(self, frame: ClientFrame) -> None:
+        data = frame.data_object()
+        name = data.get("channel")
+        if not isinstance(name, str):
+            raise MessageRejected("pusher:subscribe needs a 'channel' string")
+        try:
+            try:
+                kind = protocol.channel_kind(name)
+            except MessageRejected as rejection:
+                raise SubscriptionRefused(rejection.message, kind="InvalidChannel", status=400) from None
+            await self._subscribe(name, kind, data)
+        except SubscriptionRefused as refusal:
+            payload = {"type": refusal.kind, "error": refusal.message, "status": refusal.status}
+            self.send(protocol.encode_event(protocol.SUBSCRIPTION_ERROR, payload, name))
+
+    async def _subscribe(self, name: str, kind: protocol.ChannelKind, data: dict[str, Any]) -> None:
+        if name in self.channels:  # a repeated subscribe is answered, not joined twice
+            snapshot = self.hub.presence_snapshot(self.app, name) if kind.presence else None
+            self._send_subscription_succeeded(name, snapshot)
+            return
+        member = self._authorize(name, kind, data)
+        snapshot = await self.hub.subscribe(self, name, kind, member)
+        self.channels[name] = member.user_id if member else None
+        if self.is_closed:  # closed while the hub was busy: undo
+            await self.hub.unsubscribe(self, name, self.channels.pop(name))
+            return
+        self._send_subscription_succeeded(name, snapshot)
+        if kind.cache:
+            self._replay_cache(name)
+
+    def _authorize(self, name: str, kind: protocol.ChannelKind, data: dict[str, Any]) -> Member | None:
+        """Check the subscription's right to the channel; the presence member, if any."""
+        if kind.server_to_user:
+            if self.user_id != name[len(protocol.SERVER_TO_USER_PREFIX):]:
+                raise SubscriptionRefused(f"{name} is only for that user, signed in", status=403)
+            return None
+        if not kind.authorized:
+            return None
+        channel_data = data.get("channel_data") if kind.presence else None
+        if kind.presence and not isinstance(channel_data, str):
+            raise SubscriptionRefused("Presence subscriptions need channel_data (a JSON string)",
+                                      status=400)
+        if not verify_channel_auth(self.app, self.socket_id, name, data.get("auth"), channel_data):
+            raise SubscriptionRefused(f"Invalid signature for {name}: check the auth endpoint's "
+                                      "key and secret", status=401)
+        return self._parse_member(channel_data) if kind.presence else None
+
+    def _parse_member(self, channel_data: str) -> Member:
+        app = self.app
+        try:
+            parsed = json.loads(channel_data)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise SubscriptionRefused("channel_data must be a JSON object", status=400)
+        user_id = parsed.get("user_id")
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            user_id = str(user_id)
+        if not isinstance(user_id, str) or not 0 < len(user_id) <= app.max_user_id_length:
+            raise SubscriptionRefused(
+                f"channel_data needs a user_id of 1 to {app.max_user_id_length} characters",
+                status=400)
+        user_info = parsed.get("user_info")
+        if len(protocol.dumps(user_info).encode()) > app.max_presence_user_info_bytes:
+            raise SubscriptionRefused(
+                f"user_info is over {app.max_presence_user_info_bytes} bytes",
+                kind="LimitReached", status=413)
+        return Member(user_id, user_info)
+
+    def _send_subscription_succeeded(self, name: str, snapshot: dict[str, Any] | None) -> None:
+        payload = {"presence": snapshot} if snapshot is not None else {}
+        self.send(protocol.encode_event(protocol.SUBSCRIPTION_SUCCEEDED, payload, name))
+
+    def _replay_cache(self, name: str) -> None:
+        cached = self.hub.cached_event(self.app, name)
+        if cached is None:
+            self.send(protocol.encode_frame(protocol.CACHE_MISS, channel=name))
+        else:
+            self.send(protocol.encode_frame(cached.event, cached.data, name))
+
+    async def _on_unsubscribe(self, frame: ClientFrame) -> None:
+        name = frame.data_object().get("channel")
+        if not isinstance(name, str):
+            raise MessageRejected("pusher:unsubscribe needs a 'channel' string")
+        if name in self.channels:
+            await self.hub.unsubscribe(self, name, self.channels.pop(name))
+
+    async def _on_signin(self, frame: ClientFrame) -> None:
+        data = frame.data_object()
+        user_data = data.get("user_data")
+        if not isinstance(user_data, str) or not verify_user_auth(
+                self.app, self.socket_id, user_data, data.get("auth")):
+            raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
+                                    "Invalid sign-in: user_data and auth do not match")
+        user_id, watchlist = self._parse_user(user_data)
+        if self.user_id is not None and self.user_id != user_id:
+            raise MessageRejected(f"Already signed in as {self.user_id!r}")
+        self.send(protocol.encode_event(protocol.SIGNIN_SUCCESS, {"user_data": user_data}))
+        if self.user_id is None:
+            self.user_id, self.watchlist = user_id, watchlist
+            await self.hub.sign_in(self)
+
+    def _parse_user(self, user_data: str) -> tuple[str, tuple[str, ...]]:
+        app = self.app
+        try:
+            user = json.loads(user_data)
+        except ValueError:
+            user = None
+        user_id = user.get("id") if isinstance(user, dict) else None
+        if not protocol.is_valid_name(user_id, app.max_user_id_length):
+            raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
+                                    "user_data needs an 'id' string of valid characters")
+        watchlist = user.get("watchlist", [])
+        if (not isinstance(watchlist, list) or len(watchlist) > app.max_watchlist_size
+                or not all(protocol.is_valid_name(w, app.max_user_id_length) for w in watchlist)):
+            raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
+                                    f"watchlist must list at most {app.max_watchlist_size} user ids")
+        return user_id, tuple(dict.fromkeys(watchlist))
+
+    async def _on_client_event(self, frame: ClientFrame) -> None:
+        app = self.app
+        name = frame.channel
+
+        def rejected(reason: str) -> MessageRejected:
+            return MessageRejected(f"Client event rejected: {reason}", ErrorCode.CLIENT_EVENT_REJECTED)
+
+        if not app.client_events:
+            raise rejected("client events are disabled for this app")
+        if name is None or name not in self.channels:
+            raise rejected("subscribe to the channel first")
+        if not protocol.channel_kind(name).allows_client_events:
+            raise rejected("only private and presence channels (not encrypted ones) take them")
+        if len(frame.event) > app.max_event_name_length:
+            raise rejected(f"event name over {app.max_event_name_length} characters")
+        if not self._client_events.take(self.last_activity):
+            raise rejected(f"rate limit of {app.client_event_rate:g} per second exceeded")
+        data = protocol.data_string(frame.data)
+        if len(data.encode()) > app.max_event_bytes:
+            raise rejected(f"data over {app.max_event_bytes} bytes")
+        await self.hub.relay(self, name, frame.event, data, self.channels[name])
+
+    _HANDLERS: dict[str, Callable[[Session, ClientFrame], Awaitable[None]]] = {
+        protocol.PING: _on_ping,
+        protocol.PONG: _on_pong,
+        protocol.SUBSCRIBE: _on_subscribe,
+        protocol.UNSUBSCRIBE: _on_unsubscribe,
+        protocol.SIGNIN: _on_signin,
+    }

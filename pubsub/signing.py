@@ -1,0 +1,87 @@
+"""HMAC-SHA256 signatures: channel auth, user sign-in, HTTP API requests, webhooks.
+
+Every comparison of a signature is constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Mapping
+
+from pubsub.apps import App
+from pubsub.errors import ApiError
+
+#: How far an HTTP API request's ``auth_timestamp`` may be from our clock.
+TIMESTAMP_WINDOW_SECONDS = 600
+
+
+def sign(secret: str, message: str) -> str:
+    """Hex HMAC-SHA256 of ``message`` under ``secret``."""
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def _same(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def _verify_auth_token(app: App, message: str, auth: object) -> bool:
+    """Check an ``"{key}:{hex signature}"`` token over ``message``."""
+    if not isinstance(auth, str):
+        return False
+    key, _, signature = auth.partition(":")
+    # Both halves are compared in constant time and always both evaluated.
+    key_ok = _same(app.key, key)
+    return _same(sign(app.secret, message), signature) and key_ok
+
+
+def channel_auth_message(socket_id: str, channel: str, channel_data: str | None = None) -> str:
+    """The string a channel auth signs: presence channels add the exact channel_data."""
+    message = f"{socket_id}:{channel}"
+    return message if channel_data is None else f"{message}:{channel_data}"
+
+
+def verify_channel_auth(app: App, socket_id: str, channel: str, auth: object,
+                        channel_data: str | None = None) -> bool:
+    """True when ``auth`` authorizes ``socket_id`` on ``channel``."""
+    return _verify_auth_token(app, channel_auth_message(socket_id, channel, channel_data), auth)
+
+
+def verify_user_auth(app: App, socket_id: str, user_data: str, auth: object) -> bool:
+    """True when ``auth`` signs ``user_data`` in for ``socket_id``."""
+    return _verify_auth_token(app, f"{socket_id}::user::{user_data}", auth)
+
+
+def webhook_signature(app: App, body: bytes) -> str:
+    """``X-Pusher-Signature`` for a webhook body."""
+    return hmac.new(app.secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_request(app: App, method: str, path: str, query: Mapping[str, str],
+                   body: bytes, now: float) -> None:
+    """Check an HTTP API request signed as the official server SDKs sign it.
+
+    ``query`` holds the decoded query parameters. Raises :class:`ApiError`
+    (401) naming what is wrong.
+    """
+    params = {name.lower(): value for name, value in query.items()}
+    signature = params.pop("auth_signature", None)
+    if not signature or "auth_key" not in params or "auth_timestamp" not in params:
+        raise ApiError(401, "Missing auth_key, auth_timestamp or auth_signature")
+    if params["auth_key"] != app.key:
+        raise ApiError(401, "Unknown auth_key")
+    if params.get("auth_version", "1.0") != "1.0":
+        raise ApiError(401, "Unsupported auth_version: use 1.0")
+    try:
+        timestamp = int(params["auth_timestamp"])
+    except ValueError:
+        raise ApiError(401, "auth_timestamp must be an integer") from None
+    if abs(now - timestamp) > TIMESTAMP_WINDOW_SECONDS:
+        raise ApiError(401, f"auth_timestamp is more than {TIMESTAMP_WINDOW_SECONDS} s from server time")
+    if body or "body_md5" in params:
+        if not _same(hashlib.md5(body).hexdigest(), params.get("body_md5", "")):
+            raise ApiError(401, "body_md5 does not match the body")
+    query_string = "&".join(f"{name}={params[name]}" for name in sorted(params))
+    expected = sign(app.secret, f"{method}\n{path}\n{query_string}")
+    if not _same(expected, signature):
+        raise ApiError(401, "Invalid signature: check the app secret and the signed path")

@@ -1,0 +1,83 @@
+"""Run the push server: one process, on the embedded default unless configured otherwise.
+
+    python server.py [--host 127.0.0.1] [--port 6001]
+
+Configuration comes from the environment (see ``settings.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import tornado.web
+
+from handlers import routes
+from pubsub.apps import AppRegistry
+from pubsub.hub import Hub
+from settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("server")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def make_hub(settings: Settings) -> Hub:
+    """The engine for these settings: the in-process broker is the default."""
+    return Hub(AppRegistry(settings.apps), options=settings.hub)
+
+
+def make_application(settings: Settings, hub: Hub) -> tornado.web.Application:
+    """The Tornado application with the push routes and the static pages."""
+    static = [(r"/()", tornado.web.StaticFileHandler,
+               {"path": str(STATIC_DIR), "default_filename": "index.html"})]
+    return tornado.web.Application(
+        routes(hub) + static,
+        websocket_max_message_size=settings.max_message_bytes,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Listen until SIGINT or SIGTERM, then close every connection with 4200 (reconnect)."""
+    hub = make_hub(settings)
+    await hub.start()
+    application = make_application(settings, hub)
+    server = application.listen(settings.port, address=settings.host,
+                                max_body_size=settings.max_body_bytes, xheaders=True)
+    log.info("listening on http://%s:%d with %d app(s), in-process broker",
+             settings.host, settings.port, len(settings.apps))
+    if settings.uses_default_secret:
+        log.warning("an app uses the well-known default secret: set PUSH_APP_SECRET in production")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: closing connections with 4200 so clients reconnect")
+    server.stop()
+    hub.close_all()
+    await server.close_all_connections()
+    await hub.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Pusher protocol 7 push server")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1, or PUSH_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 6001, or PUSH_PORT)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(host=args.host, port=args.port)
+    except SettingsError as error:
+        print(f"server.py: invalid setting: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
