@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import tornado.web
+import tornado.websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -25,7 +28,7 @@ from pubsub.hub import Hub, HubOptions  # noqa: E402
 MAIN = App(id="1", key="app-key", secret="app-secret")
 QUIET = App(id="2", key="quiet-key", secret="quiet-secret", client_events=False)
 DISABLED = App(id="3", key="off-key", secret="off-secret", enabled=False)
-TINY = App(id="4", key="tiny-key", secret="tiny-secret", max_connections=2,
+TINY = App(id="4", key="tiny-key", secret="tiny-secret", max_connections=3,
            max_presence_members=2, max_presence_user_info_bytes=64, max_event_bytes=100,
            client_event_rate=2, client_event_burst=2)
 SIGNIN_REQUIRED = App(id="5", key="signin-key", secret="signin-secret",
@@ -41,8 +44,14 @@ def hub_options() -> HubOptions:
 
 
 @pytest.fixture
-def hub(io_loop, hub_options: HubOptions) -> Hub:
-    hub = Hub(AppRegistry(APPS), options=hub_options)
+def clock() -> Callable[[], float]:
+    """The hub's clock; override with a manual one to make rate limits exact."""
+    return time.monotonic
+
+
+@pytest.fixture
+def hub(io_loop, hub_options: HubOptions, clock: Callable[[], float]) -> Hub:
+    hub = Hub(AppRegistry(APPS), options=hub_options, clock=clock)
     io_loop.run_sync(hub.start)
     yield hub
     io_loop.run_sync(hub.close)
@@ -105,3 +114,90 @@ def connect(js: PusherJS, server_port: int):
         return client
 
     return connect
+
+
+class RawSocket:
+    """A bare WebSocket client for what pusher-js would never send.
+
+    A reader task drains frames as they come, as a real client would, so
+    the server is never held back by a test that has not read yet.
+    """
+
+    def __init__(self, connection: tornado.websocket.WebSocketClientConnection) -> None:
+        self.connection = connection
+        self.socket_id = ""
+        self._frames: asyncio.Queue[dict | None] = asyncio.Queue()
+        self._reader = asyncio.ensure_future(self._read_all())
+
+    async def _read_all(self) -> None:
+        while (message := await self.connection.read_message()) is not None:
+            self._frames.put_nowait(json.loads(message))
+        self._frames.put_nowait(None)
+
+    async def send(self, message: Any) -> None:
+        """Send a dict as JSON, or a str/bytes frame as it is."""
+        if isinstance(message, dict):
+            message = json.dumps(message)
+        await self.connection.write_message(message, binary=isinstance(message, bytes))
+
+    async def receive(self, timeout: float = 5.0) -> dict | None:
+        """The next frame as a dict, or None once the server has closed."""
+        frame = await asyncio.wait_for(self._frames.get(), timeout)
+        if frame is None:
+            self._frames.put_nowait(None)  # stay closed for later calls
+        return frame
+
+    def close(self) -> None:
+        self.connection.close()
+        self._reader.cancel()
+
+    async def expect(self, event: str, timeout: float = 5.0) -> dict:
+        """Skip frames until one with ``event`` arrives."""
+        while True:
+            frame = await self.receive(timeout)
+            assert frame is not None, f"closed ({self.close_code}) while waiting for {event}"
+            if frame["event"] == event:
+                return frame
+
+    async def closed(self, timeout: float = 5.0) -> int | None:
+        """Read until the server closes; its close code."""
+        while await self.receive(timeout) is not None:
+            pass
+        return self.close_code
+
+    async def barrier(self, timeout: float = 5.0) -> None:
+        """Wait until the server has handled every message sent so far.
+
+        The server reads a socket's frames in order and answers a WebSocket
+        ping only when it reaches it, whatever its own rate limits.
+        """
+        answered = asyncio.get_running_loop().create_future()
+        self.connection.on_pong = lambda data: answered.done() or answered.set_result(data)
+        self.connection.ping(b"barrier")
+        await asyncio.wait_for(answered, timeout)
+
+    @property
+    def close_code(self) -> int | None:
+        return self.connection.close_code
+
+
+@pytest.fixture
+def raw(server_port: int):
+    """``await raw()``: a connected bare socket, its ``connection_established`` read."""
+    sockets: list[RawSocket] = []
+
+    async def open_socket(key: str = MAIN.key, query: str = "?protocol=7",
+                          established: bool = True) -> RawSocket:
+        connection = await tornado.websocket.websocket_connect(
+            f"ws://127.0.0.1:{server_port}/app/{key}{query}")
+        socket = RawSocket(connection)
+        sockets.append(socket)
+        if established:
+            frame = await socket.receive()
+            assert frame is not None and frame["event"] == "pusher:connection_established", frame
+            socket.socket_id = json.loads(frame["data"])["socket_id"]
+        return socket
+
+    yield open_socket
+    for socket in sockets:
+        socket.close()

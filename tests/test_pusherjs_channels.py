@@ -8,8 +8,6 @@ import pytest
 
 from conftest import MAIN, in_thread
 
-pytestmark = pytest.mark.timeout(60)
-
 
 async def subscribed(client, channel: str) -> dict:
     """Subscribe and wait for pusher-js to report success."""
