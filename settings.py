@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -132,6 +134,8 @@ class _Env:
             number = float(value)
         except ValueError:
             raise SettingsError(f"{name} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise SettingsError(f"{name} must be a finite number, got {value!r}")
         return _check_range(name, number, positive)
 
 
@@ -142,30 +146,30 @@ def _check_range(name: str, number: Any, positive: bool) -> Any:
 
 
 def _apps(env: _Env) -> tuple[App, ...]:
-    apps: list[App] = []
+    apps: list[tuple[str, App]] = []  # (where it was configured, app)
     if env.flag("PUSH_DEFAULT_APP", True):
-        apps.append(_app("PUSH_APP_*", {
+        apps.append(("PUSH_APP_*", _app("PUSH_APP_*", {
             "id": env.text("PUSH_APP_ID", "1"),
             "key": env.text("PUSH_APP_KEY", "app-key"),
             "secret": env.text("PUSH_APP_SECRET", DEFAULT_APP_SECRET),
             "client_events": env.flag("PUSH_APP_CLIENT_EVENTS", True),
-        }))
+        })))
     path = env.environ.get("PUSH_APPS_FILE")
     if path:
         apps.extend(_apps_file(path))
     if not apps:
         raise SettingsError("No apps: set PUSH_APPS_FILE or leave PUSH_DEFAULT_APP on")
     for kind in ("id", "key"):
-        seen: set[str] = set()
-        for app in apps:
+        seen: dict[str, str] = {}
+        for where, app in apps:
             value = getattr(app, kind)
             if value in seen:
-                raise SettingsError(f"Two apps have the {kind} {value!r}")
-            seen.add(value)
-    return tuple(apps)
+                raise SettingsError(f"{where}: {kind} {value!r} is already used by {seen[value]}")
+            seen[value] = where
+    return tuple(app for _, app in apps)
 
 
-def _apps_file(path: str) -> list[App]:
+def _apps_file(path: str) -> list[tuple[str, App]]:
     try:
         with open(path, encoding="utf-8") as file:
             entries = json.load(file)
@@ -175,11 +179,15 @@ def _apps_file(path: str) -> list[App]:
         raise SettingsError(f"PUSH_APPS_FILE {path!r} is not valid JSON: {error}") from None
     if not isinstance(entries, list):
         raise SettingsError(f"PUSH_APPS_FILE {path!r} must hold a JSON list of apps")
-    return [_app(f"PUSH_APPS_FILE app #{number}", entry) for number, entry in enumerate(entries, 1)]
+    apps = []
+    for number, entry in enumerate(entries, 1):
+        where = f"PUSH_APPS_FILE app #{number}"
+        apps.append((where, _app(where, entry)))
+    return apps
 
 
 def _app(where: str, entry: Any) -> App:
-    """Validate one app's options against the types of :class:`App`'s defaults."""
+    """Validate one app's options against the annotated types of :class:`App`'s fields."""
     if not isinstance(entry, dict):
         raise SettingsError(f"{where} must be an object")
     unknown = set(entry) - App.option_names()
@@ -190,24 +198,28 @@ def _app(where: str, entry: Any) -> App:
             raise SettingsError(f"{where}: {required!r} must be a non-empty string")
     if not _APP_ID_RE.fullmatch(entry["id"]):
         raise SettingsError(f"{where}: id {entry['id']!r} must be digits (the official SDKs refuse others)")
-    if "/" in entry["key"] or "?" in entry["key"]:
-        raise SettingsError(f"{where}: key must not contain '/' or '?'")
+    if any(separator in entry["key"] for separator in "/?:"):
+        # '/' and '?' would break the socket path, ':' the "key:signature" auth tokens.
+        raise SettingsError(f"{where}: key must not contain '/', '?' or ':'")
+    types = typing.get_type_hints(App)
     defaults = {f.name: f.default for f in dataclasses.fields(App) if f.default is not dataclasses.MISSING}
     for name, value in entry.items():
         if name in defaults:
-            _check_option(where, name, value, defaults[name])
+            _check_option(where, name, value, types[name], defaults[name])
     return App(**entry)
 
 
-def _check_option(where: str, name: str, value: Any, default: Any) -> None:
-    if isinstance(default, bool):
+def _check_option(where: str, name: str, value: Any, kind: type, default: Any) -> None:
+    """``kind`` is the field's annotation: ``cache_ttl: float = 1800`` takes 90.5 as well as 90."""
+    if kind is bool:
         ok = isinstance(value, bool)
-    elif isinstance(default, int):
+    elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    elif kind is float:
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value) and value >= 0)
     else:
-        ok = isinstance(value, type(default))
+        ok = isinstance(value, kind)
     if not ok:
-        raise SettingsError(f"{where}: {name} must be a {type(default).__name__} like {default!r}, "
+        raise SettingsError(f"{where}: {name} must be a {kind.__name__} like {default!r}, "
                             f"got {value!r}")

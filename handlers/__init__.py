@@ -15,7 +15,7 @@ def routes(hub: Hub) -> list[tuple[str, type, dict[str, Any]]]:
     context = {"hub": hub}
     return [
         (r"/app/([^/]+)", PusherSocketHandler, context),
-        (r"/apps/([0-9]+)/events", EventsHandler, context),
-        (r"/apps/([0-9]+)/batch_events", BatchEventsHandler, context),
+        (r"/apps/([^/]+)/events", EventsHandler, context),
+        (r"/apps/([^/]+)/batch_events", BatchEventsHandler, context),
         (r"/health", HealthHandler, context),
     ]

@@ -86,7 +86,8 @@ def _event_channels(app: App, event: dict[str, Any], multi_channel: bool) -> tup
         raise ApiError(400, "Name the target with 'channels' or 'channel'")
     if len(channels) > app.max_channels_per_event:
         raise ApiError(400, f"At most {app.max_channels_per_event} channels per event")
-    names = tuple(_check_channel(name) for name in channels)
+    # A channel named twice still gets the event once.
+    names = tuple(dict.fromkeys(_check_channel(name) for name in channels))
     if len(names) > 1 and any(protocol.channel_kind(n).encrypted for n in names):
         raise ApiError(400, "Events to encrypted channels must name exactly one channel")
     return names
