@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pubsub.apps import App
@@ -175,3 +177,31 @@ async def test_connection_that_does_not_sign_in_in_time_is_closed_4009(connect):
     await prompt.subscribe("news")
     await prompt.expect(type="channel_event", event="pusher:subscription_succeeded")
     assert (await prompt.state())["state"] == "connected"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_pusherjs_reconnects_at_once_after_4200_and_resubscribes(connect, hub, sdk):
+    client = await connect("a")
+    await subscribed(client, "news")
+    first_id = (await client.state())["socket_id"]
+    hub.close_all()  # what a graceful shutdown sends
+    await client.expect(type="state", previous="connected", current="connecting")
+    reconnected = await client.expect(type="connected")
+    assert 4200 in error_codes(client)
+    assert reconnected["socket_id"] != first_id
+    await client.expect(type="channel_event", channel="news", event="pusher:subscription_succeeded")
+    await in_thread(sdk.trigger, "news", "after-restart", {})
+    await client.expect(type="channel_event", event="after-restart")
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_pusherjs_backs_off_after_4100_and_gets_in_when_there_is_room(connect, hub):
+    limit = 2
+    hub.options = dataclasses.replace(hub.options, max_connections=limit)
+    first, _ = [await connect(f"admitted-{n}") for n in range(limit)]
+    waiting = await connect("waiting", wait=False)
+    await waiting.expect(type="error")
+    assert 4100 in error_codes(waiting)
+    assert waiting.seen(type="connected") == []
+    await first.disconnect()
+    await waiting.expect(type="connected", timeout=10)  # pusher-js retried on its own
