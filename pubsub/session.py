@@ -168,16 +168,16 @@ class Session:
         if not isinstance(name, str):
             raise MessageRejected("pusher:subscribe needs a 'channel' string")
         try:
-            try:
-                kind = protocol.channel_kind(name)
-            except MessageRejected as rejection:
-                raise SubscriptionRefused(rejection.message, kind="InvalidChannel", status=400) from None
-            await self._subscribe(name, kind, data)
+            await self._subscribe(name, data)
         except SubscriptionRefused as refusal:
             payload = {"type": refusal.kind, "error": refusal.message, "status": refusal.status}
             self.send(protocol.encode_event(protocol.SUBSCRIPTION_ERROR, payload, name))
 
-    async def _subscribe(self, name: str, kind: protocol.ChannelKind, data: dict[str, Any]) -> None:
+    async def _subscribe(self, name: str, data: dict[str, Any]) -> None:
+        try:
+            kind = protocol.channel_kind(name)
+        except MessageRejected as rejection:
+            raise SubscriptionRefused(rejection.message, kind="InvalidChannel", status=400) from None
         if name in self.channels:  # a repeated subscribe is answered, not joined twice
             snapshot = self.hub.presence_snapshot(self.app, name) if kind.presence else None
             self._send_subscription_succeeded(name, snapshot)
