@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.api import BatchEventsHandler, EventsHandler
+from handlers import api
 from handlers.health import HealthHandler
 from handlers.socket import PusherSocketHandler
 from pubsub.hub import Hub
+
+_APP = r"/apps/(?P<app_id>[^/]+)"
+_CHANNEL = r"(?P<channel>[^/]+)"
+_USER = r"(?P<user_id>[^/]+)"
 
 
 def routes(hub: Hub) -> list[tuple[str, type, dict[str, Any]]]:
@@ -15,7 +19,13 @@ def routes(hub: Hub) -> list[tuple[str, type, dict[str, Any]]]:
     context = {"hub": hub}
     return [
         (r"/app/([^/]+)", PusherSocketHandler, context),
-        (r"/apps/([^/]+)/events", EventsHandler, context),
-        (r"/apps/([^/]+)/batch_events", BatchEventsHandler, context),
+        (rf"{_APP}/events", api.EventsHandler, context),
+        (rf"{_APP}/batch_events", api.BatchEventsHandler, context),
+        (rf"{_APP}/channels", api.ChannelsHandler, context),
+        (rf"{_APP}/channels/{_CHANNEL}", api.ChannelHandler, context),
+        (rf"{_APP}/channels/{_CHANNEL}/users", api.ChannelUsersHandler, context),
+        (rf"{_APP}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, context),
+        # The Python SDK posts here without /apps/{id}: the signed auth_key names the app.
+        (rf"/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, context),
         (r"/health", HealthHandler, context),
     ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import tornado.web
 
-from pubsub import rest
+from pubsub import protocol, rest
 from pubsub.apps import App
 from pubsub.errors import ApiError
 from pubsub.hub import Hub
@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 
 
 class ApiHandler(tornado.web.RequestHandler):
-    """Base of ``/apps/{id}/...``: finds the app and checks the request signature.
+    """Base of the HTTP API: finds the app and checks the request signature.
 
-    Refusals are :class:`ApiError` and answer ``{"error": message}`` with their status.
+    The app comes from the ``app_id`` path group, or, on the prefix-less
+    paths some SDKs use, from the signed ``auth_key``. Refusals are
+    :class:`ApiError` and answer ``{"error": message}`` with their status.
     """
 
     def initialize(self, hub: Hub) -> None:
@@ -29,16 +31,22 @@ class ApiHandler(tornado.web.RequestHandler):
         self.app_config: App | None = None
 
     def prepare(self) -> None:
-        app = self.hub.apps.by_id(self.path_args[0])
-        if app is None:
-            raise ApiError(404, f"Unknown app id {self.path_args[0]}")
         query = {name: self.get_query_argument(name, strip=False)
                  for name in self.request.query_arguments}
+        app = self._find_app(query)
         verify_request(app, self.request.method or "", self.request.path, query,
                        self.request.body, time.time())
         if not app.enabled:
             raise ApiError(403, "App is disabled")
         self.app_config = app
+
+    def _find_app(self, query: dict[str, str]) -> App:
+        app_id = self.path_kwargs.get("app_id")
+        app = (self.hub.apps.by_id(app_id) if app_id is not None
+               else self.hub.apps.by_key(query.get("auth_key", "")))
+        if app is None:
+            raise ApiError(404, f"Unknown app {app_id or query.get('auth_key', '')!r}")
+        return app
 
     @property
     def app(self) -> App:
@@ -66,8 +74,14 @@ class ApiHandler(tornado.web.RequestHandler):
             super().log_exception(typ, value, tb)
 
     def channel_info(self, channel: str, attributes: frozenset[str]) -> dict[str, Any]:
+        """The requested ``info`` attributes of one channel."""
         info = self.hub.channel_info(self.app, channel)
-        return {name: value for name, value in info.items() if name in attributes}
+        selected = {name: info[name] for name in attributes if name in info}
+        if "cache" in attributes:
+            cached = self.hub.cache_info(self.app, channel)
+            if cached is not None:
+                selected["cache"] = {"data": cached["data"], "ttl": cached["ttl"]}
+        return selected
 
 
 class EventsHandler(ApiHandler):
@@ -95,3 +109,43 @@ class BatchEventsHandler(ApiHandler):
             return self.write_json({})
         self.write_json({"batch": [self.channel_info(trigger.channels[0], trigger.info)
                                    for trigger in triggers]})
+
+
+class ChannelsHandler(ApiHandler):
+    """``GET /apps/{id}/channels?filter_by_prefix=&info=``: the occupied channels."""
+
+    def get(self, app_id: str) -> None:
+        prefix = self.get_query_argument("filter_by_prefix", "", strip=False)
+        attributes = rest.parse_channels_query(prefix, self.get_query_argument("info", None))
+        channels = self.hub.occupied_channels(self.app, prefix)
+        self.write_json({"channels": {name: {attribute: info[attribute] for attribute in attributes
+                                             if attribute in info}
+                                      for name, info in channels.items()}})
+
+
+class ChannelHandler(ApiHandler):
+    """``GET /apps/{id}/channels/{channel}?info=``: one channel's state."""
+
+    def get(self, app_id: str, channel: str) -> None:
+        attributes = rest.parse_channel_query(channel, self.get_query_argument("info", None))
+        occupied = self.hub.channel_info(self.app, channel)["occupied"]
+        self.write_json({"occupied": occupied, **self.channel_info(channel, attributes)})
+
+
+class ChannelUsersHandler(ApiHandler):
+    """``GET /apps/{id}/channels/{channel}/users``: a presence channel's users."""
+
+    def get(self, app_id: str, channel: str) -> None:
+        rest.check_channel(channel)
+        if not protocol.channel_kind(channel).presence:
+            raise ApiError(400, "Users can only be listed on presence channels")
+        users = self.hub.presence_user_ids(self.app, channel)
+        self.write_json({"users": [{"id": user_id} for user_id in users]})
+
+
+class TerminateConnectionsHandler(ApiHandler):
+    """``POST [/apps/{id}]/users/{user_id}/terminate_connections``: sign a user out everywhere."""
+
+    def post(self, user_id: str, app_id: str | None = None) -> None:
+        self.hub.terminate_user(self.app, rest.check_user_id(user_id))
+        self.write_json({})

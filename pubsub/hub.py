@@ -20,10 +20,12 @@ from pubsub import protocol
 from pubsub.apps import App, AppRegistry
 from pubsub.broker import Broker, MemoryBroker, Publication
 from pubsub.cache import CachedEvent, MemoryCache
+from pubsub.counts import SubscriptionCountThrottle
 from pubsub.errors import ConnectionRefused, ErrorCode, SubscriptionRefused
 from pubsub.presence import Member, PresenceRoster
 from pubsub.protocol import ChannelKind
 from pubsub.users import UserDirectory
+from pubsub.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from pubsub.session import Session
@@ -78,7 +80,8 @@ class Hub:
     """
 
     def __init__(self, apps: AppRegistry, *, broker: Broker | None = None,
-                 options: HubOptions | None = None, node_id: int | None = None,
+                 options: HubOptions | None = None, webhooks: Webhooks | None = None,
+                 node_id: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.apps = apps
         self.options = options or HubOptions()
@@ -90,6 +93,8 @@ class Hub:
         self._cache = MemoryCache()
         self._broker = broker or MemoryBroker()
         self._broker.attach(self.deliver)
+        self.webhooks = webhooks or Webhooks()
+        self._counts = SubscriptionCountThrottle(self._announce_count, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._activity_task: asyncio.Task[None] | None = None
 
@@ -98,6 +103,7 @@ class Hub:
     async def start(self) -> None:
         """Connect the broker and start the activity checks; call on the running loop."""
         await self._broker.start()
+        await self.webhooks.start()
         self._activity_task = asyncio.ensure_future(self._check_activity_forever())
 
     async def close(self) -> None:
@@ -106,6 +112,8 @@ class Hub:
             self._activity_task.cancel()
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
+        self._counts.close()
+        await self.webhooks.close()
         await self._broker.close()
 
     def spawn(self, work: Awaitable[Any], what: str) -> None:
@@ -203,11 +211,16 @@ class Hub:
         if channel is None:
             channel = state.channels[name] = LocalChannel(name, kind)
             await self._broker.subscribe(app.id, name)
+            # The hooks below fire on this process's transitions; with several
+            # processes the broker decides which one observed the cluster's.
+            self.webhooks.channel_occupied(app, name)
         channel.subscribers[session.socket_id] = session
+        self._subscribers_changed(app, channel)
         if member is None:
             return None
         assert channel.roster is not None
         if channel.roster.join(member):
+            self.webhooks.member_added(app, name, member.user_id)
             added = {"user_id": member.user_id, "user_info": member.user_info}
             await self._broker.publish(Publication(
                 app.id, name, protocol.MEMBER_ADDED, protocol.dumps(added), exclude=session.socket_id))
@@ -222,11 +235,28 @@ class Hub:
             return
         channel.subscribers.pop(session.socket_id, None)
         if user_id is not None and channel.roster is not None and channel.roster.leave(user_id):
+            self.webhooks.member_removed(app, name, user_id)
             await self._broker.publish(Publication(
                 app.id, name, protocol.MEMBER_REMOVED, protocol.dumps({"user_id": user_id})))
         if not channel.subscribers and state.channels.get(name) is channel:
             del state.channels[name]
+            self.webhooks.channel_vacated(app, name)
             await self._broker.unsubscribe(app.id, name)
+        self._subscribers_changed(app, channel)
+
+    def _subscribers_changed(self, app: App, channel: LocalChannel) -> None:
+        # Presence channels count users instead, through member events.
+        if not channel.kind.presence:
+            self._counts.changed(app, channel.name, len(channel.subscribers))
+
+    def _announce_count(self, app: App, name: str) -> None:
+        channel = self._states[app.id].channels.get(name)
+        count = len(channel.subscribers) if channel is not None else 0
+        self.webhooks.subscription_count(app, name, count)
+        if channel is not None and app.subscription_count_events:
+            self.spawn(self._broker.publish(Publication(
+                app.id, name, protocol.SUBSCRIPTION_COUNT,
+                protocol.dumps({"subscription_count": count}))), f"subscription count of {name}")
 
     def presence_snapshot(self, app: App, name: str) -> dict[str, Any]:
         channel = self._states[app.id].channels.get(name)
@@ -234,12 +264,27 @@ class Hub:
         return roster.snapshot() if roster is not None else PresenceRoster().snapshot()
 
     def channel_info(self, app: App, name: str) -> dict[str, Any]:
-        """``subscription_count`` and, for presence, ``user_count`` of one channel."""
+        """``occupied``, ``subscription_count`` and, for presence, ``user_count`` of a channel."""
         channel = self._states[app.id].channels.get(name)
-        info: dict[str, Any] = {"subscription_count": len(channel.subscribers) if channel else 0}
+        count = len(channel.subscribers) if channel is not None else 0
+        info: dict[str, Any] = {"occupied": count > 0, "subscription_count": count}
         if protocol.channel_kind(name).presence:
             info["user_count"] = len(channel.roster) if channel and channel.roster else 0
         return info
+
+    def occupied_channels(self, app: App, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """:meth:`channel_info` of every occupied channel whose name starts with ``prefix``."""
+        return {name: self.channel_info(app, name)
+                for name in self._states[app.id].channels if name.startswith(prefix)}
+
+    def presence_user_ids(self, app: App, name: str) -> list[str]:
+        channel = self._states[app.id].channels.get(name)
+        return channel.roster.user_ids() if channel is not None and channel.roster else []
+
+    def terminate_user(self, app: App, user_id: str) -> None:
+        """Close every connection of a signed-in user (4009: the client does not retry)."""
+        for session in self._states[app.id].users.connections(user_id):
+            session.close(ErrorCode.UNAUTHORIZED, "Connection terminated by the app")
 
     # -- publishing --------------------------------------------------------------
 
@@ -254,11 +299,20 @@ class Hub:
     async def relay(self, session: Session, name: str, event: str, data: str,
                     user_id: str | None) -> None:
         """Publish a client event to everyone on the channel but its sender."""
+        self.webhooks.client_event(session.app, name, event, data, session.socket_id, user_id)
         await self._broker.publish(Publication(
             session.app.id, name, event, data, exclude=session.socket_id, user_id=user_id))
 
     def cached_event(self, app: App, name: str) -> CachedEvent | None:
         return self._cache.get(app.id, name, self.clock())
+
+    def cache_info(self, app: App, name: str) -> dict[str, Any] | None:
+        """The cached event's ``data`` and whole seconds of ``ttl`` left, as the HTTP API shows it."""
+        now = self.clock()
+        cached = self._cache.get(app.id, name, now)
+        if cached is None:
+            return None
+        return {"event": cached.event, "data": cached.data, "ttl": int(cached.expires_at - now)}
 
     def deliver(self, publication: Publication) -> None:
         """Write one publication to this process's subscribers: encode once, send to each."""

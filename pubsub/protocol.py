@@ -34,6 +34,7 @@ CACHE_MISS = "pusher:cache_miss"
 SUBSCRIPTION_SUCCEEDED = "pusher_internal:subscription_succeeded"
 MEMBER_ADDED = "pusher_internal:member_added"
 MEMBER_REMOVED = "pusher_internal:member_removed"
+SUBSCRIPTION_COUNT = "pusher_internal:subscription_count"
 WATCHLIST_EVENTS = "pusher_internal:watchlist_events"
 
 SERVER_TO_USER_PREFIX = "#server-to-user-"

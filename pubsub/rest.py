@@ -10,7 +10,11 @@ from pubsub import protocol
 from pubsub.apps import App
 from pubsub.errors import ApiError, MessageRejected
 
+#: ``info`` a publish may ask for; a channel query may also ask for ``cache``.
+MAX_USER_ID_LENGTH = 128
+
 INFO_ATTRIBUTES = frozenset({"subscription_count", "user_count"})
+CHANNEL_INFO_ATTRIBUTES = INFO_ATTRIBUTES | {"cache"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +38,7 @@ def _load_object(body: bytes) -> dict[str, Any]:
     return parsed
 
 
-def _check_channel(name: Any) -> str:
+def check_channel(name: Any) -> str:
     if not isinstance(name, str):
         raise ApiError(400, "Channel names must be strings")
     try:
@@ -44,13 +48,14 @@ def _check_channel(name: Any) -> str:
     return name
 
 
-def _parse_info(value: Any) -> frozenset[str]:
+def parse_info(value: Any, allowed: frozenset[str] = INFO_ATTRIBUTES) -> frozenset[str]:
+    """The attributes of an ``info`` parameter, refusing unknown ones."""
     if value is None:
         return frozenset()
     if not isinstance(value, str):
         raise ApiError(400, "info must be a comma-separated string")
     attributes = frozenset(part for part in value.split(",") if part)
-    unknown = attributes - INFO_ATTRIBUTES
+    unknown = attributes - allowed
     if unknown:
         raise ApiError(400, f"Unknown info attributes: {', '.join(sorted(unknown))}")
     return attributes
@@ -72,7 +77,7 @@ def parse_trigger(app: App, event: dict[str, Any], *, multi_channel: bool) -> Tr
     socket_id = event.get("socket_id")
     if socket_id is not None and not protocol.is_valid_socket_id(socket_id):
         raise ApiError(400, "socket_id must look like '123.456'")
-    return Trigger(channels, name, data, socket_id, _parse_info(event.get("info")))
+    return Trigger(channels, name, data, socket_id, parse_info(event.get("info")))
 
 
 def _event_channels(app: App, event: dict[str, Any], multi_channel: bool) -> tuple[str, ...]:
@@ -87,7 +92,7 @@ def _event_channels(app: App, event: dict[str, Any], multi_channel: bool) -> tup
     if len(channels) > app.max_channels_per_event:
         raise ApiError(400, f"At most {app.max_channels_per_event} channels per event")
     # A channel named twice still gets the event once.
-    names = tuple(dict.fromkeys(_check_channel(name) for name in channels))
+    names = tuple(dict.fromkeys(check_channel(name) for name in channels))
     if len(names) > 1 and any(protocol.channel_kind(n).encrypted for n in names):
         raise ApiError(400, "Events to encrypted channels must name exactly one channel")
     return names
@@ -108,3 +113,26 @@ def parse_batch_body(app: App, body: bytes) -> list[Trigger]:
     if not all(isinstance(event, dict) for event in batch):
         raise ApiError(400, "Each batch entry must be an event object")
     return [parse_trigger(app, event, multi_channel=False) for event in batch]
+
+
+def parse_channels_query(prefix: str, info: str | None) -> frozenset[str]:
+    """``info`` of ``GET /channels``: ``user_count`` only with a ``presence-`` prefix."""
+    attributes = parse_info(info)
+    if "user_count" in attributes and not prefix.startswith("presence-"):
+        raise ApiError(400, "info=user_count needs filter_by_prefix=presence-...")
+    return attributes
+
+
+def parse_channel_query(channel: str, info: str | None) -> frozenset[str]:
+    """``info`` of ``GET /channels/{channel}``: ``user_count`` only on presence channels."""
+    check_channel(channel)
+    attributes = parse_info(info, CHANNEL_INFO_ATTRIBUTES)
+    if "user_count" in attributes and not protocol.channel_kind(channel).presence:
+        raise ApiError(400, "info=user_count is only for presence channels")
+    return attributes
+
+
+def check_user_id(user_id: str) -> str:
+    if not protocol.is_valid_name(user_id, MAX_USER_ID_LENGTH):
+        raise ApiError(400, f"Invalid user id {user_id!r}")
+    return user_id

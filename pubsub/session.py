@@ -239,6 +239,7 @@ class Session:
         cached = self.hub.cached_event(self.app, name)
         if cached is None:
             self.send(protocol.encode_frame(protocol.CACHE_MISS, channel=name))
+            self.hub.webhooks.cache_miss(self.app, name)
         else:
             self.send(protocol.encode_frame(cached.event, cached.data, name))
 

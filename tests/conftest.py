@@ -33,7 +33,8 @@ TINY = App(id="4", key="tiny-key", secret="tiny-secret", max_connections=3,
            client_event_rate=2, client_event_burst=2)
 SIGNIN_REQUIRED = App(id="5", key="signin-key", secret="signin-secret",
                       user_authentication_timeout=0.3)
-APPS = [MAIN, QUIET, DISABLED, TINY, SIGNIN_REQUIRED]
+COUNTED = App(id="6", key="count-key", secret="count-secret", subscription_count_events=True)
+APPS = [MAIN, QUIET, DISABLED, TINY, SIGNIN_REQUIRED, COUNTED]
 MAX_MESSAGE_BYTES = 16 * 1024
 
 
