@@ -14,20 +14,40 @@ import signal
 import sys
 from pathlib import Path
 
+import tornado.httpclient
 import tornado.web
 
 from handlers import routes
 from pubsub.apps import AppRegistry
 from pubsub.hub import Hub
+from pubsub.webhooks import Poster, Webhooks
 from settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("server")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
+def make_poster(timeout: float) -> Poster:
+    """Webhook POSTs with Tornado's HTTP client: the status, or OSError when there is none."""
+
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+        # The client is per IOLoop, so look it up on the loop that posts.
+        client = tornado.httpclient.AsyncHTTPClient()
+        try:
+            response = await client.fetch(url, method="POST", body=body, headers=headers,
+                                          request_timeout=timeout, follow_redirects=False,
+                                          raise_error=False)
+        except tornado.httpclient.HTTPClientError as error:  # timeouts: 599, no response
+            raise OSError(f"{url}: {error}") from error
+        return response.code
+
+    return post
+
+
 def make_hub(settings: Settings) -> Hub:
     """The engine for these settings: the in-process broker is the default."""
-    return Hub(AppRegistry(settings.apps), options=settings.hub)
+    webhooks = Webhooks(make_poster(settings.webhooks.timeout), options=settings.webhooks)
+    return Hub(AppRegistry(settings.apps), options=settings.hub, webhooks=webhooks)
 
 
 def make_application(settings: Settings, hub: Hub) -> tornado.web.Application:

@@ -9,8 +9,13 @@ Environment:
     PUSH_APP_ID, PUSH_APP_KEY,      the default app (default 1, app-key, app-secret);
     PUSH_APP_SECRET                 ids are digits, as the official SDKs require
     PUSH_APP_CLIENT_EVENTS          client events on the default app (default true)
+    PUSH_APP_WEBHOOKS               comma-separated http(s) URLs that receive every webhook
+                                    of the default app (default none)
+    PUSH_APP_SUBSCRIPTION_COUNT     subscription_count events and webhooks on the default app
+                                    (default false)
     PUSH_DEFAULT_APP                false: no default app (then PUSH_APPS_FILE must give apps)
-    PUSH_APPS_FILE                  JSON list of more apps, each {"id", "key", "secret", options...}
+    PUSH_APPS_FILE                  JSON list of more apps, each {"id", "key", "secret", options...};
+                                    "webhooks" lists URLs or {"url", "event_types": [...]}
     PUSH_ACTIVITY_TIMEOUT           seconds of silence before the server pings (default 120)
     PUSH_PONG_TIMEOUT               seconds to answer that ping before close 4201 (default 30)
     PUSH_MAX_CONNECTIONS            connections per process, 4100 beyond (default 0: no limit)
@@ -18,6 +23,12 @@ Environment:
     PUSH_MAX_MESSAGE_BYTES          largest WebSocket message; larger closes 1009 (default 65536)
     PUSH_MAX_BODY_BYTES             largest HTTP API body (default 1048576)
     PUSH_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
+    PUSH_WEBHOOK_BATCH_SECONDS      seconds that collect webhook events into one POST (default 0.25)
+    PUSH_WEBHOOK_LEAVE_DELAY        seconds channel_vacated and member_removed wait, dropped
+                                    if the channel or user is back meanwhile (default 3)
+    PUSH_WEBHOOK_RETRY_FOR          seconds a failed webhook batch is retried (default 300)
+    PUSH_WEBHOOK_QUEUE_SIZE         webhook events waiting per URL; beyond, the oldest are
+                                    dropped (default 10000)
 """
 
 from __future__ import annotations
@@ -30,14 +41,17 @@ import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
-from pubsub.apps import App
+from pubsub.apps import WEBHOOK_EVENT_TYPES, App, WebhookTarget
 from pubsub.hub import HubOptions
+from pubsub.webhooks import WebhookOptions
 
 DEFAULT_APP_SECRET = "app-secret"
 _APP_ID_RE = re.compile(r"[0-9]+")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _HUB_DEFAULTS = HubOptions()
+_WEBHOOK_DEFAULTS = WebhookOptions()
 
 
 class SettingsError(ValueError):
@@ -50,6 +64,7 @@ class Settings:
     port: int = 6001
     apps: tuple[App, ...] = ()
     hub: HubOptions = field(default_factory=HubOptions)
+    webhooks: WebhookOptions = field(default_factory=WebhookOptions)
     max_message_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -75,11 +90,18 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         max_inbound_rate=inbound_rate,
         max_inbound_burst=max(1, int(2 * inbound_rate)),
     )
+    webhooks = WebhookOptions(
+        batch_seconds=env.number("PUSH_WEBHOOK_BATCH_SECONDS", _WEBHOOK_DEFAULTS.batch_seconds),
+        leave_delay=env.number("PUSH_WEBHOOK_LEAVE_DELAY", _WEBHOOK_DEFAULTS.leave_delay),
+        retry_for=env.number("PUSH_WEBHOOK_RETRY_FOR", _WEBHOOK_DEFAULTS.retry_for),
+        queue_size=env.integer("PUSH_WEBHOOK_QUEUE_SIZE", _WEBHOOK_DEFAULTS.queue_size, positive=True),
+    )
     values: dict[str, Any] = dict(
         host=env.text("PUSH_HOST", Settings.host),
         port=env.integer("PUSH_PORT", Settings.port),
         apps=apps,
         hub=hub,
+        webhooks=webhooks,
         max_message_bytes=env.integer("PUSH_MAX_MESSAGE_BYTES", Settings.max_message_bytes, positive=True),
         max_body_bytes=env.integer("PUSH_MAX_BODY_BYTES", Settings.max_body_bytes, positive=True),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
@@ -148,12 +170,16 @@ def _check_range(name: str, number: Any, positive: bool) -> Any:
 def _apps(env: _Env) -> tuple[App, ...]:
     apps: list[tuple[str, App]] = []  # (where it was configured, app)
     if env.flag("PUSH_DEFAULT_APP", True):
-        apps.append(("PUSH_APP_*", _app("PUSH_APP_*", {
+        default = _app("PUSH_APP_*", {
             "id": env.text("PUSH_APP_ID", "1"),
             "key": env.text("PUSH_APP_KEY", "app-key"),
             "secret": env.text("PUSH_APP_SECRET", DEFAULT_APP_SECRET),
             "client_events": env.flag("PUSH_APP_CLIENT_EVENTS", True),
-        })))
+            "subscription_count_events": env.flag("PUSH_APP_SUBSCRIPTION_COUNT", False),
+        })
+        urls = [url.strip() for url in env.environ.get("PUSH_APP_WEBHOOKS", "").split(",")]
+        webhooks = _webhook_targets("PUSH_APP_WEBHOOKS", [url for url in urls if url])
+        apps.append(("PUSH_APP_*", dataclasses.replace(default, webhooks=webhooks)))
     path = env.environ.get("PUSH_APPS_FILE")
     if path:
         apps.extend(_apps_file(path))
@@ -203,10 +229,49 @@ def _app(where: str, entry: Any) -> App:
         raise SettingsError(f"{where}: key must not contain '/', '?' or ':'")
     types = typing.get_type_hints(App)
     defaults = {f.name: f.default for f in dataclasses.fields(App) if f.default is not dataclasses.MISSING}
+    options = dict(entry)
     for name, value in entry.items():
-        if name in defaults:
+        if name == "webhooks":  # tuple[WebhookTarget, ...] is no class for isinstance
+            options[name] = _webhook_targets(f"{where}: webhooks", value)
+        elif name in defaults:
             _check_option(where, name, value, types[name], defaults[name])
-    return App(**entry)
+    return App(**options)
+
+
+def _webhook_targets(where: str, items: Any) -> tuple[WebhookTarget, ...]:
+    """URL strings (every event type) or ``{"url", "event_types"}`` objects, validated."""
+    if not isinstance(items, list):
+        raise SettingsError(f"{where} must be a list of URLs or {{\"url\", \"event_types\"}} objects")
+    targets = []
+    for number, item in enumerate(items, 1):
+        here = f"{where} #{number}"
+        if isinstance(item, str):
+            item = {"url": item}
+        if not isinstance(item, dict) or not set(item) <= {"url", "event_types"}:
+            raise SettingsError(f"{here} must be a URL or an object with only url and event_types")
+        url = item.get("url")
+        if not _is_http_url(url):
+            raise SettingsError(f"{here}: url must be an http or https URL with a host, got {url!r}")
+        kinds = item.get("event_types", sorted(WEBHOOK_EVENT_TYPES))
+        if (not isinstance(kinds, list) or not kinds
+                or not all(isinstance(kind, str) and kind in WEBHOOK_EVENT_TYPES for kind in kinds)):
+            raise SettingsError(f"{here}: event_types must be a non-empty list of "
+                                f"{', '.join(sorted(WEBHOOK_EVENT_TYPES))}; got {kinds!r}")
+        if any(target.url == url for target in targets):
+            raise SettingsError(f"{here}: url {url!r} is listed twice")
+        targets.append(WebhookTarget(url, frozenset(kinds)))
+    return tuple(targets)
+
+
+def _is_http_url(url: Any) -> bool:
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not 0-65535
+    except ValueError:  # e.g. an unclosed IPv6 bracket or a bad port
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
 
 
 def _check_option(where: str, name: str, value: Any, kind: type, default: Any) -> None:

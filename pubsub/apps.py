@@ -7,6 +7,21 @@ from dataclasses import dataclass
 from typing import Iterable
 
 
+#: Every webhook event type, in the order the Pusher docs list them.
+WEBHOOK_EVENT_TYPES = frozenset({
+    "channel_occupied", "channel_vacated", "member_added", "member_removed",
+    "client_event", "cache_miss", "subscription_count",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """One URL that receives an app's webhooks, for the event types it names."""
+
+    url: str
+    event_types: frozenset[str] = WEBHOOK_EVENT_TYPES
+
+
 @dataclass(frozen=True, slots=True)
 class App:
     """One tenant: its credentials, switches and limits.
@@ -38,6 +53,9 @@ class App:
     cache_ttl: float = 30 * 60
     #: Close 4009 a connection that has not signed in after this many seconds; 0 is off.
     user_authentication_timeout: float = 0
+    #: Send ``pusher_internal:subscription_count`` to subscribers of non-presence channels.
+    subscription_count_events: bool = False
+    webhooks: tuple[WebhookTarget, ...] = ()
 
     @classmethod
     def option_names(cls) -> frozenset[str]:
