@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +27,27 @@ class Publication:
 
 
 Deliver = Callable[[Publication], None]
+#: Receives a control message (a JSON-able dict) that every process gets.
+Control = Callable[[dict[str, Any]], None]
 
 
 class Broker(ABC):
-    """Moves publications between processes; the hub delivers them locally."""
+    """Moves publications between processes; the hub delivers them locally.
+
+    Besides channel traffic, a broker carries rare control messages to every
+    process (terminate a user's connections, a watched user came online).
+    Methods that must reach other processes raise
+    :class:`~pubsub.errors.BrokerUnavailable` when they cannot.
+    """
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
+        self._control: Control | None = None
 
-    def attach(self, deliver: Deliver) -> None:
-        """Route every publication this broker receives to ``deliver``."""
+    def attach(self, deliver: Deliver, control: Control) -> None:
+        """Route publications to ``deliver`` and control messages to ``control``."""
         self._deliver = deliver
+        self._control = control
 
     async def start(self) -> None:
         """Connect; called once before the first publish."""
@@ -51,6 +61,10 @@ class Broker(ABC):
 
         Publications on one channel arrive in the order they were published.
         """
+
+    @abstractmethod
+    async def broadcast(self, message: dict[str, Any]) -> None:
+        """Send a control message to every process, this one included."""
 
     @abstractmethod
     async def subscribe(self, app_id: str, channel: str) -> None:
@@ -67,6 +81,10 @@ class MemoryBroker(Broker):
     async def publish(self, publication: Publication) -> None:
         assert self._deliver is not None, "attach() the hub first"
         self._deliver(publication)
+
+    async def broadcast(self, message: dict[str, Any]) -> None:
+        assert self._control is not None, "attach() the hub first"
+        self._control(message)
 
     async def subscribe(self, app_id: str, channel: str) -> None:
         pass

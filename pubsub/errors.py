@@ -74,3 +74,7 @@ class ApiError(PushError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BrokerUnavailable(PushError):
+    """The broker or shared state (Redis) cannot be reached; HTTP answers 503."""

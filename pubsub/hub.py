@@ -92,7 +92,7 @@ class Hub:
         self._connection_count = 0
         self._cache = MemoryCache()
         self._broker = broker or MemoryBroker()
-        self._broker.attach(self.deliver)
+        self._broker.attach(self.deliver, self._on_control)
         self.webhooks = webhooks or Webhooks()
         self._counts = SubscriptionCountThrottle(self._announce_count, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -326,6 +326,12 @@ class Hub:
         for socket_id, session in list(channel.subscribers.items()):
             if socket_id != excluded:
                 session.send(frame)
+
+    # -- control messages ----------------------------------------------------------
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        """A control message every process receives (none are defined yet)."""
+        log.warning("unknown control message %r", message.get("type"))
 
     # -- users -------------------------------------------------------------------
 
