@@ -11,7 +11,7 @@ import tornado.web
 
 from pubsub import protocol, rest
 from pubsub.apps import App
-from pubsub.errors import ApiError
+from pubsub.errors import ApiError, BrokerUnavailable
 from pubsub.hub import Hub
 from pubsub.signing import verify_request
 
@@ -62,25 +62,28 @@ class ApiHandler(tornado.web.RequestHandler):
         if isinstance(error, ApiError):
             self.set_status(error.status)
             message = error.message
+        elif isinstance(error, BrokerUnavailable):
+            # Never 200 for an event that was not published: the SDK can retry.
+            self.set_status(503)
+            message = f"Service unavailable: {error.message}"
         else:
             message = self._reason
         self.write_json({"error": message})
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ApiError):
-            log.info("%s %s refused %d: %s", self.request.method, self.request.path,
-                     value.status, value.message)
+        if isinstance(value, (ApiError, BrokerUnavailable)):
+            log.info("%s %s refused: %s", self.request.method, self.request.path, value.message)
         else:
             super().log_exception(typ, value, tb)
 
-    def channel_info(self, channel: str, attributes: frozenset[str]) -> dict[str, Any]:
-        """The requested ``info`` attributes of one channel."""
-        info = self.hub.channel_info(self.app, channel)
+    async def channel_info(self, channel: str, attributes: frozenset[str]) -> dict[str, Any]:
+        """The requested ``info`` attributes of one channel (``occupied`` among them)."""
+        info = await self.hub.channel_info(self.app, channel)
         selected = {name: info[name] for name in attributes if name in info}
         if "cache" in attributes:
-            cached = self.hub.cache_info(self.app, channel)
+            cached = await self.hub.cached_event(self.app, channel)
             if cached is not None:
-                selected["cache"] = {"data": cached["data"], "ttl": cached["ttl"]}
+                selected["cache"] = {"data": cached.data, "ttl": int(cached.ttl)}
         return selected
 
 
@@ -93,7 +96,7 @@ class EventsHandler(ApiHandler):
                                trigger.socket_id)
         if not trigger.info:
             return self.write_json({})
-        self.write_json({"channels": {name: self.channel_info(name, trigger.info)
+        self.write_json({"channels": {name: await self.channel_info(name, trigger.info)
                                       for name in trigger.channels}})
 
 
@@ -107,17 +110,17 @@ class BatchEventsHandler(ApiHandler):
                                    trigger.socket_id)
         if not any(trigger.info for trigger in triggers):
             return self.write_json({})
-        self.write_json({"batch": [self.channel_info(trigger.channels[0], trigger.info)
+        self.write_json({"batch": [await self.channel_info(trigger.channels[0], trigger.info)
                                    for trigger in triggers]})
 
 
 class ChannelsHandler(ApiHandler):
     """``GET /apps/{id}/channels?filter_by_prefix=&info=``: the occupied channels."""
 
-    def get(self, app_id: str) -> None:
+    async def get(self, app_id: str) -> None:
         prefix = self.get_query_argument("filter_by_prefix", "", strip=False)
         attributes = rest.parse_channels_query(prefix, self.get_query_argument("info", None))
-        channels = self.hub.occupied_channels(self.app, prefix)
+        channels = await self.hub.occupied_channels(self.app, prefix)
         self.write_json({"channels": {name: {attribute: info[attribute] for attribute in attributes
                                              if attribute in info}
                                       for name, info in channels.items()}})
@@ -126,26 +129,25 @@ class ChannelsHandler(ApiHandler):
 class ChannelHandler(ApiHandler):
     """``GET /apps/{id}/channels/{channel}?info=``: one channel's state."""
 
-    def get(self, app_id: str, channel: str) -> None:
+    async def get(self, app_id: str, channel: str) -> None:
         attributes = rest.parse_channel_query(channel, self.get_query_argument("info", None))
-        occupied = self.hub.channel_info(self.app, channel)["occupied"]
-        self.write_json({"occupied": occupied, **self.channel_info(channel, attributes)})
+        self.write_json(await self.channel_info(channel, attributes | {"occupied"}))
 
 
 class ChannelUsersHandler(ApiHandler):
     """``GET /apps/{id}/channels/{channel}/users``: a presence channel's users."""
 
-    def get(self, app_id: str, channel: str) -> None:
+    async def get(self, app_id: str, channel: str) -> None:
         rest.check_channel(channel)
         if not protocol.channel_kind(channel).presence:
             raise ApiError(400, "Users can only be listed on presence channels")
-        users = self.hub.presence_user_ids(self.app, channel)
+        users = await self.hub.presence_user_ids(self.app, channel)
         self.write_json({"users": [{"id": user_id} for user_id in users]})
 
 
 class TerminateConnectionsHandler(ApiHandler):
     """``POST [/apps/{id}]/users/{user_id}/terminate_connections``: sign a user out everywhere."""
 
-    def post(self, user_id: str, app_id: str | None = None) -> None:
-        self.hub.terminate_user(self.app, rest.check_user_id(user_id))
+    async def post(self, user_id: str, app_id: str | None = None) -> None:
+        await self.hub.terminate_user(self.app, rest.check_user_id(user_id))
         self.write_json({})

@@ -3,14 +3,15 @@
 Every publication, whatever its origin (HTTP API, client event, presence
 change), goes through the broker and comes back to :meth:`Hub.deliver`, which
 encodes the Pusher frame once and hands the same bytes to each local
-subscriber.
+subscriber. What spans processes (counts, presence, online users, cache) is
+asked of the :class:`~pubsub.state.ClusterState`; the process whose call
+changed it cluster-wide sends the event or webhook, so each goes out once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from itertools import count
@@ -19,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 from pubsub import protocol
 from pubsub.apps import App, AppRegistry
 from pubsub.broker import Broker, MemoryBroker, Publication
-from pubsub.cache import CachedEvent, MemoryCache
 from pubsub.counts import SubscriptionCountThrottle
 from pubsub.errors import ConnectionRefused, ErrorCode, SubscriptionRefused
-from pubsub.presence import Member, PresenceRoster
+from pubsub.presence import Member
 from pubsub.protocol import ChannelKind
+from pubsub.state import CacheEntry, ClusterState, Departure, MemoryState, Orphan
 from pubsub.users import UserDirectory
 from pubsub.webhooks import Webhooks
 
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from pubsub.session import Session
 
 log = logging.getLogger(__name__)
+
+# Control messages every process receives.
+_TERMINATE = "terminate"
+_WATCHED = "watched"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +54,23 @@ class HubOptions:
 
 
 class LocalChannel:
-    """One channel's subscribers on this process."""
+    """One channel's subscribers on this process.
 
-    __slots__ = ("name", "kind", "subscribers", "roster")
+    ``ready`` resolves once the broker delivers the channel here, so that no
+    subscriber is told it succeeded before it can receive.
+    """
+
+    __slots__ = ("name", "kind", "subscribers", "ready")
 
     def __init__(self, name: str, kind: ChannelKind) -> None:
         self.name = name
         self.kind = kind
         self.subscribers: dict[str, Session] = {}
-        self.roster: PresenceRoster | None = PresenceRoster() if kind.presence else None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 class AppState:
-    """What this process knows of one app."""
+    """What this process holds of one app."""
 
     __slots__ = ("app", "channels", "sessions", "users")
 
@@ -75,46 +84,50 @@ class AppState:
 class Hub:
     """Channels → local connections for every app, and the publish path.
 
-    ``clock`` is monotonic seconds; ``node_id`` prefixes socket ids so that
-    they are unique across processes.
+    ``clock`` is monotonic seconds. Socket ids are ``{node_id}.{n}``, unique
+    across processes because the cluster state hands out node ids.
     """
 
     def __init__(self, apps: AppRegistry, *, broker: Broker | None = None,
-                 options: HubOptions | None = None, webhooks: Webhooks | None = None,
-                 node_id: int | None = None,
+                 state: ClusterState | None = None, options: HubOptions | None = None,
+                 webhooks: Webhooks | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.apps = apps
         self.options = options or HubOptions()
         self.clock = clock
-        self.node_id = node_id if node_id is not None else 1 + secrets.randbelow(10**9)
+        self.node_id = 0
         self._socket_numbers = count(1)
         self._states = {app.id: AppState(app) for app in apps}
         self._connection_count = 0
-        self._cache = MemoryCache()
         self._broker = broker or MemoryBroker()
         self._broker.attach(self.deliver, self._on_control)
+        self.state = state or MemoryState(clock)
         self.webhooks = webhooks or Webhooks()
         self._counts = SubscriptionCountThrottle(self._announce_count, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._activity_task: asyncio.Task[None] | None = None
+        self._periodic: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect the broker and start the activity checks; call on the running loop."""
+        """Join the cluster and start background work; call on the running loop."""
+        self.node_id = await self.state.start()
         await self._broker.start()
         await self.webhooks.start()
-        self._activity_task = asyncio.ensure_future(self._check_activity_forever())
+        self._periodic.append(asyncio.ensure_future(self._check_activity_forever()))
+        if self.state.reap_interval is not None:
+            self._periodic.append(asyncio.ensure_future(self._reap_forever(self.state.reap_interval)))
 
     async def close(self) -> None:
-        """Stop background work and disconnect the broker."""
-        if self._activity_task is not None:
-            self._activity_task.cancel()
+        """Stop background work and leave the cluster."""
+        for task in self._periodic:
+            task.cancel()
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
         self._counts.close()
         await self.webhooks.close()
         await self._broker.close()
+        await self.state.close()
 
     def spawn(self, work: Awaitable[Any], what: str) -> None:
         """Run ``work`` in the background, logging (never raising) its failure."""
@@ -151,7 +164,7 @@ class Hub:
         if state.sessions.pop(session.socket_id, None) is None:
             return
         self._connection_count -= 1
-        # Stop deliveries now; presence and broker bookkeeping may wait on I/O.
+        # Stop deliveries now; the shared bookkeeping may wait on I/O.
         for name in session.channels:
             channel = state.channels.get(name)
             if channel is not None:
@@ -188,7 +201,6 @@ class Hub:
             for state in self._states.values():
                 for session in list(state.sessions.values()):
                     session.check_activity(now)
-            self._cache.expire(now)
 
     # -- channels ----------------------------------------------------------------
 
@@ -199,50 +211,71 @@ class Hub:
         Raises :class:`SubscriptionRefused` when a presence channel is full.
         """
         app = session.app
-        state = self._states[app.id]
-        channel = state.channels.get(name)
-        if member is not None and channel is not None:
-            roster = channel.roster
-            assert roster is not None
-            if member.user_id not in roster and len(roster) >= app.max_presence_members:
-                raise SubscriptionRefused(
-                    f"Presence channel {name} is full ({app.max_presence_members} members)",
-                    kind="LimitReached", status=403)
-        if channel is None:
-            channel = state.channels[name] = LocalChannel(name, kind)
-            await self._broker.subscribe(app.id, name)
-            # The hooks below fire on this process's transitions; with several
-            # processes the broker decides which one observed the cluster's.
-            self.webhooks.channel_occupied(app, name)
+        if member is not None:
+            await self._check_room(app, name, member)
+        channel = await self._local_channel(app, name, kind)
+        arrival = await self.state.join(app.id, name, session.socket_id, member)
         channel.subscribers[session.socket_id] = session
+        if arrival.occupied:
+            self.webhooks.channel_occupied(app, name)
         self._subscribers_changed(app, channel)
         if member is None:
             return None
-        assert channel.roster is not None
-        if channel.roster.join(member):
+        if arrival.member_added:
             self.webhooks.member_added(app, name, member.user_id)
             added = {"user_id": member.user_id, "user_info": member.user_info}
             await self._broker.publish(Publication(
                 app.id, name, protocol.MEMBER_ADDED, protocol.dumps(added), exclude=session.socket_id))
-        return channel.roster.snapshot()
+        return await self.presence_snapshot(app, name)
+
+    async def _check_room(self, app: App, name: str, member: Member) -> None:
+        members = await self.state.members(app.id, name)
+        if member.user_id not in members and len(members) >= app.max_presence_members:
+            raise SubscriptionRefused(
+                f"Presence channel {name} is full ({app.max_presence_members} members)",
+                kind="LimitReached", status=403)
+
+    async def _local_channel(self, app: App, name: str, kind: ChannelKind) -> LocalChannel:
+        """This process's entry for the channel, subscribed at the broker before it is used."""
+        channels = self._states[app.id].channels
+        channel = channels.get(name)
+        if channel is None:
+            channel = channels[name] = LocalChannel(name, kind)
+            try:
+                await self._broker.subscribe(app.id, name)
+            except Exception as error:
+                del channels[name]
+                channel.ready.set_exception(error)
+                channel.ready.exception()  # retrieved: the waiters below re-raise it
+                raise
+            channel.ready.set_result(None)
+        else:
+            await asyncio.shield(channel.ready)
+        return channel
 
     async def unsubscribe(self, session: Session, name: str, user_id: str | None) -> None:
         """Remove the session from a channel; ``user_id`` is its presence member, if any."""
         app = session.app
-        state = self._states[app.id]
-        channel = state.channels.get(name)
-        if channel is None:
-            return
-        channel.subscribers.pop(session.socket_id, None)
-        if user_id is not None and channel.roster is not None and channel.roster.leave(user_id):
+        channels = self._states[app.id].channels
+        channel = channels.get(name)
+        if channel is not None:
+            channel.subscribers.pop(session.socket_id, None)
+        departure = await self.state.leave(app.id, name, session.socket_id, user_id)
+        await self._announce_departure(app, name, user_id, departure)
+        if channel is not None and not channel.subscribers and channels.get(name) is channel:
+            del channels[name]
+            await self._broker.unsubscribe(app.id, name)
+        if channel is not None:
+            self._subscribers_changed(app, channel)
+
+    async def _announce_departure(self, app: App, name: str, user_id: str | None,
+                                  departure: Departure) -> None:
+        if departure.member_removed and user_id is not None:
             self.webhooks.member_removed(app, name, user_id)
             await self._broker.publish(Publication(
                 app.id, name, protocol.MEMBER_REMOVED, protocol.dumps({"user_id": user_id})))
-        if not channel.subscribers and state.channels.get(name) is channel:
-            del state.channels[name]
+        if departure.vacated:
             self.webhooks.channel_vacated(app, name)
-            await self._broker.unsubscribe(app.id, name)
-        self._subscribers_changed(app, channel)
 
     def _subscribers_changed(self, app: App, channel: LocalChannel) -> None:
         # Presence channels count users instead, through member events.
@@ -250,41 +283,62 @@ class Hub:
             self._counts.changed(app, channel.name, len(channel.subscribers))
 
     def _announce_count(self, app: App, name: str) -> None:
-        channel = self._states[app.id].channels.get(name)
-        count = len(channel.subscribers) if channel is not None else 0
+        self.spawn(self._send_count(app, name), f"subscription count of {name}")
+
+    async def _send_count(self, app: App, name: str) -> None:
+        count = (await self.state.counts(app.id, name)).subscriptions
         self.webhooks.subscription_count(app, name, count)
-        if channel is not None and app.subscription_count_events:
-            self.spawn(self._broker.publish(Publication(
+        if app.subscription_count_events and count:
+            await self._broker.publish(Publication(
                 app.id, name, protocol.SUBSCRIPTION_COUNT,
-                protocol.dumps({"subscription_count": count}))), f"subscription count of {name}")
+                protocol.dumps({"subscription_count": count})))
 
-    def presence_snapshot(self, app: App, name: str) -> dict[str, Any]:
-        channel = self._states[app.id].channels.get(name)
-        roster = channel.roster if channel is not None else None
-        return roster.snapshot() if roster is not None else PresenceRoster().snapshot()
+    async def presence_snapshot(self, app: App, name: str) -> dict[str, Any]:
+        """The ``presence`` object of ``subscription_succeeded``."""
+        members = await self.state.members(app.id, name)
+        return {"ids": list(members), "hash": members, "count": len(members)}
 
-    def channel_info(self, app: App, name: str) -> dict[str, Any]:
+    async def channel_info(self, app: App, name: str) -> dict[str, Any]:
         """``occupied``, ``subscription_count`` and, for presence, ``user_count`` of a channel."""
-        channel = self._states[app.id].channels.get(name)
-        count = len(channel.subscribers) if channel is not None else 0
-        info: dict[str, Any] = {"occupied": count > 0, "subscription_count": count}
+        counts = await self.state.counts(app.id, name)
+        return self._info(name, counts)
+
+    async def occupied_channels(self, app: App, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """:meth:`channel_info` of every occupied channel whose name starts with ``prefix``."""
+        channels = await self.state.channels(app.id, prefix)
+        return {name: self._info(name, counts) for name, counts in channels.items()}
+
+    @staticmethod
+    def _info(name: str, counts: Any) -> dict[str, Any]:
+        info: dict[str, Any] = {"occupied": counts.subscriptions > 0,
+                                "subscription_count": counts.subscriptions}
         if protocol.channel_kind(name).presence:
-            info["user_count"] = len(channel.roster) if channel and channel.roster else 0
+            info["user_count"] = counts.users
         return info
 
-    def occupied_channels(self, app: App, prefix: str = "") -> dict[str, dict[str, Any]]:
-        """:meth:`channel_info` of every occupied channel whose name starts with ``prefix``."""
-        return {name: self.channel_info(app, name)
-                for name in self._states[app.id].channels if name.startswith(prefix)}
+    async def presence_user_ids(self, app: App, name: str) -> list[str]:
+        return list(await self.state.members(app.id, name))
 
-    def presence_user_ids(self, app: App, name: str) -> list[str]:
-        channel = self._states[app.id].channels.get(name)
-        return channel.roster.user_ids() if channel is not None and channel.roster else []
+    async def _reap_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                orphans = await self.state.reap()
+            except Exception:  # Redis down: the next round tries again
+                log.warning("could not reap dead processes' state", exc_info=True)
+                continue
+            for orphan in orphans:
+                await self._announce_orphan(orphan)
 
-    def terminate_user(self, app: App, user_id: str) -> None:
-        """Close every connection of a signed-in user (4009: the client does not retry)."""
-        for session in self._states[app.id].users.connections(user_id):
-            session.close(ErrorCode.UNAUTHORIZED, "Connection terminated by the app")
+    async def _announce_orphan(self, orphan: Orphan) -> None:
+        app = self.apps.by_id(orphan.app_id)
+        if app is None:
+            return
+        if orphan.channel is not None:
+            await self._announce_departure(app, orphan.channel, orphan.user_id, orphan.departure)
+        elif orphan.went_offline and orphan.user_id is not None:
+            await self._broker.broadcast({"type": _WATCHED, "app": app.id,
+                                          "user": orphan.user_id, "name": "offline"})
 
     # -- publishing --------------------------------------------------------------
 
@@ -293,7 +347,7 @@ class Hub:
         """Publish a server event (HTTP API) on each channel, in order; caches where due."""
         for name in channels:
             if protocol.channel_kind(name).cache:
-                self._cache.put(app.id, name, event, data, app.cache_ttl, self.clock())
+                await self.state.cache_put(app.id, name, event, data, app.cache_ttl)
             await self._broker.publish(Publication(app.id, name, event, data, exclude))
 
     async def relay(self, session: Session, name: str, event: str, data: str,
@@ -303,16 +357,8 @@ class Hub:
         await self._broker.publish(Publication(
             session.app.id, name, event, data, exclude=session.socket_id, user_id=user_id))
 
-    def cached_event(self, app: App, name: str) -> CachedEvent | None:
-        return self._cache.get(app.id, name, self.clock())
-
-    def cache_info(self, app: App, name: str) -> dict[str, Any] | None:
-        """The cached event's ``data`` and whole seconds of ``ttl`` left, as the HTTP API shows it."""
-        now = self.clock()
-        cached = self._cache.get(app.id, name, now)
-        if cached is None:
-            return None
-        return {"event": cached.event, "data": cached.data, "ttl": int(cached.expires_at - now)}
+    async def cached_event(self, app: App, name: str) -> CacheEntry | None:
+        return await self.state.cache_get(app.id, name)
 
     def deliver(self, publication: Publication) -> None:
         """Write one publication to this process's subscribers: encode once, send to each."""
@@ -327,37 +373,51 @@ class Hub:
             if socket_id != excluded:
                 session.send(frame)
 
-    # -- control messages ----------------------------------------------------------
-
-    def _on_control(self, message: dict[str, Any]) -> None:
-        """A control message every process receives (none are defined yet)."""
-        log.warning("unknown control message %r", message.get("type"))
-
     # -- users -------------------------------------------------------------------
 
     async def sign_in(self, session: Session) -> None:
         """Register a signed-in connection; tell watchers when its user comes online."""
-        assert session.user_id is not None
-        users = self._states[session.app.id].users
-        if users.sign_in(session, session.user_id, session.watchlist):
-            self._tell_watchers(users, session.user_id, "online")
+        app, user_id = session.app, session.user_id
+        assert user_id is not None
+        self._states[app.id].users.sign_in(session, user_id, session.watchlist)
+        if await self.state.sign_in(app.id, user_id, session.socket_id):
+            await self._broker.broadcast({"type": _WATCHED, "app": app.id, "user": user_id,
+                                          "name": "online"})
         if session.watchlist:
-            online = [user for user in session.watchlist if users.is_online(user)]
-            offline = [user for user in session.watchlist if not users.is_online(user)]
-            events = [{"name": name, "user_ids": ids}
-                      for name, ids in (("online", online), ("offline", offline)) if ids]
+            online = await self.state.online(app.id, session.watchlist)
+            groups = (("online", [u for u in session.watchlist if u in online]),
+                      ("offline", [u for u in session.watchlist if u not in online]))
+            events = [{"name": name, "user_ids": ids} for name, ids in groups if ids]
             session.send(protocol.encode_event(protocol.WATCHLIST_EVENTS, {"events": events}))
 
     async def sign_out(self, session: Session) -> None:
-        assert session.user_id is not None
-        users = self._states[session.app.id].users
-        if users.sign_out(session, session.user_id, session.watchlist):
-            self._tell_watchers(users, session.user_id, "offline")
+        app, user_id = session.app, session.user_id
+        assert user_id is not None
+        self._states[app.id].users.sign_out(session, user_id, session.watchlist)
+        if await self.state.sign_out(app.id, user_id, session.socket_id):
+            await self._broker.broadcast({"type": _WATCHED, "app": app.id, "user": user_id,
+                                          "name": "offline"})
 
-    def _tell_watchers(self, users: UserDirectory, user_id: str, name: str) -> None:
-        watchers = users.watchers(user_id)
-        if watchers:
-            frame = protocol.encode_event(
-                protocol.WATCHLIST_EVENTS, {"events": [{"name": name, "user_ids": [user_id]}]})
-            for watcher in watchers:
-                watcher.send(frame)
+    async def terminate_user(self, app: App, user_id: str) -> None:
+        """Close every connection of a signed-in user, in every process (4009: no retry)."""
+        await self._broker.broadcast({"type": _TERMINATE, "app": app.id, "user": user_id})
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        """A control message that every process receives."""
+        state = self._states.get(message.get("app", ""))
+        user_id = message.get("user")
+        if state is None or not isinstance(user_id, str):
+            log.warning("ignoring control message %r", message)
+            return
+        if message.get("type") == _TERMINATE:
+            for session in state.users.connections(user_id):
+                session.close(ErrorCode.UNAUTHORIZED, "Connection terminated by the app")
+        elif message.get("type") == _WATCHED and message.get("name") in ("online", "offline"):
+            watchers = state.users.watchers(user_id)
+            if watchers:
+                frame = protocol.encode_event(protocol.WATCHLIST_EVENTS, {
+                    "events": [{"name": message["name"], "user_ids": [user_id]}]})
+                for watcher in watchers:
+                    watcher.send(frame)
+        else:
+            log.warning("ignoring control message %r", message)

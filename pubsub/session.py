@@ -14,8 +14,8 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from pubsub import protocol
 from pubsub.apps import App
-from pubsub.errors import (ConnectionRefused, ErrorCode, MessageRejected,
-                           SubscriptionRefused)
+from pubsub.errors import (BrokerUnavailable, ConnectionRefused, ErrorCode,
+                           MessageRejected, SubscriptionRefused)
 from pubsub.hub import Hub
 from pubsub.presence import Member
 from pubsub.protocol import ClientFrame
@@ -135,6 +135,10 @@ class Session:
             self.send_error(rejection.code, rejection.message, channel)
         except ConnectionRefused as refusal:
             self.close(refusal.code, refusal.message)
+        except BrokerUnavailable as outage:
+            # The connection stays: the client may retry once the broker is back.
+            self.send_error(ErrorCode.OVER_CAPACITY, f"Temporarily unavailable: {outage.message}",
+                            channel)
         except Exception:
             log.exception("bug while handling a message from %s", self.socket_id)
             self.send_error(ErrorCode.INVALID_MESSAGE, "Internal error handling this message")
@@ -170,8 +174,13 @@ class Session:
         try:
             await self._subscribe(name, data)
         except SubscriptionRefused as refusal:
-            payload = {"type": refusal.kind, "error": refusal.message, "status": refusal.status}
-            self.send(protocol.encode_event(protocol.SUBSCRIPTION_ERROR, payload, name))
+            self._send_subscription_error(name, refusal.kind, refusal.message, refusal.status)
+        except BrokerUnavailable as outage:
+            self._send_subscription_error(name, "ServiceUnavailable", outage.message, 503)
+
+    def _send_subscription_error(self, name: str, kind: str, message: str, status: int) -> None:
+        payload = {"type": kind, "error": message, "status": status}
+        self.send(protocol.encode_event(protocol.SUBSCRIPTION_ERROR, payload, name))
 
     async def _subscribe(self, name: str, data: dict[str, Any]) -> None:
         try:
@@ -179,7 +188,7 @@ class Session:
         except MessageRejected as rejection:
             raise SubscriptionRefused(rejection.message, kind="InvalidChannel", status=400) from None
         if name in self.channels:  # a repeated subscribe is answered, not joined twice
-            snapshot = self.hub.presence_snapshot(self.app, name) if kind.presence else None
+            snapshot = await self.hub.presence_snapshot(self.app, name) if kind.presence else None
             self._send_subscription_succeeded(name, snapshot)
             return
         member = self._authorize(name, kind, data)
@@ -190,7 +199,7 @@ class Session:
             return
         self._send_subscription_succeeded(name, snapshot)
         if kind.cache:
-            self._replay_cache(name)
+            await self._replay_cache(name)
 
     def _authorize(self, name: str, kind: protocol.ChannelKind, data: dict[str, Any]) -> Member | None:
         """Check the subscription's right to the channel; the presence member, if any."""
@@ -235,8 +244,8 @@ class Session:
         payload = {"presence": snapshot} if snapshot is not None else {}
         self.send(protocol.encode_event(protocol.SUBSCRIPTION_SUCCEEDED, payload, name))
 
-    def _replay_cache(self, name: str) -> None:
-        cached = self.hub.cached_event(self.app, name)
+    async def _replay_cache(self, name: str) -> None:
+        cached = await self.hub.cached_event(self.app, name)
         if cached is None:
             self.send(protocol.encode_frame(protocol.CACHE_MISS, channel=name))
             self.hub.webhooks.cache_miss(self.app, name)

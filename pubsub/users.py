@@ -44,9 +44,6 @@ class UserDirectory:
         del self._connections[user_id]
         return True
 
-    def is_online(self, user_id: str) -> bool:
-        return user_id in self._connections
-
     def connections(self, user_id: str) -> list[Session]:
         return list(self._connections.get(user_id, {}).values())
 

@@ -1,0 +1,208 @@
+"""State shared by every process of a deployment: who is subscribed where, who is online.
+
+The hub keeps its own connections; what spans processes (subscription and
+presence counts per channel, each user's connections, cache channels' last
+events) lives behind :class:`ClusterState`. :class:`MemoryState` is the
+embedded default; the Redis state implements the same interface so that
+every HTTP API answer and every webhook is cluster-wide.
+
+Every transition method answers whether it changed something cluster-wide
+(first subscriber, last member...), so that exactly one process, the one
+that caused it, sends the event or webhook.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, NamedTuple
+
+from pubsub.cache import MemoryCache
+from pubsub.presence import Member, PresenceRoster
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What one subscription changed cluster-wide."""
+
+    occupied: bool  # the channel's first subscriber anywhere
+    member_added: bool = False  # presence: the user's first connection on the channel
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """What one unsubscription changed cluster-wide."""
+
+    vacated: bool  # the channel's last subscriber anywhere
+    member_removed: bool = False  # presence: the user's last connection on the channel
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A subscription or sign-in left behind by a process that died, now removed."""
+
+    app_id: str
+    channel: str | None  # None: a signed-in connection
+    user_id: str | None
+    departure: Departure = Departure(False)
+    went_offline: bool = False
+
+
+class CacheEntry(NamedTuple):
+    """A cache channel's last event and the seconds it has left."""
+
+    event: str
+    data: str
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCounts:
+    subscriptions: int
+    users: int = 0
+
+
+class ClusterState(ABC):
+    """The shared bookkeeping; every method may raise BrokerUnavailable."""
+
+    #: Seconds between :meth:`reap` calls; None when no process can die unseen.
+    reap_interval: float | None = None
+
+    async def start(self) -> int:
+        """Register this process; return its node id (unique in the deployment)."""
+        return 1
+
+    async def close(self) -> None:
+        """Deregister this process and release connections."""
+
+    @abstractmethod
+    async def join(self, app_id: str, channel: str, socket_id: str,
+                   member: Member | None = None) -> Arrival:
+        """Count a subscription (idempotent per socket_id)."""
+
+    @abstractmethod
+    async def leave(self, app_id: str, channel: str, socket_id: str,
+                    user_id: str | None = None) -> Departure:
+        """Forget a subscription (idempotent per socket_id)."""
+
+    @abstractmethod
+    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+        """A presence channel's members: user_id → user_info."""
+
+    @abstractmethod
+    async def counts(self, app_id: str, channel: str) -> ChannelCounts:
+        """Subscriptions and, for presence, distinct users of one channel."""
+
+    @abstractmethod
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, ChannelCounts]:
+        """Every occupied channel of the app whose name starts with ``prefix``."""
+
+    @abstractmethod
+    async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """Count a signed-in connection; True if the user just came online."""
+
+    @abstractmethod
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """Forget a signed-in connection; True if the user just went offline."""
+
+    @abstractmethod
+    async def online(self, app_id: str, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` have a signed-in connection anywhere."""
+
+    @abstractmethod
+    async def cache_put(self, app_id: str, channel: str, event: str, data: str,
+                        ttl: float) -> None:
+        """Keep a cache channel's last event for ``ttl`` seconds."""
+
+    @abstractmethod
+    async def cache_get(self, app_id: str, channel: str) -> CacheEntry | None:
+        """The cached event, if it has not expired."""
+
+    async def reap(self) -> list[Orphan]:
+        """Remove what dead processes left behind; what that changed."""
+        return []
+
+
+@dataclass
+class _Channel:
+    sockets: set[str] = field(default_factory=set)
+    roster: PresenceRoster = field(default_factory=PresenceRoster)
+    member_of: dict[str, str] = field(default_factory=dict)  # socket_id → user_id
+
+
+class MemoryState(ClusterState):
+    """One process: the state is this process's own view."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._channels: dict[tuple[str, str], _Channel] = {}
+        self._users: dict[tuple[str, str], set[str]] = {}
+        self._cache = MemoryCache()
+
+    async def join(self, app_id: str, channel: str, socket_id: str,
+                   member: Member | None = None) -> Arrival:
+        entry = self._channels.setdefault((app_id, channel), _Channel())
+        if socket_id in entry.sockets:
+            return Arrival(False)
+        entry.sockets.add(socket_id)
+        added = False
+        if member is not None:
+            entry.member_of[socket_id] = member.user_id
+            added = entry.roster.join(member)
+        return Arrival(len(entry.sockets) == 1, added)
+
+    async def leave(self, app_id: str, channel: str, socket_id: str,
+                    user_id: str | None = None) -> Departure:
+        entry = self._channels.get((app_id, channel))
+        if entry is None or socket_id not in entry.sockets:
+            return Departure(False)
+        entry.sockets.discard(socket_id)
+        user_id = entry.member_of.pop(socket_id, None)
+        removed = user_id is not None and entry.roster.leave(user_id) is not None
+        if not entry.sockets:
+            del self._channels[(app_id, channel)]
+        return Departure(not entry.sockets, removed)
+
+    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+        entry = self._channels.get((app_id, channel))
+        return entry.roster.snapshot()["hash"] if entry is not None else {}
+
+    async def counts(self, app_id: str, channel: str) -> ChannelCounts:
+        entry = self._channels.get((app_id, channel))
+        return ChannelCounts(len(entry.sockets), len(entry.roster)) if entry else ChannelCounts(0)
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, ChannelCounts]:
+        return {name: ChannelCounts(len(entry.sockets), len(entry.roster))
+                for (owner, name), entry in self._channels.items()
+                if owner == app_id and name.startswith(prefix)}
+
+    async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        sockets = self._users.setdefault((app_id, user_id), set())
+        first = not sockets
+        sockets.add(socket_id)
+        return first
+
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        sockets = self._users.get((app_id, user_id))
+        if not sockets or socket_id not in sockets:
+            return False
+        sockets.discard(socket_id)
+        if sockets:
+            return False
+        del self._users[(app_id, user_id)]
+        return True
+
+    async def online(self, app_id: str, user_ids: Iterable[str]) -> set[str]:
+        return {user_id for user_id in user_ids if (app_id, user_id) in self._users}
+
+    async def cache_put(self, app_id: str, channel: str, event: str, data: str,
+                        ttl: float) -> None:
+        now = self._clock()
+        self._cache.expire(now)
+        self._cache.put(app_id, channel, event, data, ttl, now)
+
+    async def cache_get(self, app_id: str, channel: str) -> CacheEntry | None:
+        now = self._clock()
+        cached = self._cache.get(app_id, channel, now)
+        return CacheEntry(cached.event, cached.data, cached.expires_at - now) if cached else None
