@@ -111,6 +111,7 @@ class Hub:
 
     async def start(self) -> None:
         """Join the cluster and start background work; call on the running loop."""
+        self.state.on_registration_lost = self.register_again
         self.node_id = await self.state.start()
         await self._broker.start()
         await self.webhooks.start()
@@ -172,11 +173,28 @@ class Hub:
         self.spawn(self._leave_everything(session), f"cleanup of {session.socket_id}")
 
     async def _leave_everything(self, session: Session) -> None:
-        for name, user_id in list(session.channels.items()):
-            await self.unsubscribe(session, name, user_id)
+        for name in list(session.channels):
+            await self.unsubscribe(session, name)
         session.channels.clear()
         if session.user_id is not None:
             await self.sign_out(session)
+
+    async def register_again(self) -> None:
+        """Put this process's connections back into the cluster state, silently.
+
+        After Redis lost its data (or reaped this process during a long
+        pause), nothing changed for clients: no event or webhook is sent.
+        """
+        registered = 0
+        for state in self._states.values():
+            app_id = state.app.id
+            for session in list(state.sessions.values()):
+                for name, member in list(session.channels.items()):
+                    await self.state.join(app_id, name, session.socket_id, member)
+                    registered += 1
+                if session.user_id is not None:
+                    await self.state.sign_in(app_id, session.user_id, session.socket_id)
+        log.info("registered %d subscription(s) again", registered)
 
     def close_all(self, code: int = ErrorCode.RECONNECT,
                   message: str = "Server is restarting: reconnect") -> None:
@@ -253,24 +271,24 @@ class Hub:
             await asyncio.shield(channel.ready)
         return channel
 
-    async def unsubscribe(self, session: Session, name: str, user_id: str | None) -> None:
-        """Remove the session from a channel; ``user_id`` is its presence member, if any."""
+    async def unsubscribe(self, session: Session, name: str) -> None:
+        """Remove the session from a channel (and from its presence members)."""
         app = session.app
         channels = self._states[app.id].channels
         channel = channels.get(name)
         if channel is not None:
             channel.subscribers.pop(session.socket_id, None)
-        departure = await self.state.leave(app.id, name, session.socket_id, user_id)
-        await self._announce_departure(app, name, user_id, departure)
+        departure = await self.state.leave(app.id, name, session.socket_id)
+        await self._announce_departure(app, name, departure)
         if channel is not None and not channel.subscribers and channels.get(name) is channel:
             del channels[name]
             await self._broker.unsubscribe(app.id, name)
         if channel is not None:
             self._subscribers_changed(app, channel)
 
-    async def _announce_departure(self, app: App, name: str, user_id: str | None,
-                                  departure: Departure) -> None:
-        if departure.member_removed and user_id is not None:
+    async def _announce_departure(self, app: App, name: str, departure: Departure) -> None:
+        user_id = departure.removed_user
+        if user_id is not None:
             self.webhooks.member_removed(app, name, user_id)
             await self._broker.publish(Publication(
                 app.id, name, protocol.MEMBER_REMOVED, protocol.dumps({"user_id": user_id})))
@@ -334,11 +352,11 @@ class Hub:
         app = self.apps.by_id(orphan.app_id)
         if app is None:
             return
-        if orphan.channel is not None:
-            await self._announce_departure(app, orphan.channel, orphan.user_id, orphan.departure)
-        elif orphan.went_offline and orphan.user_id is not None:
+        if orphan.channel is not None and orphan.departure is not None:
+            await self._announce_departure(app, orphan.channel, orphan.departure)
+        if orphan.offline_user is not None:
             await self._broker.broadcast({"type": _WATCHED, "app": app.id,
-                                          "user": orphan.user_id, "name": "offline"})
+                                          "user": orphan.offline_user, "name": "offline"})
 
     # -- publishing --------------------------------------------------------------
 

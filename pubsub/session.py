@@ -51,8 +51,8 @@ class Session:
         self.app = app
         self.transport = transport
         self.socket_id = hub.new_socket_id()
-        #: Subscribed channels, each with this connection's presence user id (or None).
-        self.channels: dict[str, str | None] = {}
+        #: Subscribed channels, each with this connection's presence member (or None).
+        self.channels: dict[str, Member | None] = {}
         self.user_id: str | None = None
         self.watchlist: tuple[str, ...] = ()
         self.opened_at = now
@@ -193,9 +193,10 @@ class Session:
             return
         member = self._authorize(name, kind, data)
         snapshot = await self.hub.subscribe(self, name, kind, member)
-        self.channels[name] = member.user_id if member else None
+        self.channels[name] = member
         if self.is_closed:  # closed while the hub was busy: undo
-            await self.hub.unsubscribe(self, name, self.channels.pop(name))
+            self.channels.pop(name)
+            await self.hub.unsubscribe(self, name)
             return
         self._send_subscription_succeeded(name, snapshot)
         if kind.cache:
@@ -257,7 +258,8 @@ class Session:
         if not isinstance(name, str):
             raise MessageRejected("pusher:unsubscribe needs a 'channel' string")
         if name in self.channels:
-            await self.hub.unsubscribe(self, name, self.channels.pop(name))
+            self.channels.pop(name)
+            await self.hub.unsubscribe(self, name)
 
     async def _on_signin(self, frame: ClientFrame) -> None:
         data = frame.data_object()
@@ -311,7 +313,8 @@ class Session:
         data = protocol.data_string(frame.data)
         if len(data.encode()) > app.max_event_bytes:
             raise rejected(f"data over {app.max_event_bytes} bytes")
-        await self.hub.relay(self, name, frame.event, data, self.channels[name])
+        member = self.channels[name]
+        await self.hub.relay(self, name, frame.event, data, member.user_id if member else None)
 
     _HANDLERS: dict[str, Callable[[Session, ClientFrame], Awaitable[None]]] = {
         protocol.PING: _on_ping,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 from pubsub.cache import MemoryCache
 from pubsub.presence import Member, PresenceRoster
@@ -35,7 +35,7 @@ class Departure:
     """What one unsubscription changed cluster-wide."""
 
     vacated: bool  # the channel's last subscriber anywhere
-    member_removed: bool = False  # presence: the user's last connection on the channel
+    removed_user: str | None = None  # presence: the user whose last connection this was
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +43,9 @@ class Orphan:
     """A subscription or sign-in left behind by a process that died, now removed."""
 
     app_id: str
-    channel: str | None  # None: a signed-in connection
-    user_id: str | None
-    departure: Departure = Departure(False)
-    went_offline: bool = False
+    channel: str | None = None  # with ``departure``: a subscription
+    departure: Departure | None = None
+    offline_user: str | None = None  # a sign-in whose user is now offline
 
 
 class CacheEntry(NamedTuple):
@@ -68,6 +67,9 @@ class ClusterState(ABC):
 
     #: Seconds between :meth:`reap` calls; None when no process can die unseen.
     reap_interval: float | None = None
+    #: Set by the hub: called when this process's registrations were lost, so
+    #: that it registers its connections again.
+    on_registration_lost: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> int:
         """Register this process; return its node id (unique in the deployment)."""
@@ -82,8 +84,7 @@ class ClusterState(ABC):
         """Count a subscription (idempotent per socket_id)."""
 
     @abstractmethod
-    async def leave(self, app_id: str, channel: str, socket_id: str,
-                    user_id: str | None = None) -> Departure:
+    async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
         """Forget a subscription (idempotent per socket_id)."""
 
     @abstractmethod
@@ -152,14 +153,13 @@ class MemoryState(ClusterState):
             added = entry.roster.join(member)
         return Arrival(len(entry.sockets) == 1, added)
 
-    async def leave(self, app_id: str, channel: str, socket_id: str,
-                    user_id: str | None = None) -> Departure:
+    async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
         entry = self._channels.get((app_id, channel))
         if entry is None or socket_id not in entry.sockets:
             return Departure(False)
         entry.sockets.discard(socket_id)
         user_id = entry.member_of.pop(socket_id, None)
-        removed = user_id is not None and entry.roster.leave(user_id) is not None
+        removed = user_id if user_id is not None and entry.roster.leave(user_id) else None
         if not entry.sockets:
             del self._channels[(app_id, channel)]
         return Departure(not entry.sockets, removed)
