@@ -20,6 +20,9 @@ import tornado.web
 from handlers import routes
 from pubsub.apps import AppRegistry
 from pubsub.hub import Hub
+from pubsub.redis.broker import RedisBroker
+from pubsub.redis.client import connect
+from pubsub.redis.state import RedisState
 from pubsub.webhooks import Poster, Webhooks
 from settings import Settings, SettingsError, load_settings
 
@@ -45,9 +48,18 @@ def make_poster(timeout: float) -> Poster:
 
 
 def make_hub(settings: Settings) -> Hub:
-    """The engine for these settings: the in-process broker is the default."""
+    """The engine for these settings: in-process by default, Redis when configured."""
     webhooks = Webhooks(make_poster(settings.webhooks.timeout), options=settings.webhooks)
-    return Hub(AppRegistry(settings.apps), options=settings.hub, webhooks=webhooks)
+    apps = AppRegistry(settings.apps)
+    if settings.redis is None:
+        return Hub(apps, options=settings.hub, webhooks=webhooks)
+    broker = RedisBroker(settings.redis)
+    state = RedisState(connect(settings.redis), prefix=settings.redis.prefix,
+                       heartbeat_interval=settings.redis.heartbeat_interval)
+    hub = Hub(apps, broker=broker, state=state, options=settings.hub, webhooks=webhooks)
+    # Redis may have restarted empty: put this process's connections back.
+    broker.add_reconnect_listener(hub.register_again)
+    return hub
 
 
 def make_application(settings: Settings, hub: Hub) -> tornado.web.Application:
@@ -67,8 +79,9 @@ async def serve(settings: Settings) -> None:
     application = make_application(settings, hub)
     server = application.listen(settings.port, address=settings.host,
                                 max_body_size=settings.max_body_bytes, xheaders=True)
-    log.info("listening on http://%s:%d with %d app(s), in-process broker",
-             settings.host, settings.port, len(settings.apps))
+    log.info("listening on http://%s:%d with %d app(s), node %d, %s",
+             settings.host, settings.port, len(settings.apps), hub.node_id,
+             "in-process broker" if settings.redis is None else "Redis broker")
     if settings.uses_default_secret:
         log.warning("an app uses the well-known default secret: set PUSH_APP_SECRET in production")
     stop = asyncio.Event()

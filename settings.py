@@ -29,6 +29,21 @@ Environment:
     PUSH_WEBHOOK_RETRY_FOR          seconds a failed webhook batch is retried (default 300)
     PUSH_WEBHOOK_QUEUE_SIZE         webhook events waiting per URL; beyond, the oldest are
                                     dropped (default 10000)
+
+Redis (many processes as one cluster; off unless PUSH_REDIS_URL or PUSH_REDIS_HOST is set):
+    PUSH_REDIS_URL                  redis://[user:password@]host[:port][/db], or rediss:// for
+                                    TLS; special characters in the user or password are
+                                    percent-encoded, as in any URL (# is %23, @ is %40)
+    PUSH_REDIS_HOST, PUSH_REDIS_PORT, PUSH_REDIS_DB
+                                    instead of the URL (port default 6379, db default 0)
+    PUSH_REDIS_USERNAME, PUSH_REDIS_PASSWORD
+                                    with PUSH_REDIS_HOST; taken exactly as written, no encoding
+    PUSH_REDIS_TLS                  with PUSH_REDIS_HOST: connect with TLS (default false)
+    PUSH_REDIS_CLUSTER              Redis Cluster: sharded pub/sub, db 0 only (default false)
+    PUSH_REDIS_PREFIX               start of every key and channel name, so deployments can
+                                    share one Redis; no spaces or braces (default push)
+    PUSH_NODE_HEARTBEAT             seconds between a process's heartbeats; a process silent
+                                    for two is dead and its connections removed (default 15)
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ from urllib.parse import urlsplit
 
 from pubsub.apps import WEBHOOK_EVENT_TYPES, App, WebhookTarget
 from pubsub.hub import HubOptions
+from pubsub.redis.client import RedisConfig, parse_url
 from pubsub.webhooks import WebhookOptions
 
 DEFAULT_APP_SECRET = "app-secret"
@@ -52,6 +68,13 @@ _APP_ID_RE = re.compile(r"[0-9]+")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _HUB_DEFAULTS = HubOptions()
 _WEBHOOK_DEFAULTS = WebhookOptions()
+_REDIS_DEFAULTS = RedisConfig()
+#: Braces would change which part of a key Redis Cluster hashes.
+_REDIS_PREFIX_RE = re.compile(r"[^\s{}]+")
+#: What PUSH_REDIS_URL gives at once; each is refused next to it.
+_REDIS_ENDPOINT = ("PUSH_REDIS_HOST", "PUSH_REDIS_PORT", "PUSH_REDIS_DB", "PUSH_REDIS_USERNAME",
+                   "PUSH_REDIS_PASSWORD", "PUSH_REDIS_TLS")
+_REDIS_OPTIONS = ("PUSH_REDIS_CLUSTER", "PUSH_REDIS_PREFIX", "PUSH_NODE_HEARTBEAT")
 
 
 class SettingsError(ValueError):
@@ -68,6 +91,8 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
+    #: None: one process, the in-process broker.
+    redis: RedisConfig | None = None
 
     @property
     def uses_default_secret(self) -> bool:
@@ -105,6 +130,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         max_message_bytes=env.integer("PUSH_MAX_MESSAGE_BYTES", Settings.max_message_bytes, positive=True),
         max_body_bytes=env.integer("PUSH_MAX_BODY_BYTES", Settings.max_body_bytes, positive=True),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
+        redis=_redis(env),
     )
     values.update({name: value for name, value in overrides.items() if value is not None})
     settings = Settings(**values)
@@ -165,6 +191,60 @@ def _check_range(name: str, number: Any, positive: bool) -> Any:
     if number < 0 or (positive and number == 0):
         raise SettingsError(f"{name} must be {'above' if positive else 'at least'} 0, got {number}")
     return number
+
+
+def _redis(env: _Env) -> RedisConfig | None:
+    given = [name for name in ("PUSH_REDIS_URL", *_REDIS_ENDPOINT, *_REDIS_OPTIONS)
+             if name in env.environ]
+    if "PUSH_REDIS_URL" not in given and "PUSH_REDIS_HOST" not in given:
+        if given:
+            raise SettingsError(f"{given[0]} needs PUSH_REDIS_URL or PUSH_REDIS_HOST")
+        return None
+    options = {
+        "cluster": env.flag("PUSH_REDIS_CLUSTER", False),
+        "prefix": env.text("PUSH_REDIS_PREFIX", _REDIS_DEFAULTS.prefix),
+        "heartbeat_interval": env.number("PUSH_NODE_HEARTBEAT", _REDIS_DEFAULTS.heartbeat_interval,
+                                         positive=True),
+    }
+    if not _REDIS_PREFIX_RE.fullmatch(options["prefix"]):
+        raise SettingsError("PUSH_REDIS_PREFIX must not contain spaces or braces")
+    if "PUSH_REDIS_URL" in given:
+        config = _redis_url(env, given, options)
+        db, where = parse_url(config.url)["db"], "PUSH_REDIS_URL"
+    else:
+        config = _redis_fields(env, options)
+        db, where = config.db, "PUSH_REDIS_DB"
+    if config.cluster and db != 0:
+        raise SettingsError(f"{where}: Redis Cluster has only database 0, got {db}")
+    return config
+
+
+def _redis_url(env: _Env, given: list[str], options: dict[str, Any]) -> RedisConfig:
+    beside = [name for name in given if name in _REDIS_ENDPOINT]
+    if beside:
+        raise SettingsError(f"{', '.join(beside)}: not with PUSH_REDIS_URL, which gives host, "
+                            "port, db, credentials and TLS")
+    url = env.text("PUSH_REDIS_URL", "")
+    try:
+        parse_url(url)
+    except ValueError as error:  # the message never repeats the URL: it may hold a password
+        raise SettingsError(f"PUSH_REDIS_URL {error}") from None
+    return RedisConfig(url=url, **options)
+
+
+def _redis_fields(env: _Env, options: dict[str, Any]) -> RedisConfig:
+    port = env.integer("PUSH_REDIS_PORT", _REDIS_DEFAULTS.port)
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"PUSH_REDIS_PORT must be 1-65535, got {port}")
+    credentials = {}
+    for name, field_name in (("PUSH_REDIS_USERNAME", "username"), ("PUSH_REDIS_PASSWORD", "password")):
+        if name in env.environ:  # as written: spaces and any character may belong to it
+            if not env.environ[name]:
+                raise SettingsError(f"{name} must not be empty")
+            credentials[field_name] = env.environ[name]
+    return RedisConfig(host=env.text("PUSH_REDIS_HOST", ""), port=port,
+                       db=env.integer("PUSH_REDIS_DB", _REDIS_DEFAULTS.db),
+                       tls=env.flag("PUSH_REDIS_TLS", False), **credentials, **options)
 
 
 def _apps(env: _Env) -> tuple[App, ...]:

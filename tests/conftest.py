@@ -19,6 +19,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from app_server import auth_routes, sdk_client  # noqa: E402
+
+# Real redis-server fixtures (redis_server, fresh_redis, redis_cluster).
+pytest_plugins = ["redis_server"]
 from pusherjs import JSClient, PusherJS  # noqa: E402
 
 from handlers import routes  # noqa: E402

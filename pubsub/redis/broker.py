@@ -1,0 +1,158 @@
+"""The Redis broker: publications and control messages between processes.
+
+Each Pusher channel has its own Redis pub/sub name, subscribed only while a
+local socket listens to it, so a process reads just the traffic it delivers.
+Every publication comes back through the subscription, the publisher's own
+included: Redis then gives every process the same order.
+
+Wire format (compact JSON; app id and channel are in the pub/sub name):
+    publication       ``[event, data, exclude, user_id]``
+    control message   a JSON object
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+
+from pubsub.broker import Broker, Publication
+from pubsub.errors import BrokerUnavailable
+from pubsub.redis.client import (
+    UNREACHABLE, RedisConfig, connect, control_channel, describe, pubsub_channel,
+)
+from pubsub.redis.subscriber import DisconnectListener, ReconnectListener, Subscriber
+
+log = logging.getLogger("pubsub.redis")
+
+
+class RedisBroker(Broker):
+    """Redis pub/sub between processes; sharded pub/sub on Redis Cluster.
+
+    ``connected`` is False from a detected outage until the subscriber is back;
+    meanwhile :meth:`publish` and :meth:`broadcast` raise at once, and
+    :meth:`subscribe` only records the wish, fulfilled at the reconnect.
+    """
+
+    def __init__(self, config: RedisConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._control_name = control_channel(config.prefix)
+        self._channels: dict[str, tuple[str, str]] = {}  # pub/sub name → (app id, channel)
+        self._subscriber = Subscriber(config, self._receive)
+        self._client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._subscriber.connected
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the subscriber connection was lost and made again."""
+        return self._subscriber.reconnects
+
+    def add_reconnect_listener(self, callback: ReconnectListener) -> None:
+        """Await ``callback()`` after each reconnect, once every channel is subscribed again."""
+        self._subscriber.add_reconnect_listener(callback)
+
+    def add_disconnect_listener(self, callback: DisconnectListener) -> None:
+        """Call ``callback(reason)`` when an outage is detected."""
+        self._subscriber.add_disconnect_listener(callback)
+
+    async def start(self) -> None:
+        """Connect and subscribe the control channel; BrokerUnavailable if Redis is unreachable."""
+        self._client = connect(self.config)
+        try:
+            if isinstance(self._client, redis.asyncio.RedisCluster):
+                await self._client.initialize()
+                await self._subscriber.start(self._client)
+            else:
+                await self._subscriber.start()
+        except (*UNREACHABLE, redis.exceptions.RedisError) as error:  # e.g. a wrong password
+            await self.close()
+            raise BrokerUnavailable(f"Redis is unreachable: {describe(error)}") from error
+
+    async def close(self) -> None:
+        await self._subscriber.close()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def publish(self, publication: Publication) -> None:
+        name = pubsub_channel(self.config.prefix, publication.app_id, publication.channel)
+        payload = _encode([publication.event, publication.data, publication.exclude,
+                           publication.user_id])
+        await self._send(name, payload, sharded=self.config.cluster)
+
+    async def broadcast(self, message: dict[str, Any]) -> None:
+        # Plain PUBLISH reaches subscribers on every node, in a cluster too.
+        await self._send(self._control_name, _encode(message), sharded=False)
+
+    async def subscribe(self, app_id: str, channel: str) -> None:
+        name = pubsub_channel(self.config.prefix, app_id, channel)
+        self._channels[name] = (app_id, channel)
+        await self._subscriber.subscribe(name)
+
+    async def unsubscribe(self, app_id: str, channel: str) -> None:
+        name = pubsub_channel(self.config.prefix, app_id, channel)
+        # Forgetting the name first drops what is still on its way.
+        self._channels.pop(name, None)
+        await self._subscriber.unsubscribe(name)
+
+    async def _send(self, name: str, payload: bytes, *, sharded: bool) -> None:
+        assert self._client is not None, "start() the broker first"
+        if not self.connected:
+            raise BrokerUnavailable(f"Redis is unreachable: {self._subscriber.last_error}")
+        try:
+            if sharded:
+                await self._client.spublish(name, payload)
+            else:
+                await self._client.publish(name, payload)
+        except UNREACHABLE as error:
+            raise BrokerUnavailable(f"Redis is unreachable: {describe(error)}") from error
+
+    def _receive(self, name: bytes, payload: bytes) -> None:
+        """Called by the subscriber's reader for each message, in Redis's order."""
+        text = name.decode()
+        if text == self._control_name:
+            message = _decode(payload, dict)
+            if message is not None and self._control is not None:
+                self._control(message)
+            return
+        where = self._channels.get(text)
+        if where is None:
+            return  # unsubscribed while the message was on its way
+        publication = _publication(where, payload)
+        if publication is not None and self._deliver is not None:
+            self._deliver(publication)
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _decode(payload: bytes, kind: type) -> Any:
+    """The JSON value of ``payload`` if it is a ``kind``; else log and None."""
+    try:
+        value = json.loads(payload)
+    except ValueError:  # includes UnicodeDecodeError
+        value = None
+    if not isinstance(value, kind):
+        log.warning("Redis: skipped a malformed message: %.200r", payload)
+        return None
+    return value
+
+
+def _publication(where: tuple[str, str], payload: bytes) -> Publication | None:
+    fields = _decode(payload, list)
+    if fields is None:
+        return None
+    if (len(fields) != 4 or not all(isinstance(field, str) for field in fields[:2])
+            or not all(field is None or isinstance(field, str) for field in fields[2:])):
+        log.warning("Redis: skipped a malformed publication: %.200r", payload)
+        return None
+    event, data, exclude, user_id = fields
+    return Publication(where[0], where[1], event, data, exclude, user_id)

@@ -1,0 +1,164 @@
+"""Redis connections and key names, shared by the broker and the cluster state.
+
+Key names live here so that every module computes the same name for the same
+channel. Everything is hash-tagged per app and channel: Redis Cluster hashes
+only the part of a key inside the first ``{...}``, so a channel's pub/sub name
+and all of its state keys land in one slot. That makes multi-key commands and
+scripts on one channel legal in a cluster, and puts a channel's sharded pub/sub
+traffic (SSUBSCRIBE/SPUBLISH) on the shard that holds its state, while
+different channels still spread over the shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+#: What redis-py raises when Redis cannot be reached or does not answer in time.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # includes AuthenticationError
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,  # e.g. CLUSTERDOWN
+    redis.exceptions.RedisClusterException,  # e.g. a slot no node covers
+    OSError,
+)
+
+
+def describe(error: BaseException) -> str:
+    """An error for a log line or a 503 message: its kind, and its text when it has one."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Where Redis is and how this deployment uses it.
+
+    ``url`` (``redis://`` or ``rediss://``, credentials percent-encoded as in
+    any URL) gives host, port, db, credentials and TLS at once; the separate
+    fields are used only without it, and take the password as it is.
+    """
+
+    # Neither the URL nor the password shows in a repr, so logging a config leaks nothing.
+    url: str | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    #: Redis Cluster: sharded pub/sub for channels, no db other than 0.
+    cluster: bool = False
+    #: Start of every key and pub/sub name, so deployments can share one Redis.
+    prefix: str = "push"
+    #: Seconds between node heartbeats; a node silent for two intervals is dead.
+    heartbeat_interval: float = 15.0
+    #: Seconds to wait for Redis to connect or answer before giving up.
+    socket_timeout: float = 5.0
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """Host, port, db, username, password and tls of a ``redis[s]://`` URL.
+
+    Raises ValueError saying what is wrong; an unencoded ``#``, ``/``, ``?``
+    or ``@`` in a password is the usual cause, so the message says how to
+    write it.
+    """
+    hint = " (percent-encode special characters in the password, e.g. # as %23)"
+    # urllib's own messages are not repeated: they may quote part of the password.
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(f"is not a valid URL{hint}") from None
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"scheme must be redis:// or rediss://, got {parts.scheme or 'none'!r}")
+    try:
+        port = 6379 if parts.port is None else parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"must have a port from 1 to 65535{hint}")
+    if not parts.hostname:
+        raise ValueError(f"has no host{hint}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not have a query or fragment{hint}")
+    path = parts.path.strip("/") or "0"
+    if not path.isdigit():
+        raise ValueError(f"path must be a database number like /0{hint}")
+    return {
+        "host": parts.hostname,
+        "port": port,
+        "db": int(path),
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+        "tls": parts.scheme == "rediss",
+    }
+
+
+def connect(config: RedisConfig) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+    """The client for commands (PUBLISH, state); connections open on first use.
+
+    One immediate retry on a fresh connection covers a pooled connection that
+    died with a Redis restart; anything longer is an outage, which callers
+    report at once rather than hold a request through a retry schedule.
+    """
+    retry = Retry(NoBackoff(), 1)
+    options = _options(config, health_check_interval=config.heartbeat_interval)
+    if config.cluster:
+        options.pop("db")
+        return redis.asyncio.RedisCluster(retry=retry, **options)
+    return redis.asyncio.Redis(retry=retry, **options)
+
+
+def connect_subscriber(config: RedisConfig, host: str | None = None,
+                       port: int | None = None) -> redis.asyncio.Redis:
+    """A client for subscriber connections, to ``host:port`` (a cluster node) if given.
+
+    redis-py would otherwise reconnect and resubscribe behind our back and
+    hide the gap; with no library retries and no library health checks every
+    failure reaches the subscriber, which reconnects, heartbeats and tells
+    its listeners itself.
+    """
+    options = _options(config, health_check_interval=0)
+    if host is not None:
+        options.update(host=host, port=port, db=0)
+    return redis.asyncio.Redis(retry=Retry(NoBackoff(), 0, supported_errors=()), **options)
+
+
+def channel_key(prefix: str, app_id: str, channel: str, suffix: str) -> str:
+    """A key (or pub/sub name) of one channel, hash-tagged to the channel's slot."""
+    return f"{prefix}:{{{app_id}:{channel}}}:{suffix}"
+
+
+def pubsub_channel(prefix: str, app_id: str, channel: str) -> str:
+    """The Redis pub/sub name that carries a channel's publications."""
+    return channel_key(prefix, app_id, channel, "pub")
+
+
+def control_channel(prefix: str) -> str:
+    """The Redis pub/sub name of control messages, which every process receives."""
+    return f"{prefix}:control"
+
+
+def _options(config: RedisConfig, *, health_check_interval: float) -> dict[str, Any]:
+    where = parse_url(config.url) if config.url else {
+        "host": config.host, "port": config.port, "db": config.db,
+        "username": config.username, "password": config.password, "tls": config.tls,
+    }
+    return {
+        "host": where["host"],
+        "port": where["port"],
+        "db": where["db"],
+        "username": where["username"],
+        "password": where["password"],
+        "ssl": where["tls"],
+        "decode_responses": False,
+        "socket_timeout": config.socket_timeout,
+        "socket_connect_timeout": config.socket_timeout,
+        "health_check_interval": health_check_interval,
+    }

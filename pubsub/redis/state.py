@@ -1,0 +1,292 @@
+"""Cluster state in Redis: counts, presence and online users shared by every process.
+
+Each transition is one Lua script on keys of one hash slot (``{app:channel}``),
+so exactly one process sees "first subscriber" or "last member" and
+announces it. Every process also records what it registered under its node
+id and refreshes a heartbeat; when a process dies, a survivor reaps its
+leftovers within two heartbeat intervals and announces the departures once.
+
+Keys (``P`` is the prefix):
+    P:node_seq                  INCR: node ids, so socket ids are unique
+    P:nodes                     ZSET node id → heartbeat deadline (Redis time, s)
+    P:node:{n}:subs             SET of [app, channel, socket] the node registered
+    P:node:{n}:users            SET of [app, user, socket]
+    P:{a:c}:subs                HASH socket → node
+    P:{a:c}:members             HASH user → user_info JSON
+    P:{a:c}:conns               HASH user → connections on the channel
+    P:{a:c}:member_of           HASH socket → user
+    P:{a:c}:cache               STRING [event, data], expiring
+    P:{a:#user:u}:sockets       HASH socket → node (a signed-in user's connections)
+    P:{a}:channels              SET of occupied channel names (an index for GET /channels)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, AsyncIterator, Iterable
+
+import redis.asyncio as aioredis
+
+from pubsub.errors import BrokerUnavailable
+from pubsub.presence import Member
+from pubsub.redis.client import UNREACHABLE, channel_key, describe
+from pubsub.state import Arrival, CacheEntry, ChannelCounts, ClusterState, Departure, Orphan
+
+log = logging.getLogger(__name__)
+
+_JOIN = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0} end
+local occupied = redis.call('HLEN', KEYS[1]) == 1 and 1 or 0
+local added = 0
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
+  if redis.call('HINCRBY', KEYS[3], ARGV[3], 1) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+    added = 1
+  end
+end
+return {occupied, added}
+"""
+
+_LEAVE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {0, ''} end
+local vacated = redis.call('HLEN', KEYS[1]) == 0 and 1 or 0
+local user = redis.call('HGET', KEYS[4], ARGV[1])
+if not user then return {vacated, ''} end
+redis.call('HDEL', KEYS[4], ARGV[1])
+if redis.call('HINCRBY', KEYS[3], user, -1) > 0 then return {vacated, ''} end
+redis.call('HDEL', KEYS[3], user)
+redis.call('HDEL', KEYS[2], user)
+return {vacated, user}
+"""
+
+_SIGN_IN = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+return redis.call('HLEN', KEYS[1]) == 1 and 1 or 0
+"""
+
+_SIGN_OUT = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+return redis.call('HLEN', KEYS[1]) == 0 and 1 or 0
+"""
+
+# Raise the node counter to at least ARGV[1]: after Redis lost its data, new
+# processes must not be handed the ids of live ones.
+_RAISE_SEQ = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+@contextlib.asynccontextmanager
+async def _reachable() -> AsyncIterator[None]:
+    """Turn Redis connection failures into :class:`BrokerUnavailable`."""
+    try:
+        yield
+    except UNREACHABLE as error:
+        raise BrokerUnavailable(f"Redis is unreachable: {describe(error)}") from error
+
+
+class RedisState(ClusterState):
+    """:class:`~pubsub.state.ClusterState` in Redis, for one process per core and beyond."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "push",
+                 heartbeat_interval: float = 15.0) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self.heartbeat_interval = heartbeat_interval
+        self.reap_interval = heartbeat_interval
+        self.node_id = 0
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._join = client.register_script(_JOIN)
+        self._leave = client.register_script(_LEAVE)
+        self._sign_in = client.register_script(_SIGN_IN)
+        self._sign_out = client.register_script(_SIGN_OUT)
+        self._raise_seq = client.register_script(_RAISE_SEQ)
+
+    # -- keys ----------------------------------------------------------------------
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    def _channel_keys(self, app_id: str, channel: str) -> list[str]:
+        return [channel_key(self._prefix, app_id, channel, suffix)
+                for suffix in ("subs", "members", "conns", "member_of")]
+
+    def _user_key(self, app_id: str, user_id: str) -> str:
+        return channel_key(self._prefix, app_id, f"#user:{user_id}", "sockets")
+
+    def _index_key(self, app_id: str) -> str:
+        return self._key(f"{{{app_id}}}", "channels")
+
+    def _node_key(self, node_id: int | str, kind: str) -> str:
+        return self._key("node", str(node_id), kind)
+
+    # -- node lifecycle ------------------------------------------------------------
+
+    async def start(self) -> int:
+        async with _reachable():
+            self.node_id = int(await self._redis.incr(self._key("node_seq")))
+            await self._beat()
+        self._heartbeat = asyncio.ensure_future(self._beat_forever())
+        return self.node_id
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        with contextlib.suppress(BrokerUnavailable):
+            async with _reachable():
+                await self._redis.zrem(self._key("nodes"), self.node_id)
+                await self._redis.delete(self._node_key(self.node_id, "subs"),
+                                         self._node_key(self.node_id, "users"))
+
+    async def _now(self) -> float:
+        seconds, micros = await self._redis.time()
+        return seconds + micros / 1e6
+
+    async def _beat(self) -> bool:
+        """Refresh this node's deadline; True when the registration had vanished."""
+        deadline = await self._now() + 2 * self.heartbeat_interval
+        added = await self._redis.zadd(self._key("nodes"), {str(self.node_id): deadline})
+        if added:
+            await self._raise_seq(keys=[self._key("node_seq")], args=[self.node_id])
+        return bool(added)
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval / 3)
+            try:
+                async with _reachable():
+                    lost = await self._beat()
+                # Redis lost its data, or a survivor reaped us after a long pause.
+                if lost and self.on_registration_lost is not None:
+                    log.warning("node %d was missing from Redis: registering its state again",
+                                self.node_id)
+                    await self.on_registration_lost()
+            except BrokerUnavailable as outage:
+                log.warning("node heartbeat failed: %s", outage.message)
+
+    # -- channels ------------------------------------------------------------------
+
+    async def join(self, app_id: str, channel: str, socket_id: str,
+                   member: Member | None = None) -> Arrival:
+        user_id = member.user_id if member else ""
+        info = json.dumps(member.user_info, separators=(",", ":")) if member else ""
+        async with _reachable():
+            occupied, added = await self._join(keys=self._channel_keys(app_id, channel),
+                                               args=[socket_id, self.node_id, user_id, info])
+            await self._redis.sadd(self._node_key(self.node_id, "subs"),
+                                   json.dumps([app_id, channel, socket_id]))
+            if occupied:
+                await self._redis.sadd(self._index_key(app_id), channel)
+        return Arrival(bool(occupied), bool(added))
+
+    async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
+        async with _reachable():
+            departure = await self._leave_keys(app_id, channel, socket_id)
+            await self._redis.srem(self._node_key(self.node_id, "subs"),
+                                   json.dumps([app_id, channel, socket_id]))
+        return departure
+
+    async def _leave_keys(self, app_id: str, channel: str, socket_id: str) -> Departure:
+        vacated, user = await self._leave(keys=self._channel_keys(app_id, channel), args=[socket_id])
+        if vacated:
+            await self._redis.srem(self._index_key(app_id), channel)
+        return Departure(bool(vacated), user.decode() if user else None)
+
+    async def members(self, app_id: str, channel: str) -> dict[str, Any]:
+        async with _reachable():
+            members = await self._redis.hgetall(channel_key(self._prefix, app_id, channel, "members"))
+        return {user.decode(): json.loads(info) for user, info in members.items()}
+
+    async def counts(self, app_id: str, channel: str) -> ChannelCounts:
+        subs, members = self._channel_keys(app_id, channel)[:2]
+        async with _reachable():
+            return ChannelCounts(await self._redis.hlen(subs), await self._redis.hlen(members))
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, ChannelCounts]:
+        async with _reachable():
+            names = [name.decode() for name in await self._redis.smembers(self._index_key(app_id))]
+            result = {}
+            for name in sorted(n for n in names if n.startswith(prefix)):
+                counts = await self.counts(app_id, name)
+                if counts.subscriptions:
+                    result[name] = counts
+        return result
+
+    # -- users ---------------------------------------------------------------------
+
+    async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        async with _reachable():
+            first = await self._sign_in(keys=[self._user_key(app_id, user_id)],
+                                        args=[socket_id, self.node_id])
+            await self._redis.sadd(self._node_key(self.node_id, "users"),
+                                   json.dumps([app_id, user_id, socket_id]))
+        return bool(first)
+
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        async with _reachable():
+            last = await self._sign_out(keys=[self._user_key(app_id, user_id)], args=[socket_id])
+            await self._redis.srem(self._node_key(self.node_id, "users"),
+                                   json.dumps([app_id, user_id, socket_id]))
+        return bool(last)
+
+    async def online(self, app_id: str, user_ids: Iterable[str]) -> set[str]:
+        async with _reachable():
+            return {user_id for user_id in user_ids
+                    if await self._redis.exists(self._user_key(app_id, user_id))}
+
+    # -- cache channels ------------------------------------------------------------
+
+    async def cache_put(self, app_id: str, channel: str, event: str, data: str,
+                        ttl: float) -> None:
+        async with _reachable():
+            await self._redis.set(channel_key(self._prefix, app_id, channel, "cache"),
+                                  json.dumps([event, data]), px=max(1, int(ttl * 1000)))
+
+    async def cache_get(self, app_id: str, channel: str) -> CacheEntry | None:
+        key = channel_key(self._prefix, app_id, channel, "cache")
+        async with _reachable():
+            value, ttl_ms = await self._redis.get(key), await self._redis.pttl(key)
+        if value is None or ttl_ms <= 0:
+            return None
+        event, data = json.loads(value)
+        return CacheEntry(event, data, ttl_ms / 1000)
+
+    # -- dead processes ------------------------------------------------------------
+
+    async def reap(self) -> list[Orphan]:
+        """Remove every dead node's registrations; each node is reaped by one survivor."""
+        async with _reachable():
+            dead = await self._redis.zrangebyscore(self._key("nodes"), "-inf", await self._now())
+            orphans: list[Orphan] = []
+            for raw in dead:
+                node = raw.decode()
+                lock = self._key("reaping", node)
+                if not await self._redis.set(lock, self.node_id, nx=True, ex=60):
+                    continue  # another survivor has it
+                orphans.extend(await self._reap_node(node))
+                await self._redis.zrem(self._key("nodes"), node)
+        return orphans
+
+    async def _reap_node(self, node: str) -> list[Orphan]:
+        orphans = []
+        subs_key, users_key = self._node_key(node, "subs"), self._node_key(node, "users")
+        subscriptions, sign_ins = await self._redis.smembers(subs_key), await self._redis.smembers(users_key)
+        for raw in subscriptions:
+            app_id, channel, socket_id = json.loads(raw)
+            departure = await self._leave_keys(app_id, channel, socket_id)
+            orphans.append(Orphan(app_id, channel, departure))
+        for raw in sign_ins:
+            app_id, user_id, socket_id = json.loads(raw)
+            if await self._sign_out(keys=[self._user_key(app_id, user_id)], args=[socket_id]):
+                orphans.append(Orphan(app_id, offline_user=user_id))
+        await self._redis.delete(subs_key, users_key)
+        log.warning("reaped dead node %s: %d subscription(s), %d sign-in(s)",
+                    node, len(subscriptions), len(sign_ins))
+        return orphans

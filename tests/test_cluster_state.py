@@ -1,0 +1,133 @@
+"""The cluster-state contract, held by the memory state and by the Redis state alike."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from pubsub.presence import Member
+from pubsub.redis.state import RedisState
+from pubsub.state import Arrival, ChannelCounts, Departure, MemoryState, Orphan
+
+
+@pytest.fixture
+def redis_client(io_loop, redis_server):
+    client = aioredis.from_url(redis_server.url)
+    io_loop.run_sync(client.flushall)
+    yield client
+    io_loop.run_sync(client.aclose)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def state(request, io_loop):
+    if request.param == "memory":
+        made = MemoryState()
+    else:
+        made = RedisState(request.getfixturevalue("redis_client"), prefix="test")
+    io_loop.run_sync(made.start)
+    yield made
+    io_loop.run_sync(made.close)
+
+
+@pytest.mark.gen_test
+async def test_first_subscriber_occupies_and_last_vacates(state):
+    assert await state.join("1", "news", "1.1") == Arrival(True)
+    assert await state.join("1", "news", "1.2") == Arrival(False)
+    assert await state.join("1", "news", "1.2") == Arrival(False)  # idempotent
+    assert await state.counts("1", "news") == ChannelCounts(2)
+    assert await state.leave("1", "news", "1.1") == Departure(False)
+    assert await state.leave("1", "news", "1.1") == Departure(False)  # idempotent
+    assert await state.leave("1", "news", "1.2") == Departure(True)
+    assert await state.counts("1", "news") == ChannelCounts(0)
+
+
+@pytest.mark.gen_test
+async def test_presence_counts_users_not_connections(state):
+    alice = Member("alice", {"name": "Alice"})
+    assert await state.join("1", "presence-r", "1.1", alice) == Arrival(True, True)
+    assert await state.join("1", "presence-r", "1.2", alice) == Arrival(False, False)
+    assert await state.join("1", "presence-r", "1.3", Member("bob")) == Arrival(False, True)
+    assert await state.members("1", "presence-r") == {"alice": {"name": "Alice"}, "bob": None}
+    assert await state.counts("1", "presence-r") == ChannelCounts(3, 2)
+    assert await state.leave("1", "presence-r", "1.1") == Departure(False)
+    assert await state.leave("1", "presence-r", "1.2") == Departure(False, "alice")
+    assert await state.leave("1", "presence-r", "1.3") == Departure(True, "bob")
+
+
+@pytest.mark.gen_test
+async def test_channels_lists_occupied_ones_per_app_by_prefix(state):
+    await state.join("1", "presence-a", "1.1", Member("u"))
+    await state.join("1", "news", "1.1")
+    await state.join("2", "news-elsewhere", "1.2")
+    assert set(await state.channels("1")) == {"presence-a", "news"}
+    assert await state.channels("1", "presence-") == {"presence-a": ChannelCounts(1, 1)}
+    await state.leave("1", "news", "1.1")
+    assert set(await state.channels("1")) == {"presence-a"}
+
+
+@pytest.mark.gen_test
+async def test_users_are_online_from_first_sign_in_to_last_sign_out(state):
+    assert await state.sign_in("1", "alice", "1.1") is True
+    assert await state.sign_in("1", "alice", "1.2") is False
+    assert await state.online("1", ["alice", "bob"]) == {"alice"}
+    assert await state.sign_out("1", "alice", "1.1") is False
+    assert await state.sign_out("1", "alice", "1.2") is True
+    assert await state.sign_out("1", "alice", "1.2") is False
+    assert await state.online("1", ["alice"]) == set()
+
+
+@pytest.mark.gen_test
+async def test_cache_keeps_the_last_event_for_its_ttl(state):
+    assert await state.cache_get("1", "cache-x") is None
+    await state.cache_put("1", "cache-x", "tick", '{"n":1}', 60)
+    await state.cache_put("1", "cache-x", "tick", '{"n":2}', 60)
+    cached = await state.cache_get("1", "cache-x")
+    assert (cached.event, cached.data) == ("tick", '{"n":2}') and 0 < cached.ttl <= 60
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_dead_nodes_registrations_are_reaped_once(redis_client):
+    dying = RedisState(redis_client, prefix="test", heartbeat_interval=0.3)
+    survivors = [RedisState(redis_client, prefix="test", heartbeat_interval=0.3) for _ in range(2)]
+    for node in (dying, *survivors):
+        await node.start()
+    await dying.join("1", "presence-room", f"{dying.node_id}.1", Member("alice"))
+    await survivors[0].join("1", "presence-room", f"{survivors[0].node_id}.1", Member("bob"))
+    await dying.join("1", "lonely", f"{dying.node_id}.1")
+    await dying.sign_in("1", "alice", f"{dying.node_id}.1")
+    dying._heartbeat.cancel()  # the process dies: no close(), no more heartbeats
+
+    orphans: list[Orphan] = []
+    while not orphans:  # reaping starts once the deadline (two intervals) has passed
+        await asyncio.sleep(0.1)
+        for survivor in survivors:
+            orphans += await survivor.reap()
+    assert sorted(orphans, key=repr) == sorted([
+        Orphan("1", "presence-room", Departure(False, "alice")),
+        Orphan("1", "lonely", Departure(True)),
+        Orphan("1", offline_user="alice"),
+    ], key=repr)
+    assert await survivors[1].reap() == [] and await survivors[0].reap() == []
+    assert await survivors[0].members("1", "presence-room") == {"bob": None}
+    for node in survivors:
+        await node.close()
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_lost_registration_is_reported_so_the_hub_registers_again(redis_client):
+    node = RedisState(redis_client, prefix="test", heartbeat_interval=0.3)
+    lost = asyncio.Event()
+
+    async def register_again() -> None:
+        lost.set()
+
+    node.on_registration_lost = register_again
+    first_id = await node.start()
+    await redis_client.flushall()  # what a Redis restart without persistence does
+    await asyncio.wait_for(lost.wait(), 5)
+    later = RedisState(redis_client, prefix="test")
+    assert await later.start() > first_id  # ids stay unique after the loss
+    await node.close()
+    await later.close()
