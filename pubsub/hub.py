@@ -21,7 +21,7 @@ from pubsub import protocol
 from pubsub.apps import App, AppRegistry
 from pubsub.broker import Broker, MemoryBroker, Publication
 from pubsub.counts import SubscriptionCountThrottle
-from pubsub.errors import ConnectionRefused, ErrorCode, SubscriptionRefused
+from pubsub.errors import BrokerUnavailable, ConnectionRefused, ErrorCode, SubscriptionRefused
 from pubsub.presence import Member
 from pubsub.protocol import ChannelKind
 from pubsub.state import CacheEntry, ClusterState, Departure, MemoryState, Orphan
@@ -137,8 +137,11 @@ class Hub:
 
         def finished(task: asyncio.Task[Any]) -> None:
             self._tasks.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                log.error("%s failed", what, exc_info=task.exception())
+            error = None if task.cancelled() else task.exception()
+            if isinstance(error, BrokerUnavailable):  # expected while Redis is away
+                log.warning("%s failed: %s", what, error.message)
+            elif error is not None:
+                log.error("%s failed", what, exc_info=error)
 
         task.add_done_callback(finished)
 
@@ -232,7 +235,11 @@ class Hub:
         if member is not None:
             await self._check_room(app, name, member)
         channel = await self._local_channel(app, name, kind)
-        arrival = await self.state.join(app.id, name, session.socket_id, member)
+        try:
+            arrival = await self.state.join(app.id, name, session.socket_id, member)
+        except BrokerUnavailable:
+            await self._drop_if_empty(app, channel)
+            raise
         channel.subscribers[session.socket_id] = session
         if arrival.occupied:
             self.webhooks.channel_occupied(app, name)
@@ -274,17 +281,21 @@ class Hub:
     async def unsubscribe(self, session: Session, name: str) -> None:
         """Remove the session from a channel (and from its presence members)."""
         app = session.app
-        channels = self._states[app.id].channels
-        channel = channels.get(name)
+        channel = self._states[app.id].channels.get(name)
         if channel is not None:
             channel.subscribers.pop(session.socket_id, None)
         departure = await self.state.leave(app.id, name, session.socket_id)
         await self._announce_departure(app, name, departure)
-        if channel is not None and not channel.subscribers and channels.get(name) is channel:
-            del channels[name]
-            await self._broker.unsubscribe(app.id, name)
         if channel is not None:
+            await self._drop_if_empty(app, channel)
             self._subscribers_changed(app, channel)
+
+    async def _drop_if_empty(self, app: App, channel: LocalChannel) -> None:
+        """Stop receiving a channel that has no local subscriber left."""
+        channels = self._states[app.id].channels
+        if not channel.subscribers and channels.get(channel.name) is channel:
+            del channels[channel.name]
+            await self._broker.unsubscribe(app.id, channel.name)
 
     async def _announce_departure(self, app: App, name: str, departure: Departure) -> None:
         user_id = departure.removed_user

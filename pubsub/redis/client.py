@@ -35,6 +35,10 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+#: Command connections per process: enough to keep Redis busy, few enough to share it.
+COMMAND_CONNECTIONS = 32
+
+
 @dataclass(frozen=True)
 class RedisConfig:
     """Where Redis is and how this deployment uses it.
@@ -112,7 +116,14 @@ def connect(config: RedisConfig) -> redis.asyncio.Redis | redis.asyncio.RedisClu
     if config.cluster:
         options.pop("db")
         return redis.asyncio.RedisCluster(retry=retry, **options)
-    return redis.asyncio.Redis(retry=retry, **options)
+    # A burst of subscribes must queue for a connection, not fail with "Too many
+    # connections" as redis-py's default pool (100, non-blocking) would.
+    tls = options.pop("ssl")
+    pool = redis.asyncio.BlockingConnectionPool(
+        max_connections=COMMAND_CONNECTIONS, timeout=config.socket_timeout, retry=retry,
+        connection_class=redis.asyncio.SSLConnection if tls else redis.asyncio.Connection,
+        **options)
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 def connect_subscriber(config: RedisConfig, host: str | None = None,

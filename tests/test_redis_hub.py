@@ -1,0 +1,51 @@
+"""The in-process server on the Redis broker and state: bursts and outages seen by clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from conftest import APPS
+from pubsub.apps import AppRegistry
+from pubsub.hub import Hub, HubOptions
+from pubsub.redis.broker import RedisBroker
+from pubsub.redis.client import RedisConfig, connect
+from pubsub.redis.state import RedisState
+
+
+@pytest.fixture
+def hub(io_loop, fresh_redis, hub_options: HubOptions) -> Hub:
+    config = RedisConfig(url=fresh_redis.url, heartbeat_interval=1.0)
+    hub = Hub(AppRegistry(APPS), broker=RedisBroker(config),
+              state=RedisState(connect(config), heartbeat_interval=1.0), options=hub_options)
+    io_loop.run_sync(hub.start)
+    yield hub
+    io_loop.run_sync(hub.close)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_burst_of_subscribes_all_succeed(raw):
+    """More simultaneous subscribes than Redis connections: they queue, none is refused."""
+    sockets = await asyncio.gather(*(raw() for _ in range(150)))
+    for socket in sockets:
+        await socket.send({"event": "pusher:subscribe", "data": {"channel": "burst"}})
+    replies = await asyncio.gather(*(socket.receive() for socket in sockets))
+    assert {reply["event"] for reply in replies} == {"pusher_internal:subscription_succeeded"}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_redis_outage_refuses_subscribes_with_503_and_keeps_the_connection(raw, fresh_redis, hub):
+    socket = await raw()
+    fresh_redis.kill()
+    await socket.send({"event": "pusher:subscribe", "data": {"channel": "private-x", "auth": "x"}})
+    await socket.send({"event": "pusher:subscribe", "data": {"channel": "news"}})
+    # private-x is refused on its bad signature before Redis is asked.
+    assert json.loads((await socket.expect("pusher:subscription_error"))["data"])["status"] == 401
+    error = await socket.expect("pusher:subscription_error")
+    assert error["channel"] == "news" and json.loads(error["data"])["status"] == 503
+    await socket.send({"event": "pusher:ping", "data": {}})
+    await socket.expect("pusher:pong")
+    # The refused subscription left nothing behind to deliver to.
+    assert "news" not in hub._states["1"].channels
