@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from app_server import auth_routes, sdk_client  # noqa: E402
 
-# Real redis-server fixtures (redis_server, fresh_redis, redis_cluster).
-pytest_plugins = ["redis_server"]
+# Real redis-server fixtures (redis_server, fresh_redis, redis_cluster), and
+# `python server.py` subprocesses (server_processes).
+pytest_plugins = ["redis_server", "server_processes"]
 from pusherjs import JSClient, PusherJS  # noqa: E402
 
 from handlers import routes  # noqa: E402

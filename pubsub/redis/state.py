@@ -102,6 +102,10 @@ class RedisState(ClusterState):
         self.reap_interval = heartbeat_interval
         self.node_id = 0
         self._heartbeat: asyncio.Task[None] | None = None
+        # Loop times: the last heartbeat that got through, and the start of the
+        # current run of heartbeats that got through on time (see _in_touch).
+        self._beat_ok_at: float | None = None
+        self._in_touch_since = 0.0
         self._join = client.register_script(_JOIN)
         self._leave = client.register_script(_LEAVE)
         self._sign_in = client.register_script(_SIGN_IN)
@@ -155,7 +159,23 @@ class RedisState(ClusterState):
         added = await self._redis.zadd(self._key("nodes"), {str(self.node_id): deadline})
         if added:
             await self._raise_seq(keys=[self._key("node_seq")], args=[self.node_id])
+        now = asyncio.get_running_loop().time()
+        if self._beat_ok_at is None or now - self._beat_ok_at > self.heartbeat_interval:
+            self._in_touch_since = now  # after a gap, the others may not have beaten yet either
+        self._beat_ok_at = now
         return bool(added)
+
+    def _in_touch(self) -> bool:
+        """Whether this node's own heartbeats have got through on time for two intervals.
+
+        When Redis stalls, or this process loses it or is paused, every node
+        misses its deadline, the living ones too: only a node that has been
+        beating regularly for as long as a deadline can tell the dead from the late.
+        """
+        now = asyncio.get_running_loop().time()
+        return (self._beat_ok_at is not None
+                and now - self._beat_ok_at <= self.heartbeat_interval
+                and now - self._in_touch_since >= 2 * self.heartbeat_interval)
 
     async def _beat_forever(self) -> None:
         while True:
@@ -262,6 +282,8 @@ class RedisState(ClusterState):
 
     async def reap(self) -> list[Orphan]:
         """Remove every dead node's registrations; each node is reaped by one survivor."""
+        if not self._in_touch():
+            return []
         async with _reachable():
             dead = await self._redis.zrangebyscore(self._key("nodes"), "-inf", await self._now())
             orphans: list[Orphan] = []

@@ -1,0 +1,55 @@
+"""Reaping against a Redis that stalls: a late heartbeat is not a dead process.
+
+When Redis stops answering for longer than a deadline (two heartbeat
+intervals), every node misses its deadline, the living ones too. A node that
+has just got Redis back must not take the others' stale deadlines for deaths;
+it judges again once its own heartbeats have got through for two intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from pubsub.presence import Member
+from pubsub.redis.state import RedisState
+
+HEARTBEAT = 0.3
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_node_back_from_a_redis_stall_reaps_nobody_until_it_has_beaten_for_a_deadline(
+        fresh_redis):
+    client = aioredis.from_url(fresh_redis.url)
+    reaper = RedisState(client, prefix="test", heartbeat_interval=HEARTBEAT)
+    other = RedisState(client, prefix="test", heartbeat_interval=HEARTBEAT)
+    try:
+        await reaper.start()
+        await other.start()
+        await other.join("1", "presence-room", f"{other.node_id}.1", Member("bob"))
+        # The other node's next heartbeat is late: it has not reached Redis yet when the
+        # reaper looks, as happens to some node whenever a stall ends.
+        other._heartbeat.cancel()
+        fresh_redis.pause()
+        await asyncio.sleep(3 * HEARTBEAT)  # the stall outlasts every deadline
+        fresh_redis.resume()
+        resumed = time.monotonic()
+
+        assert await reaper.reap() == []
+        assert await reaper.members("1", "presence-room") == {"bob": None}
+
+        # A node that stays silent is still reaped, once the reaper's own heartbeats
+        # have got through for two intervals.
+        orphans = []
+        while not orphans:  # bounded by the test's timeout; a reap round is one call
+            await asyncio.sleep(HEARTBEAT / 3)
+            orphans = await reaper.reap()
+        assert time.monotonic() - resumed >= 2 * HEARTBEAT
+        assert [orphan.departure.removed_user for orphan in orphans] == ["bob"]
+    finally:
+        await reaper.close()
+        await other.close()
+        await client.aclose()
