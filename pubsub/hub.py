@@ -183,11 +183,17 @@ class Hub:
             await self.sign_out(session)
 
     async def register_again(self) -> None:
-        """Put this process's connections back into the cluster state, silently.
+        """Put this process's connections back into the cluster state.
 
-        After Redis lost its data (or reaped this process during a long
-        pause), nothing changed for clients: no event or webhook is sent.
+        After Redis lost its data nothing changed for clients, so it is done
+        silently. But if survivors reaped this process (it was paused or cut
+        off for longer than the deadline), its members were announced as gone:
+        its clients are closed with 4200 instead, and rejoin with due events.
         """
+        if await self.state.was_reaped():
+            log.warning("this process was reaped while out of touch: reconnecting its clients")
+            self.close_all(ErrorCode.RECONNECT, "Server lost touch with the cluster: reconnect")
+            return
         registered = 0
         for state in self._states.values():
             app_id = state.app.id
@@ -353,8 +359,8 @@ class Hub:
             await asyncio.sleep(interval)
             try:
                 orphans = await self.state.reap()
-            except Exception:  # Redis down: the next round tries again
-                log.warning("could not reap dead processes' state", exc_info=True)
+            except BrokerUnavailable as outage:  # the next round tries again
+                log.warning("could not reap dead processes' state: %s", outage.message)
                 continue
             for orphan in orphans:
                 await self._announce_orphan(orphan)

@@ -124,6 +124,10 @@ class ClusterState(ABC):
         """Remove what dead processes left behind; what that changed."""
         return []
 
+    async def was_reaped(self) -> bool:
+        """True once after survivors reaped this process (it was paused or cut off)."""
+        return False
+
 
 @dataclass
 class _Channel:

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+import redis.asyncio as aioredis
 
 from conftest import APPS
 from pubsub.apps import AppRegistry
@@ -49,3 +50,18 @@ async def test_redis_outage_refuses_subscribes_with_503_and_keeps_the_connection
     await socket.expect("pusher:pong")
     # The refused subscription left nothing behind to deliver to.
     assert "news" not in hub._states["1"].channels
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_process_reaped_while_out_of_touch_reconnects_its_clients(raw, hub, fresh_redis):
+    socket = await raw()
+    await socket.send({"event": "pusher:subscribe", "data": {"channel": "news"}})
+    await socket.expect("pusher_internal:subscription_succeeded")
+    # What survivors leave when they reap a process that was only paused.
+    client = aioredis.from_url(fresh_redis.url)
+    await client.set(f"push:reaped:{hub.node_id}", 1)
+    await client.aclose()
+    await hub.register_again()
+    error = await socket.expect("pusher:error")
+    assert error["data"]["code"] == 4200
+    assert await socket.closed() == 4200

@@ -53,3 +53,26 @@ async def test_node_back_from_a_redis_stall_reaps_nobody_until_it_has_beaten_for
         await reaper.close()
         await other.close()
         await client.aclose()
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_reaped_node_learns_it_once_when_it_comes_back(fresh_redis):
+    client = aioredis.from_url(fresh_redis.url)
+    survivor = RedisState(client, prefix="test", heartbeat_interval=HEARTBEAT)
+    paused = RedisState(client, prefix="test", heartbeat_interval=HEARTBEAT)
+    try:
+        await survivor.start()
+        await paused.start()
+        await paused.join("1", "presence-room", f"{paused.node_id}.1", Member("alice"))
+        paused._heartbeat.cancel()  # frozen, not dead: it will be back
+        orphans = []
+        while not orphans:
+            await asyncio.sleep(HEARTBEAT / 3)
+            orphans = await survivor.reap()
+        assert await paused.was_reaped() is True
+        assert await paused.was_reaped() is False  # told once
+        assert await survivor.was_reaped() is False
+    finally:
+        await survivor.close()
+        await paused.close()
+        await client.aclose()

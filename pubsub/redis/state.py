@@ -11,6 +11,7 @@ Keys (``P`` is the prefix):
     P:nodes                     ZSET node id → heartbeat deadline (Redis time, s)
     P:node:{n}:subs             SET of [app, channel, socket] the node registered
     P:node:{n}:users            SET of [app, user, socket]
+    P:reaped:{n}                a reaped node's tombstone, read once if it comes back
     P:{a:c}:subs                HASH socket → node
     P:{a:c}:members             HASH user → user_info JSON
     P:{a:c}:conns               HASH user → connections on the channel
@@ -80,6 +81,10 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 0
 """
+
+
+#: How long a reaped node's tombstone waits for the node to come back and read it.
+_TOMBSTONE_SECONDS = 24 * 3600
 
 
 @contextlib.asynccontextmanager
@@ -292,9 +297,16 @@ class RedisState(ClusterState):
                 lock = self._key("reaping", node)
                 if not await self._redis.set(lock, self.node_id, nx=True, ex=60):
                     continue  # another survivor has it
+                # If the node was only paused, it must learn that its members were
+                # announced as gone (see was_reaped).
+                await self._redis.set(self._key("reaped", node), 1, ex=_TOMBSTONE_SECONDS)
                 orphans.extend(await self._reap_node(node))
                 await self._redis.zrem(self._key("nodes"), node)
         return orphans
+
+    async def was_reaped(self) -> bool:
+        async with _reachable():
+            return bool(await self._redis.getdel(self._key("reaped", str(self.node_id))))
 
     async def _reap_node(self, node: str) -> list[Orphan]:
         orphans = []
