@@ -12,4 +12,7 @@ class HealthHandler(tornado.web.RequestHandler):
         self.hub = hub
 
     def get(self) -> None:
-        self.write({"status": "ok", "connections": self.hub.connection_count})
+        health = self.hub.health()
+        # A load balancer reads the status code; people read the body.
+        self.set_status(200 if health["status"] == "ok" else 503)
+        self.write(health)

@@ -49,6 +49,10 @@ class Broker(ABC):
         self._deliver = deliver
         self._control = control
 
+    def status(self) -> dict[str, Any]:
+        """What ``/health`` reports of the broker."""
+        return {"kind": "memory", "connected": True, "reconnects": 0}
+
     async def start(self) -> None:
         """Connect; called once before the first publish."""
 

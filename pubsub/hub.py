@@ -216,6 +216,12 @@ class Hub:
     def connection_count(self) -> int:
         return self._connection_count
 
+    def health(self) -> dict[str, Any]:
+        """This process's connections and its link to the other processes."""
+        broker = self._broker.status()
+        return {"status": "ok" if broker["connected"] else "degraded", "node": self.node_id,
+                "connections": self._connection_count, "broker": broker}
+
     def sessions(self, app: App) -> Iterable[Session]:
         return self._states[app.id].sessions.values()
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import redis.asyncio as aioredis
+from tornado.httpclient import AsyncHTTPClient
 
 from conftest import APPS
 from pubsub.apps import AppRegistry
@@ -65,3 +66,28 @@ async def test_a_process_reaped_while_out_of_touch_reconnects_its_clients(raw, h
     error = await socket.expect("pusher:error")
     assert error["data"]["code"] == 4200
     assert await socket.closed() == 4200
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_health_reports_the_redis_link_and_counts_reconnects(server_port, fresh_redis, hub):
+    async def health() -> tuple[int, dict]:
+        response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server_port}/health",
+                                                 raise_error=False)
+        return response.code, json.loads(response.body)
+
+    assert await health() == (200, {"status": "ok", "node": hub.node_id, "connections": 0,
+                                    "broker": {"kind": "redis", "connected": True, "reconnects": 0}})
+    lost, back = asyncio.Event(), asyncio.Event()
+
+    async def reconnected() -> None:
+        back.set()
+
+    hub._broker.add_disconnect_listener(lambda reason: lost.set())
+    hub._broker.add_reconnect_listener(reconnected)
+    fresh_redis.kill()
+    await asyncio.wait_for(lost.wait(), 10)
+    code, body = await health()
+    assert code == 503 and body["status"] == "degraded"
+    fresh_redis.restart()
+    await asyncio.wait_for(back.wait(), 10)
+    assert (await health())[1]["broker"] == {"kind": "redis", "connected": True, "reconnects": 1}

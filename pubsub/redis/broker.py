@@ -45,6 +45,9 @@ class RedisBroker(Broker):
         self._subscriber = Subscriber(config, self._receive)
         self._client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None
 
+    def status(self) -> dict[str, Any]:
+        return {"kind": "redis", "connected": self.connected, "reconnects": self.reconnects}
+
     @property
     def connected(self) -> bool:
         return self._subscriber.connected
