@@ -11,13 +11,16 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 import tornado.httpclient
+import tornado.httpserver
 import tornado.web
 
 from handlers import routes
+from handlers.health import InFlightRequests
 from pubsub.apps import AppRegistry
 from pubsub.hub import Hub
 from pubsub.redis.broker import RedisBroker
@@ -62,26 +65,38 @@ def make_hub(settings: Settings) -> Hub:
     return hub
 
 
-def make_application(settings: Settings, hub: Hub) -> tornado.web.Application:
+def make_application(settings: Settings, hub: Hub,
+                     in_flight: InFlightRequests | None = None) -> tornado.web.Application:
     """The Tornado application with the push routes and the static pages."""
     static = [(r"/()", tornado.web.StaticFileHandler,
                {"path": str(STATIC_DIR), "default_filename": "index.html"})]
     return tornado.web.Application(
-        routes(hub) + static,
+        routes(hub, in_flight) + static,
         websocket_max_message_size=settings.max_message_bytes,
     )
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """Tornado's own TLS, for deployments without nginx in front."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
 async def serve(settings: Settings) -> None:
-    """Listen until SIGINT or SIGTERM, then close every connection with 4200 (reconnect)."""
+    """Listen until SIGINT or SIGTERM, then drain (see :func:`drain`)."""
     hub = make_hub(settings)
     await hub.start()
-    application = make_application(settings, hub)
-    server = application.listen(settings.port, address=settings.host,
-                                max_body_size=settings.max_body_bytes, xheaders=True)
-    log.info("listening on http://%s:%d with %d app(s), node %d, %s",
-             settings.host, settings.port, len(settings.apps), hub.node_id,
-             "in-process broker" if settings.redis is None else "Redis broker")
+    in_flight = InFlightRequests()
+    application = make_application(settings, hub, in_flight)
+    tls = tls_context(settings)
+    server = application.listen(settings.port, address=settings.host, ssl_options=tls,
+                                max_body_size=settings.max_body_bytes, xheaders=settings.xheaders)
+    log.info("listening on %s://%s:%d with %d app(s), node %d, %s",
+             "https" if tls else "http", settings.host, settings.port, len(settings.apps),
+             hub.node_id, "in-process broker" if settings.redis is None else "Redis broker")
     if settings.uses_default_secret:
         log.warning("an app uses the well-known default secret: set PUSH_APP_SECRET in production")
     stop = asyncio.Event()
@@ -89,11 +104,27 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("stopping: closing connections with 4200 so clients reconnect")
+    try:
+        await asyncio.wait_for(drain(settings, server, hub, in_flight), settings.drain_timeout)
+    except asyncio.TimeoutError:
+        log.warning("drain took over %g s: exiting anyway", settings.drain_timeout)
+
+
+async def drain(settings: Settings, server: tornado.httpserver.HTTPServer, hub: Hub,
+                in_flight: InFlightRequests) -> None:
+    """Stop gracefully: clients reconnect elsewhere at once and nobody sees them leave.
+
+    New connections are refused and ``/ready`` turns false; every client is
+    closed with 4200 so pusher-js reconnects at once (through nginx, to
+    another process); HTTP API requests in flight finish; the closed clients'
+    presence is kept for ``drain_grace`` seconds before it is given up.
+    """
+    log.info("draining: closing connections with 4200 so clients reconnect elsewhere")
     server.stop()
-    hub.close_all()
-    await server.close_all_connections()
-    await hub.close()
+    hub.drain(settings.drain_grace)
+    await in_flight.idle()
+    await hub.close()  # waits for the held departures
+    log.info("drained")
 
 
 def main(argv: list[str] | None = None) -> int:

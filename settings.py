@@ -23,6 +23,14 @@ Environment:
     PUSH_MAX_MESSAGE_BYTES          largest WebSocket message; larger closes 1009 (default 65536)
     PUSH_MAX_BODY_BYTES             largest HTTP API body (default 1048576)
     PUSH_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
+    PUSH_MAX_CONNECTIONS_PER_IP     connections per client address per process, 4004 beyond
+                                    (default 0: no limit)
+    PUSH_XHEADERS                   trust X-Real-IP / X-Forwarded-For from a proxy in front
+                                    (nginx): client addresses come from them (default false)
+    PUSH_TLS_CERT, PUSH_TLS_KEY     serve wss:// and https:// directly (PEM files; both or none)
+    PUSH_DRAIN_GRACE                on SIGTERM, seconds a closed client's presence is kept so
+                                    that reconnecting elsewhere shows no leave (default 5)
+    PUSH_DRAIN_TIMEOUT              on SIGTERM, seconds the whole drain may take (default 10)
     PUSH_WEBHOOK_BATCH_SECONDS      seconds that collect webhook events into one POST (default 0.25)
     PUSH_WEBHOOK_LEAVE_DELAY        seconds channel_vacated and member_removed wait, dropped
                                     if the channel or user is back meanwhile (default 3)
@@ -93,6 +101,11 @@ class Settings:
     log_level: str = "INFO"
     #: None: one process, the in-process broker.
     redis: RedisConfig | None = None
+    xheaders: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    drain_grace: float = 5.0
+    drain_timeout: float = 10.0
 
     @property
     def uses_default_secret(self) -> bool:
@@ -114,6 +127,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         max_connections=env.integer("PUSH_MAX_CONNECTIONS", _HUB_DEFAULTS.max_connections),
         max_inbound_rate=inbound_rate,
         max_inbound_burst=max(1, int(2 * inbound_rate)),
+        max_connections_per_ip=env.integer("PUSH_MAX_CONNECTIONS_PER_IP",
+                                           _HUB_DEFAULTS.max_connections_per_ip),
     )
     webhooks = WebhookOptions(
         batch_seconds=env.number("PUSH_WEBHOOK_BATCH_SECONDS", _WEBHOOK_DEFAULTS.batch_seconds),
@@ -131,6 +146,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         max_body_bytes=env.integer("PUSH_MAX_BODY_BYTES", Settings.max_body_bytes, positive=True),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
         redis=_redis(env),
+        xheaders=env.flag("PUSH_XHEADERS", Settings.xheaders),
+        drain_grace=env.number("PUSH_DRAIN_GRACE", Settings.drain_grace),
+        drain_timeout=env.number("PUSH_DRAIN_TIMEOUT", Settings.drain_timeout, positive=True),
+        **_tls(env),
     )
     values.update({name: value for name, value in overrides.items() if value is not None})
     settings = Settings(**values)
@@ -139,6 +158,18 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if settings.log_level not in _LOG_LEVELS:
         raise SettingsError(f"PUSH_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
     return settings
+
+
+def _tls(env: "_Env") -> dict[str, str | None]:
+    """Certificate and key files for serving TLS directly: both or neither, readable."""
+    files = {"tls_cert": env.environ.get("PUSH_TLS_CERT") or None,
+             "tls_key": env.environ.get("PUSH_TLS_KEY") or None}
+    if (files["tls_cert"] is None) != (files["tls_key"] is None):
+        raise SettingsError("Set both PUSH_TLS_CERT and PUSH_TLS_KEY, or neither")
+    for name, path in (("PUSH_TLS_CERT", files["tls_cert"]), ("PUSH_TLS_KEY", files["tls_key"])):
+        if path is not None and not os.access(path, os.R_OK):
+            raise SettingsError(f"{name} {path!r} cannot be read")
+    return files
 
 
 class _Env:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from handlers import api
-from handlers.health import HealthHandler
+from handlers.health import HealthHandler, InFlightRequests, ReadyHandler
 from handlers.socket import PusherSocketHandler
 from pubsub.hub import Hub
 
@@ -14,9 +14,13 @@ _CHANNEL = r"(?P<channel>[^/]+)"
 _USER = r"(?P<user_id>[^/]+)"
 
 
-def routes(hub: Hub) -> list[tuple[str, type, dict[str, Any]]]:
-    """The push server's routes at the paths Pusher clients and SDKs use."""
-    context = {"hub": hub}
+def routes(hub: Hub, in_flight: InFlightRequests | None = None
+           ) -> list[tuple[str, type, dict[str, Any]]]:
+    """The push server's routes at the paths Pusher clients and SDKs use.
+
+    ``in_flight`` counts the HTTP API requests being served, for a drain to wait on.
+    """
+    context = {"hub": hub, "in_flight": in_flight or InFlightRequests()}
     return [
         (r"/app/([^/]+)", PusherSocketHandler, context),
         (rf"{_APP}/events", api.EventsHandler, context),
@@ -28,4 +32,5 @@ def routes(hub: Hub) -> list[tuple[str, type, dict[str, Any]]]:
         # The Python SDK posts here without /apps/{id}: the signed auth_key names the app.
         (rf"/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, context),
         (r"/health", HealthHandler, context),
+        (r"/ready", ReadyHandler, context),
     ]

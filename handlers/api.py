@@ -12,6 +12,7 @@ import tornado.web
 from pubsub import protocol, rest
 from pubsub.apps import App
 from pubsub.errors import ApiError, BrokerUnavailable
+from handlers.health import InFlightRequests
 from pubsub.hub import Hub
 from pubsub.signing import verify_request
 
@@ -26,9 +27,15 @@ class ApiHandler(tornado.web.RequestHandler):
     :class:`ApiError` and answer ``{"error": message}`` with their status.
     """
 
-    def initialize(self, hub: Hub) -> None:
+    def initialize(self, hub: Hub, in_flight: InFlightRequests) -> None:
         self.hub = hub
+        self.in_flight = in_flight
         self.app_config: App | None = None
+        in_flight.enter()
+
+    def on_finish(self) -> None:
+        # Tornado finishes every request it started, errors and gone clients included.
+        self.in_flight.leave()
 
     def prepare(self) -> None:
         query = {name: self.get_query_argument(name, strip=False)

@@ -1,18 +1,60 @@
-"""``/health``: a cheap liveness answer for load balancers and supervisors."""
+"""``/health`` and ``/ready``: what load balancers and supervisors ask of a process."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import tornado.web
 
 from pubsub.hub import Hub
 
 
-class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, hub: Hub) -> None:
+class InFlightRequests:
+    """Counts HTTP API requests being served, so that a drain can wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self._count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._count -= 1
+        if not self._count:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request is in flight."""
+        await self._idle.wait()
+
+
+class _StatusHandler(tornado.web.RequestHandler):
+    def initialize(self, hub: Hub, **_: Any) -> None:
         self.hub = hub
+
+    def answer(self, ok: bool, body: dict[str, Any]) -> None:
+        # A load balancer reads the status code; people read the body.
+        self.set_status(200 if ok else 503)
+        self.write(body)
+
+
+class HealthHandler(_StatusHandler):
+    """``/health``: the process and its link to the other processes (Redis)."""
 
     def get(self) -> None:
         health = self.hub.health()
-        # A load balancer reads the status code; people read the body.
-        self.set_status(200 if health["status"] == "ok" else 503)
-        self.write(health)
+        self.answer(health["status"] == "ok", health)
+
+
+class ReadyHandler(_StatusHandler):
+    """``/ready``: whether to send this process new clients; false while it drains."""
+
+    def get(self) -> None:
+        health = self.hub.health()
+        reason = "draining" if health["draining"] else (
+            None if health["status"] == "ok" else "broker unreachable")
+        self.answer(reason is None, {"ready": reason is None, "reason": reason})

@@ -26,7 +26,7 @@ def _retrieve_outcome(future: asyncio.Future) -> None:
 class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     """Carries Pusher frames between one client and its session; the transport of that session."""
 
-    def initialize(self, hub: Hub) -> None:
+    def initialize(self, hub: Hub, **_: object) -> None:
         self.hub = hub
         self.session: Session | None = None
 
@@ -44,7 +44,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
                                      ).encode())
             self.close(refusal.code, refusal.message)
             return
-        self.session = Session(self.hub, app, self)
+        self.session = Session(self.hub, app, self, self.request.remote_ip or "")
         self.session.open()
 
     def _app_for(self, key: str) -> App:

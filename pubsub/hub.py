@@ -48,6 +48,8 @@ class HubOptions:
     pong_timeout: float = 30
     #: Connections this process accepts over all apps (close 4100 beyond); 0 is unlimited.
     max_connections: int = 0
+    #: Connections this process accepts from one client address (close 4004 beyond); 0 is unlimited.
+    max_connections_per_ip: int = 0
     #: Inbound messages per second per connection, and the burst allowed above it.
     max_inbound_rate: float = 100
     max_inbound_burst: int = 200
@@ -99,6 +101,10 @@ class Hub:
         self._socket_numbers = count(1)
         self._states = {app.id: AppState(app) for app in apps}
         self._connection_count = 0
+        self._connections_per_ip: dict[str, int] = {}
+        #: Set by :meth:`drain`: closing down, with departures held for a grace window.
+        self.draining = False
+        self._drain_grace = 0.0
         self._broker = broker or MemoryBroker()
         self._broker.attach(self.deliver, self._on_control)
         self.state = state or MemoryState(clock)
@@ -155,11 +161,19 @@ class Hub:
         limit = self.options.max_connections
         if limit and self._connection_count >= limit:
             raise ConnectionRefused(ErrorCode.OVER_CAPACITY, "Server is over capacity: retry later")
+        if self.draining:
+            raise ConnectionRefused(ErrorCode.RECONNECT, "Server is restarting: reconnect")
         state = self._states[session.app.id]
         quota = session.app.max_connections
         if quota and len(state.sessions) >= quota:
             raise ConnectionRefused(ErrorCode.OVER_CONNECTION_QUOTA, "App is over its connection quota")
+        per_ip = self.options.max_connections_per_ip
+        from_ip = self._connections_per_ip.get(session.remote_ip, 0)
+        if per_ip and from_ip >= per_ip:
+            raise ConnectionRefused(ErrorCode.OVER_CONNECTION_QUOTA,
+                                    f"Too many connections from {session.remote_ip}")
         state.sessions[session.socket_id] = session
+        self._connections_per_ip[session.remote_ip] = from_ip + 1
         self._connection_count += 1
 
     def release(self, session: Session) -> None:
@@ -168,14 +182,22 @@ class Hub:
         if state.sessions.pop(session.socket_id, None) is None:
             return
         self._connection_count -= 1
+        remaining = self._connections_per_ip.pop(session.remote_ip) - 1
+        if remaining:
+            self._connections_per_ip[session.remote_ip] = remaining
         # Stop deliveries now; the shared bookkeeping may wait on I/O.
         for name in session.channels:
             channel = state.channels.get(name)
             if channel is not None:
                 channel.subscribers.pop(session.socket_id, None)
-        self.spawn(self._leave_everything(session), f"cleanup of {session.socket_id}")
+        # While draining, the client is reconnecting to another process: keep its
+        # presence here a little, so that others see it stay rather than leave and rejoin.
+        delay = self._drain_grace if self.draining else 0
+        self.spawn(self._leave_everything(session, delay), f"cleanup of {session.socket_id}")
 
-    async def _leave_everything(self, session: Session) -> None:
+    async def _leave_everything(self, session: Session, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         for name in list(session.channels):
             await self.unsubscribe(session, name)
         session.channels.clear()
@@ -205,6 +227,17 @@ class Hub:
                     await self.state.sign_in(app_id, session.user_id, session.socket_id)
         log.info("registered %d subscription(s) again", registered)
 
+    def drain(self, grace: float) -> None:
+        """Refuse new connections and close every client with 4200 (reconnect at once).
+
+        Their departures wait ``grace`` seconds: a user who reconnects to
+        another process within it is never seen to leave. :meth:`close`
+        waits for them.
+        """
+        self.draining = True
+        self._drain_grace = grace
+        self.close_all(ErrorCode.RECONNECT, "Server is restarting: reconnect")
+
     def close_all(self, code: int = ErrorCode.RECONNECT,
                   message: str = "Server is restarting: reconnect") -> None:
         """Close every connection, by default with 4200 so that clients reconnect at once."""
@@ -220,7 +253,8 @@ class Hub:
         """This process's connections and its link to the other processes."""
         broker = self._broker.status()
         return {"status": "ok" if broker["connected"] else "degraded", "node": self.node_id,
-                "connections": self._connection_count, "broker": broker}
+                "connections": self._connection_count, "draining": self.draining,
+                "broker": broker}
 
     def sessions(self, app: App) -> Iterable[Session]:
         return self._states[app.id].sessions.values()

@@ -41,15 +41,18 @@ class Transport(Protocol):
 class Session:
     """Protocol state of one connection: its channels, its user, its limits."""
 
-    __slots__ = ("hub", "app", "transport", "socket_id", "channels", "user_id", "watchlist",
+    __slots__ = ("hub", "app", "transport", "remote_ip", "socket_id", "channels", "user_id",
+                 "watchlist",
                  "opened_at", "last_activity", "ping_sent_at", "is_closed",
                  "_client_events", "_inbound", "_flood_reported_at")
 
-    def __init__(self, hub: Hub, app: App, transport: Transport) -> None:
+    def __init__(self, hub: Hub, app: App, transport: Transport, remote_ip: str = "") -> None:
         now = hub.clock()
         self.hub = hub
         self.app = app
         self.transport = transport
+        #: The client's address (behind a proxy, as the proxy reported it).
+        self.remote_ip = remote_ip
         self.socket_id = hub.new_socket_id()
         #: Subscribed channels, each with this connection's presence member (or None).
         self.channels: dict[str, Member | None] = {}

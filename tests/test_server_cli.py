@@ -38,7 +38,7 @@ async def start_server(port: int, **env: str) -> asyncio.subprocess.Process:
 @pytest.mark.gen_test(timeout=30)
 async def test_server_serves_default_app_and_stops_clients_with_4200():
     port = free_port()
-    process = await start_server(port, PUSH_APP_SECRET="cli-secret")
+    process = await start_server(port, PUSH_APP_SECRET="cli-secret", PUSH_DRAIN_GRACE="0.1")
     try:
         connection = await tornado.websocket.websocket_connect(
             f"ws://127.0.0.1:{port}/app/app-key?protocol=7")
