@@ -156,5 +156,5 @@ class TerminateConnectionsHandler(ApiHandler):
     """``POST [/apps/{id}]/users/{user_id}/terminate_connections``: sign a user out everywhere."""
 
     async def post(self, user_id: str, app_id: str | None = None) -> None:
-        await self.hub.terminate_user(self.app, rest.check_user_id(user_id))
+        await self.hub.users.terminate(self.app, rest.check_user_id(user_id))
         self.write_json({})

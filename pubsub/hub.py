@@ -25,18 +25,13 @@ from pubsub.errors import BrokerUnavailable, ConnectionRefused, ErrorCode, Subsc
 from pubsub.presence import Member
 from pubsub.protocol import ChannelKind
 from pubsub.state import CacheEntry, ClusterState, Departure, MemoryState, Orphan
-from pubsub.users import UserDirectory
+from pubsub.users import Users
 from pubsub.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from pubsub.session import Session
 
 log = logging.getLogger(__name__)
-
-# Control messages every process receives.
-_TERMINATE = "terminate"
-_WATCHED = "watched"
-
 
 @dataclass(frozen=True, slots=True)
 class HubOptions:
@@ -74,13 +69,12 @@ class LocalChannel:
 class AppState:
     """What this process holds of one app."""
 
-    __slots__ = ("app", "channels", "sessions", "users")
+    __slots__ = ("app", "channels", "sessions")
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.channels: dict[str, LocalChannel] = {}
         self.sessions: dict[str, Session] = {}
-        self.users = UserDirectory()
 
 
 class Hub:
@@ -106,8 +100,9 @@ class Hub:
         self.draining = False
         self._drain_grace = 0.0
         self._broker = broker or MemoryBroker()
-        self._broker.attach(self.deliver, self._on_control)
         self.state = state or MemoryState(clock)
+        self.users = Users(apps, self._broker, self.state)
+        self._broker.attach(self.deliver, self.users.on_control)
         self.webhooks = webhooks or Webhooks()
         self._counts = SubscriptionCountThrottle(self._announce_count, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -202,7 +197,7 @@ class Hub:
             await self.unsubscribe(session, name)
         session.channels.clear()
         if session.user_id is not None:
-            await self.sign_out(session)
+            await self.users.sign_out(session)
 
     async def register_again(self) -> None:
         """Put this process's connections back into the cluster state.
@@ -412,8 +407,7 @@ class Hub:
         if orphan.channel is not None and orphan.departure is not None:
             await self._announce_departure(app, orphan.channel, orphan.departure)
         if orphan.offline_user is not None:
-            await self._broker.broadcast({"type": _WATCHED, "app": app.id,
-                                          "user": orphan.offline_user, "name": "offline"})
+            await self.users.announce(app.id, orphan.offline_user, "offline")
 
     # -- publishing --------------------------------------------------------------
 
@@ -447,52 +441,3 @@ class Hub:
         for socket_id, session in list(channel.subscribers.items()):
             if socket_id != excluded:
                 session.send(frame)
-
-    # -- users -------------------------------------------------------------------
-
-    async def sign_in(self, session: Session) -> None:
-        """Register a signed-in connection; tell watchers when its user comes online."""
-        app, user_id = session.app, session.user_id
-        assert user_id is not None
-        self._states[app.id].users.sign_in(session, user_id, session.watchlist)
-        if await self.state.sign_in(app.id, user_id, session.socket_id):
-            await self._broker.broadcast({"type": _WATCHED, "app": app.id, "user": user_id,
-                                          "name": "online"})
-        if session.watchlist:
-            online = await self.state.online(app.id, session.watchlist)
-            groups = (("online", [u for u in session.watchlist if u in online]),
-                      ("offline", [u for u in session.watchlist if u not in online]))
-            events = [{"name": name, "user_ids": ids} for name, ids in groups if ids]
-            session.send(protocol.encode_event(protocol.WATCHLIST_EVENTS, {"events": events}))
-
-    async def sign_out(self, session: Session) -> None:
-        app, user_id = session.app, session.user_id
-        assert user_id is not None
-        self._states[app.id].users.sign_out(session, user_id, session.watchlist)
-        if await self.state.sign_out(app.id, user_id, session.socket_id):
-            await self._broker.broadcast({"type": _WATCHED, "app": app.id, "user": user_id,
-                                          "name": "offline"})
-
-    async def terminate_user(self, app: App, user_id: str) -> None:
-        """Close every connection of a signed-in user, in every process (4009: no retry)."""
-        await self._broker.broadcast({"type": _TERMINATE, "app": app.id, "user": user_id})
-
-    def _on_control(self, message: dict[str, Any]) -> None:
-        """A control message that every process receives."""
-        state = self._states.get(message.get("app", ""))
-        user_id = message.get("user")
-        if state is None or not isinstance(user_id, str):
-            log.warning("ignoring control message %r", message)
-            return
-        if message.get("type") == _TERMINATE:
-            for session in state.users.connections(user_id):
-                session.close(ErrorCode.UNAUTHORIZED, "Connection terminated by the app")
-        elif message.get("type") == _WATCHED and message.get("name") in ("online", "offline"):
-            watchers = state.users.watchers(user_id)
-            if watchers:
-                frame = protocol.encode_event(protocol.WATCHLIST_EVENTS, {
-                    "events": [{"name": message["name"], "user_ids": [user_id]}]})
-                for watcher in watchers:
-                    watcher.send(frame)
-        else:
-            log.warning("ignoring control message %r", message)

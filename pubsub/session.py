@@ -277,7 +277,7 @@ class Session:
         self.send(protocol.encode_event(protocol.SIGNIN_SUCCESS, {"user_data": user_data}))
         if self.user_id is None:
             self.user_id, self.watchlist = user_id, watchlist
-            await self.hub.sign_in(self)
+            await self.hub.users.sign_in(self)
 
     def _parse_user(self, user_data: str) -> tuple[str, tuple[str, ...]]:
         app = self.app
