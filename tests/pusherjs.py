@@ -73,8 +73,12 @@ class PusherJS:
     # -- lifecycle ---------------------------------------------------------
 
     @classmethod
-    async def start(cls, node: str = "node") -> PusherJS:
-        """Start the driver; needs ``npm ci --prefix tests/js`` to have been run."""
+    async def start(cls, node: str = "node", env: dict[str, str] | None = None) -> PusherJS:
+        """Start the driver; needs ``npm ci --prefix tests/js`` to have been run.
+
+        ``env`` adds variables to the driver's environment (this process's),
+        e.g. ``NODE_EXTRA_CA_CERTS`` so that Node trusts a test certificate.
+        """
         if not (JS_DIR / "node_modules" / "pusher-js").is_dir():
             raise RuntimeError(
                 f"pusher-js is not installed in {JS_DIR / 'node_modules'}: "
@@ -88,6 +92,7 @@ class PusherJS:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=16 * 1024 * 1024,  # longest stdout line accepted
+            env={**os.environ, **env} if env else None,
         )
         return cls(proc)
 
