@@ -71,7 +71,7 @@ def make_application(settings: Settings, hub: Hub,
     static = [(r"/()", tornado.web.StaticFileHandler,
                {"path": str(STATIC_DIR), "default_filename": "index.html"})]
     return tornado.web.Application(
-        routes(hub, in_flight) + static,
+        routes(hub, in_flight, compression=settings.websocket_compression) + static,
         websocket_max_message_size=settings.max_message_bytes,
     )
 

@@ -31,6 +31,8 @@ Environment:
     PUSH_DRAIN_GRACE                on SIGTERM, seconds a closed client's presence is kept so
                                     that reconnecting elsewhere shows no leave (default 5)
     PUSH_DRAIN_TIMEOUT              on SIGTERM, seconds the whole drain may take (default 10)
+    PUSH_WEBSOCKET_COMPRESSION      offer permessage-deflate; such connections leave the
+                                    frame-once broadcast path (default false)
     PUSH_WEBHOOK_BATCH_SECONDS      seconds that collect webhook events into one POST (default 0.25)
     PUSH_WEBHOOK_LEAVE_DELAY        seconds channel_vacated and member_removed wait, dropped
                                     if the channel or user is back meanwhile (default 3)
@@ -106,6 +108,7 @@ class Settings:
     tls_key: str | None = None
     drain_grace: float = 5.0
     drain_timeout: float = 10.0
+    websocket_compression: bool = False
 
     @property
     def uses_default_secret(self) -> bool:
@@ -149,6 +152,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         xheaders=env.flag("PUSH_XHEADERS", Settings.xheaders),
         drain_grace=env.number("PUSH_DRAIN_GRACE", Settings.drain_grace),
         drain_timeout=env.number("PUSH_DRAIN_TIMEOUT", Settings.drain_timeout, positive=True),
+        websocket_compression=env.flag("PUSH_WEBSOCKET_COMPRESSION", Settings.websocket_compression),
         **_tls(env),
     )
     values.update({name: value for name, value in overrides.items() if value is not None})

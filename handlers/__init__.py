@@ -14,15 +14,16 @@ _CHANNEL = r"(?P<channel>[^/]+)"
 _USER = r"(?P<user_id>[^/]+)"
 
 
-def routes(hub: Hub, in_flight: InFlightRequests | None = None
-           ) -> list[tuple[str, type, dict[str, Any]]]:
+def routes(hub: Hub, in_flight: InFlightRequests | None = None, *,
+           compression: bool = False) -> list[tuple[str, type, dict[str, Any]]]:
     """The push server's routes at the paths Pusher clients and SDKs use.
 
-    ``in_flight`` counts the HTTP API requests being served, for a drain to wait on.
+    ``in_flight`` counts the HTTP API requests being served, for a drain to wait on;
+    ``compression`` offers permessage-deflate to WebSocket clients.
     """
     context = {"hub": hub, "in_flight": in_flight or InFlightRequests()}
     return [
-        (r"/app/([^/]+)", PusherSocketHandler, context),
+        (r"/app/([^/]+)", PusherSocketHandler, {**context, "compression": compression}),
         (rf"{_APP}/events", api.EventsHandler, context),
         (rf"{_APP}/batch_events", api.BatchEventsHandler, context),
         (rf"{_APP}/channels", api.ChannelsHandler, context),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import tornado.iostream
 import tornado.websocket
 
+from handlers.outbound import FrameCache, Flusher
+from handlers.tornado_internals import unsent_bytes, websocket_compresses, websocket_stream
 from pubsub import protocol
 from pubsub.apps import App
 from pubsub.errors import ConnectionRefused, ErrorCode
@@ -14,6 +17,10 @@ from pubsub.session import Session
 
 #: A close frame's reason may hold at most 123 bytes.
 _MAX_CLOSE_REASON = 123
+# One per process: the broadcast loop frames a publication once for all its
+# subscribers, and every connection's frames go out once per loop iteration.
+_frames = FrameCache()
+_flusher = Flusher()
 
 
 def _retrieve_outcome(future: asyncio.Future) -> None:
@@ -24,11 +31,24 @@ def _retrieve_outcome(future: asyncio.Future) -> None:
 
 
 class PusherSocketHandler(tornado.websocket.WebSocketHandler):
-    """Carries Pusher frames between one client and its session; the transport of that session."""
+    """Carries Pusher frames between one client and its session; the transport of that session.
 
-    def initialize(self, hub: Hub, **_: object) -> None:
+    Outbound frames skip ``write_message``: they are framed once per
+    publication, queued, and written to the stream once per loop iteration
+    (see :mod:`handlers.outbound`). A connection that negotiated
+    permessage-deflate takes ``write_message`` instead, since its bytes are
+    its own.
+    """
+
+    def initialize(self, hub: Hub, compression: bool = False, **_: object) -> None:
         self.hub = hub
         self.session: Session | None = None
+        self._compression = compression
+        self._deflates = False
+        self._queued: list[bytes] = []
+
+    def get_compression_options(self) -> dict[str, object] | None:
+        return {} if self._compression else None
 
     def check_origin(self, origin: str) -> bool:
         # Pusher clients connect from any page: the app key names the tenant and
@@ -36,6 +56,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         return True
 
     def open(self, key: str) -> None:
+        self._deflates = websocket_compresses(self)
         try:
             app = self._app_for(key)
         except ConnectionRefused as refusal:
@@ -77,6 +98,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             self.session.mark_activity()
 
     def on_close(self) -> None:
+        self._queued.clear()
         if self.session is not None:
             self.session.closed()
 
@@ -84,12 +106,34 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
 
     def send(self, frame: bytes) -> None:
         """Queue one text frame (``frame`` is UTF-8 JSON); a closed socket drops it."""
-        connection = self.ws_connection
-        if connection is None or connection.is_closing():
+        if self._deflates:
+            connection = self.ws_connection
+            if connection is not None and not connection.is_closing():
+                connection.write_message(frame).add_done_callback(_retrieve_outcome)
             return
-        connection.write_message(frame).add_done_callback(_retrieve_outcome)
+        if not self._queued:
+            _flusher.mark(self)
+        self._queued.append(_frames.frame(frame))
+
+    def write_queued(self) -> None:
+        """Write the frames queued this iteration as one write, unless the client is too slow."""
+        queued, self._queued = self._queued, []
+        stream = websocket_stream(self)
+        if stream is None or not queued:
+            return
+        data = queued[0] if len(queued) == 1 else b"".join(queued)
+        limit = self.session.app.max_outbound_bytes if self.session is not None else 0
+        if limit and unsent_bytes(stream) + len(data) > limit:
+            assert self.session is not None
+            self.session.too_slow()
+            return
+        try:
+            stream.write(data)  # its Future retrieves its own error: nothing to await
+        except tornado.iostream.StreamClosedError:
+            pass  # on_close follows
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self.write_queued()  # what was queued (a pusher:error, say) goes before the close frame
         if reason is not None:
             reason = reason.encode()[:_MAX_CLOSE_REASON].decode(errors="ignore")
         super().close(code, reason)

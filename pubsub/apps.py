@@ -53,6 +53,8 @@ class App:
     cache_ttl: float = 30 * 60
     #: Close 4009 a connection that has not signed in after this many seconds; 0 is off.
     user_authentication_timeout: float = 0
+    #: Bytes queued for one connection that it has not read; beyond, it is closed with 4100.
+    max_outbound_bytes: int = 1024 * 1024
     #: Send ``pusher_internal:subscription_count`` to subscribers of non-presence channels.
     subscription_count_events: bool = False
     webhooks: tuple[WebhookTarget, ...] = ()

@@ -98,6 +98,8 @@ class Hub:
         self._connections_per_ip: dict[str, int] = {}
         #: Set by :meth:`drain`: closing down, with departures held for a grace window.
         self.draining = False
+        #: Connections closed because they did not read what they were sent.
+        self.slow_consumers = 0
         self._drain_grace = 0.0
         self._broker = broker or MemoryBroker()
         self.state = state or MemoryState(clock)
@@ -249,7 +251,7 @@ class Hub:
         broker = self._broker.status()
         return {"status": "ok" if broker["connected"] else "degraded", "node": self.node_id,
                 "connections": self._connection_count, "draining": self.draining,
-                "broker": broker}
+                "slow_consumers": self.slow_consumers, "broker": broker}
 
     def sessions(self, app: App) -> Iterable[Session]:
         return self._states[app.id].sessions.values()

@@ -102,6 +102,12 @@ class Session:
         self.transport.close(code, message)
         self.closed()
 
+    def too_slow(self) -> None:
+        """The client does not read what it is sent: drop it (4100) before it costs the others."""
+        self.hub.slow_consumers += 1
+        log.info("closing %s: over %d unread bytes", self.socket_id, self.app.max_outbound_bytes)
+        self.close(ErrorCode.OVER_CAPACITY, "Slow consumer: messages were not read fast enough")
+
     def check_activity(self, now: float) -> None:
         """Ping an idle client, close one that did not answer (4201) or did not sign in (4009)."""
         timeout = self.app.user_authentication_timeout

@@ -38,7 +38,9 @@ TINY = App(id="4", key="tiny-key", secret="tiny-secret", max_connections=3,
 SIGNIN_REQUIRED = App(id="5", key="signin-key", secret="signin-secret",
                       user_authentication_timeout=0.3)
 COUNTED = App(id="6", key="count-key", secret="count-secret", subscription_count_events=True)
-APPS = [MAIN, QUIET, DISABLED, TINY, SIGNIN_REQUIRED, COUNTED]
+SMALL_BUFFER = App(id="7", key="small-buffer-key", secret="small-buffer-secret",
+                   max_outbound_bytes=256 * 1024)
+APPS = [MAIN, QUIET, DISABLED, TINY, SIGNIN_REQUIRED, COUNTED, SMALL_BUFFER]
 MAX_MESSAGE_BYTES = 16 * 1024
 
 

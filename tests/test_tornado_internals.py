@@ -1,0 +1,59 @@
+"""The Tornado internals handlers/tornado_internals.py relies on, checked on this Tornado.
+
+If one of these fails after a Tornado upgrade, the fast write path needs
+adapting before that version enters requirements.txt's range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import tornado
+import tornado.iostream
+import tornado.websocket
+
+from conftest import MAIN, SMALL_BUFFER
+from handlers.tornado_internals import unsent_bytes, websocket_compresses, websocket_stream
+
+
+def handler_of(hub, app=MAIN):
+    (session,) = list(hub.sessions(app))
+    return session.transport
+
+
+def test_tornado_is_in_the_tested_range():
+    assert (6, 5) <= tornado.version_info[:2] < (6, 7)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_stream_and_compression_flag_of_a_plain_connection(raw, hub):
+    # The flag's True case: tests/test_fast_path.py, with a deflate client.
+    await raw()
+    handler = handler_of(hub)
+    stream = websocket_stream(handler)
+    assert isinstance(stream, tornado.iostream.IOStream)
+    assert websocket_compresses(handler) is False
+    assert unsent_bytes(stream) == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_unsent_bytes_grow_while_the_peer_does_not_read(server_port, hub):
+    reader = socket.create_connection(("127.0.0.1", server_port))
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.sendall(b"GET /app/small-buffer-key?protocol=7 HTTP/1.1\r\nHost: x\r\n"
+                   b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    handler = None
+    while handler is None:  # the handshake completes on the server's own time
+        await asyncio.sleep(0.01)
+        sessions = list(hub.sessions(SMALL_BUFFER))
+        handler = sessions[0].transport if sessions else None
+    stream = websocket_stream(handler)
+    chunk = b"x" * 65536
+    while unsent_bytes(stream) == 0:  # the kernel's buffers fill first, then Tornado's
+        stream.write(chunk)
+        await asyncio.sleep(0)
+    assert unsent_bytes(stream) > 0
+    reader.close()
