@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import tornado.httputil
 import tornado.iostream
 import tornado.websocket
 
@@ -67,6 +68,21 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             return
         self.session = Session(self.hub, app, self, self.request.remote_ip or "")
         self.session.open()
+        self._release_handshake()
+
+    def _release_handshake(self) -> None:
+        """Drop what only the HTTP handshake needed: idle connections are most connections.
+
+        Tornado reads the request headers only during the handshake; the
+        request line and address stay for logging.
+        """
+        request = self.request
+        request.headers = tornado.httputil.HTTPHeaders()
+        request.arguments = request.query_arguments = request.body_arguments = {}
+        request.files = {}
+        self._headers = tornado.httputil.HTTPHeaders()
+        self.ui = None  # template helpers; a WebSocket renders none
+        self.path_args, self.path_kwargs = [], {}
 
     def _app_for(self, key: str) -> App:
         """The app this connection is for, or :class:`ConnectionRefused`."""
