@@ -1,0 +1,441 @@
+"""The load client shared by the benchmarks: raw asyncio protocols, on uvloop when installed.
+
+It is built so that it is not what limits a figure:
+
+- :class:`Receiver` (bulk subscribers): a WebSocket client that subscribes once,
+  then only counts the bytes that arrive; no frame is parsed.
+- :class:`Probe`: a subscriber that parses every frame and reads the send
+  timestamp the publisher embedded at the start of the event data
+  (:func:`stamped`), giving one delivery latency per message.
+- :func:`open_subscribers`: opens many subscribers concurrently from several
+  loopback source addresses (127.0.0.2, 127.0.0.3, ...; never one used before
+  in this process), so that more connections than the ephemeral port range
+  holds (~28k per source address) can be open at once, and so that TIME_WAIT
+  sockets of an earlier run never block a later one.
+- :class:`HttpConnection`: a keep-alive HTTP/1.1 connection that POSTs
+  prepared requests; :func:`publish_request` signs them as the official
+  Pusher SDKs do (a baseline that checks no signature just ignores it).
+
+The timestamps are ``time.monotonic_ns()`` of this process, which both
+publishes and receives, so no clocks need to agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import resource
+import time
+from typing import Callable, Sequence
+from urllib.parse import urlencode
+
+try:
+    import uvloop
+except ImportError:  # the figures are still printed, with a note that says so
+    uvloop = None
+
+from servers import APP_ID, KEY, SECRET
+
+LOOP_NAME = ("uvloop " + uvloop.__version__ if uvloop is not None
+             else "asyncio (uvloop missing: pip install -r bench/requirements.txt)")
+EVENT = "tick"
+#: Event data is a 20-digit send timestamp then padding: 100 bytes, the same
+#: length in every message, so every frame of a run has the same size.
+DATA_BYTES = 100
+_STAMP_DIGITS = 20
+_PAD = "x" * (DATA_BYTES - _STAMP_DIGITS)
+
+
+def run(coroutine):
+    """Run ``coroutine`` on a new uvloop loop (asyncio's when uvloop is missing)."""
+    factory = uvloop.new_event_loop if uvloop is not None else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coroutine)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def stamped(ns: int | None = None) -> str:
+    """Event data carrying a send time (``time.monotonic_ns()``); always :data:`DATA_BYTES` long."""
+    return f"{time.monotonic_ns() if ns is None else ns:0{_STAMP_DIGITS}d}{_PAD}"
+
+
+# -- source addresses ------------------------------------------------------------
+
+
+class SourceAddresses:
+    """Loopback source addresses, each handed out once: 127.0.0.2, 127.0.0.3, ...
+
+    All of 127.0.0.0/8 reaches the loopback interface on Linux; each address
+    has its own ~28k ephemeral ports.
+    """
+
+    def __init__(self, first: int = 2) -> None:
+        self._next = first
+
+    def take(self, count: int) -> list[str]:
+        addresses = []
+        while len(addresses) < count:
+            n, self._next = self._next, self._next + 1
+            if n & 0xFF in (0, 0xFF):
+                continue
+            addresses.append(f"127.{(n >> 16) & 0xFF}.{(n >> 8) & 0xFF}.{n & 0xFF}")
+        return addresses
+
+
+SOURCES = SourceAddresses()
+#: Connections per source address: well inside one address's ephemeral port range.
+PER_ADDRESS = 10_000
+
+
+# -- WebSocket -------------------------------------------------------------------
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """A client-to-server text frame (clients must mask)."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    length = len(payload)
+    header = bytes([0x81, 0x80 | length]) if length < 126 else bytes([0x81, 0xFE]) + length.to_bytes(2, "big")
+    return header + mask + masked
+
+
+def _opening(port: int, channel: str, key: str) -> bytes:
+    """The upgrade request and the subscribe frame, sent together."""
+    nonce = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /app/{key}?protocol=7&client=bench&version=1 HTTP/1.1\r\n"
+               f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}).encode()
+    return request + masked_text_frame(subscribe)
+
+
+class Subscriber(asyncio.Protocol):
+    """Connects, subscribes to one channel, and resolves ``subscribed`` once that succeeded."""
+
+    def __init__(self, opening: bytes) -> None:
+        self.opening = opening
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ready = False
+        self.lost = False
+        self.transport: asyncio.Transport | None = None
+        self._handshake = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.opening)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self._handshake += data
+        if b"subscription_succeeded" in self._handshake:
+            self.ready = True
+            self._handshake = bytearray()
+            self.subscribed.set_result(None)
+        elif b"pusher:error" in self._handshake or not self._handshake.startswith(b"HTTP/1.1 101"[:len(self._handshake)]):
+            self.subscribed.set_exception(ConnectionError(bytes(self._handshake[:300])))
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError(f"closed before subscribing: {exc}"))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.close()
+
+
+class Receiver(Subscriber):
+    """A bulk subscriber: after subscribing it only counts the bytes that arrive."""
+
+    def __init__(self, opening: bytes) -> None:
+        super().__init__(opening)
+        self.received = 0
+        self.target = 0
+        self.reached: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready:
+            return super().data_received(data)
+        self.received += len(data)
+        if self.received >= self.target and self.reached is not None and not self.reached.done():
+            self.reached.set_result(None)
+
+    def expect(self, total: int) -> asyncio.Future[None]:
+        """A future done once ``total`` bytes have arrived since this call."""
+        self.received, self.target = 0, total
+        self.reached = asyncio.get_running_loop().create_future()
+        if total <= 0:
+            self.reached.set_result(None)
+        return self.reached
+
+
+class Probe(Receiver):
+    """A subscriber that also parses frames and records each :data:`EVENT`'s latency (ns)."""
+
+    def __init__(self, opening: bytes) -> None:
+        super().__init__(opening)
+        self.latencies: list[int] = []
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready:
+            return super().data_received(data)
+        now = time.monotonic_ns()
+        super().data_received(data)  # the byte count, as for any receiver
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= 2:
+            length, offset = buffer[start + 1] & 0x7F, 2
+            if length == 126:
+                if len(buffer) - start < 4:
+                    break
+                length, offset = int.from_bytes(buffer[start + 2:start + 4], "big"), 4
+            elif length == 127:
+                if len(buffer) - start < 10:
+                    break
+                length, offset = int.from_bytes(buffer[start + 2:start + 10], "big"), 10
+            end = start + offset + length
+            if end > len(buffer):
+                break
+            if buffer[start] & 0x0F == 0x1:  # text: a Pusher frame
+                self._message(bytes(buffer[start + offset:end]), now)
+            start = end
+        del buffer[:start]
+
+    def _message(self, payload: bytes, now: int) -> None:
+        message = json.loads(payload)
+        if message.get("event") == EVENT:
+            self.latencies.append(now - int(message["data"][:_STAMP_DIGITS]))
+
+
+async def open_subscribers(port: int, count: int, *, probes: int = 0, channel: str = "bench",
+                           key: str = KEY, concurrency: int = 64, timeout: float = 60,
+                           tolerate_failures: bool = False
+                           ) -> tuple[list[Receiver], list[Probe], int]:
+    """Open ``count`` subscribers, ``probes`` of them :class:`Probe`, spread evenly in order.
+
+    Returns (receivers, probes, failures); every one is a :class:`Receiver`,
+    so the probes are in both lists. They are opened at most ``concurrency``
+    at a time, in order, so the servers' subscriber order follows the index
+    and the probes sit at evenly spaced places in each broadcast loop (the
+    last subscriber is always a probe). Source addresses take turns, one
+    per :data:`PER_ADDRESS` connections.
+    """
+    loop = asyncio.get_running_loop()
+    addresses = SOURCES.take(max(1, math.ceil(count / PER_ADDRESS)))
+    probe_at = {count - 1 - round(i * count / probes) for i in range(probes)} if probes else set()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> Receiver:
+        kind = Probe if index in probe_at else Receiver
+        opening = _opening(port, channel, key)
+        async with gate:
+            _, client = await asyncio.wait_for(loop.create_connection(
+                lambda: kind(opening), "127.0.0.1", port,
+                local_addr=(addresses[index % len(addresses)], 0)), timeout)
+            try:
+                await asyncio.wait_for(asyncio.shield(client.subscribed), timeout)
+            except BaseException:
+                client.close()
+                raise
+            return client
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(count)),
+                                    return_exceptions=tolerate_failures)
+    receivers = [o for o in outcomes if isinstance(o, Receiver)]
+    failures = len(outcomes) - len(receivers)
+    if failures and not tolerate_failures:
+        raise RuntimeError(f"{failures} of {count} subscribers failed")
+    return receivers, [r for r in receivers if isinstance(r, Probe)], failures
+
+
+def close_all(clients: Sequence[Subscriber]) -> None:
+    for client in clients:
+        client.close()
+
+
+async def settle_closed(clients: Sequence[Subscriber], timeout: float = 10) -> None:
+    """Close ``clients`` and wait (bounded) until each connection is gone."""
+    close_all(clients)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(c.lost for c in clients):
+        await asyncio.sleep(0.05)
+
+
+# -- HTTP publishing -------------------------------------------------------------
+
+
+def signed_path(path: str, body: bytes, *, method: str = "POST", key: str = KEY,
+                secret: str = SECRET) -> str:
+    """``path`` with the query the official Pusher SDKs sign (auth_version 1.0)."""
+    params = {"auth_key": key, "auth_timestamp": str(int(time.time())), "auth_version": "1.0",
+              "body_md5": hashlib.md5(body).hexdigest()}
+    string = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    params["auth_signature"] = hmac.new(secret.encode(), f"{method}\n{path}\n{string}".encode(),
+                                        hashlib.sha256).hexdigest()
+    return f"{path}?{urlencode(params)}"
+
+
+def publish_request(port: int, channel: str, data: Sequence[str], *, batch: bool = True,
+                    keep_alive: bool = True, app_id: str = APP_ID) -> bytes:
+    """A signed POST of one event per item of ``data``: ``batch_events``, or ``events`` for one."""
+    if batch:
+        path = f"/apps/{app_id}/batch_events"
+        body = json.dumps({"batch": [{"channel": channel, "name": EVENT, "data": d}
+                                     for d in data]}).encode()
+    else:
+        (single,) = data
+        path = f"/apps/{app_id}/events"
+        body = json.dumps({"channels": [channel], "name": EVENT, "data": single}).encode()
+    return (f"POST {signed_path(path, body)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n").encode() + body
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+
+class PublishFailed(RuntimeError):
+    pass
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: one request at a time, answers read by Content-Length."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def request(self, raw: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        """Send ``raw``; a future of (status, body)."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return self._waiter
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        found = _CONTENT_LENGTH.search(buffer, 0, end + 2)
+        length = int(found.group(1)) if found else 0
+        if len(buffer) < end + 4 + length:
+            return
+        status = int(buffer[9:12])
+        body = bytes(buffer[end + 4:end + 4 + length])
+        del buffer[:end + 4 + length]
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result((status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionError(f"HTTP connection lost: {exc}"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_http(port: int, count: int) -> list[HttpConnection]:
+    loop = asyncio.get_running_loop()
+    return [(await loop.create_connection(HttpConnection, "127.0.0.1", port))[1]
+            for _ in range(count)]
+
+
+async def send(connection: HttpConnection, raw: bytes) -> None:
+    status, body = await connection.request(raw)
+    if status != 200:
+        raise PublishFailed(f"publish answered {status}: {body[:200]!r}")
+
+
+async def publish_count(connections: Sequence[HttpConnection], raw: bytes, requests: int) -> None:
+    """Send ``raw`` ``requests`` times, each connection one request after another."""
+    remaining = requests
+
+    async def worker(connection: HttpConnection) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await send(connection, raw)
+
+    await asyncio.gather(*(worker(c) for c in connections))
+
+
+async def publish_for(connections: Sequence[HttpConnection], raw: bytes, seconds: float) -> int:
+    """Send ``raw`` on every connection, one after another, for ``seconds``; the count answered 200."""
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def worker(connection: HttpConnection) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            await send(connection, raw)
+            done += 1
+
+    await asyncio.gather(*(worker(c) for c in connections))
+    return done
+
+
+async def publish_at_rate(connections: Sequence[HttpConnection], rate: float, count: int,
+                          make_request: Callable[[], bytes]) -> float:
+    """Send ``count`` requests at ``rate`` per second (open loop); the worst lateness in s.
+
+    Each request is built by ``make_request`` at its send time, so a stamp
+    in it is the moment it is written. A request waits for an idle
+    connection if all are busy; that wait is the lateness reported.
+    """
+    loop = asyncio.get_running_loop()
+    idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
+    for connection in connections:
+        idle.put_nowait(connection)
+    pending: set[asyncio.Task[None]] = set()
+    worst = 0.0
+    start = loop.time()
+
+    async def one(connection: HttpConnection) -> None:
+        try:
+            await send(connection, make_request())
+        finally:
+            idle.put_nowait(connection)
+
+    for n in range(count):
+        target = start + n / rate
+        delay = target - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        connection = await idle.get()
+        worst = max(worst, loop.time() - target)
+        task = asyncio.ensure_future(one(connection))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending)
+    return worst
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
