@@ -35,11 +35,12 @@ def free_port(*, cluster: bool = False) -> int:
             port = probe.getsockname()[1]
         if not cluster:
             return port
-        if port + 10000 <= 65535 and _bindable(port + 10000):
+        if port + 10000 <= 65535 and bindable(port + 10000):
             return port
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether a 127.0.0.1 port is free to bind right now."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))

@@ -43,7 +43,7 @@ from pusher.requests import RequestsBackend
 from app_server import auth_routes
 from conftest import MAIN, ROOT, in_thread
 from pusherjs import JSClient, PusherJS
-from redis_server import free_port
+from redis_server import bindable, free_port
 from test_pusherjs_channels import subscribed
 from test_pusherjs_client_events import error_codes
 
@@ -126,15 +126,6 @@ def consecutive_free_ports(count: int) -> int:
             continue
         if all(bindable(port) for port in range(first + 1, first + count)):
             return first
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Deployment:

@@ -9,20 +9,11 @@ from __future__ import annotations
 import pytest
 
 from pubsub.redis.client import RedisConfig, parse_url
-from settings import SettingsError, load_settings
+from settings import load_settings
+from test_settings import refused
 
 PASSWORD = "p#$%@:/?&="
 ENCODED = "p%23%24%25%40%3A%2F%3F%26%3D"
-
-
-def refused(environ: dict[str, str], *names: str) -> str:
-    """The SettingsError message for ``environ``, checked to name each of ``names``."""
-    with pytest.raises(SettingsError) as error:
-        load_settings(environ)
-    message = str(error.value)
-    for name in names:
-        assert name in message, message
-    return message
 
 
 def endpoint(config: RedisConfig) -> dict:

@@ -15,20 +15,13 @@ import pytest
 from pubsub.apps import App, WebhookTarget
 from pubsub.webhooks import WebhookOptions, Webhooks
 from server import make_poster
-from webhook_receiver import WebhookReceiver
+from webhook_receiver import WebhookReceiver, receiver  # noqa: F401 (fixture)
 
 FAST = WebhookOptions(batch_seconds=0.02, leave_delay=0.2, first_retry=0.05, retry_for=5)
 
 
 def hooked_app(*targets: WebhookTarget) -> App:
     return App(id="31", key="unit-key", secret="unit-secret", webhooks=targets)
-
-
-@pytest.fixture
-def receiver(io_loop) -> WebhookReceiver:
-    receiver = io_loop.run_sync(WebhookReceiver.start)
-    yield receiver
-    io_loop.run_sync(receiver.close)
 
 
 @pytest.fixture

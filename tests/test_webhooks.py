@@ -24,7 +24,7 @@ from pubsub.webhooks import WebhookOptions
 from server import make_hub
 from settings import Settings
 from test_pusherjs_channels import subscribed
-from webhook_receiver import Delivery, WebhookReceiver
+from webhook_receiver import Delivery, WebhookReceiver, receiver  # noqa: F401 (fixture)
 
 # A leave delay long enough for a few round trips on a loaded machine, short
 # enough that the tests that wait for a leave stay quick.
@@ -41,13 +41,6 @@ class HookedApps:
     @property
     def all(self) -> list[App]:
         return [self.every, self.counted]
-
-
-@pytest.fixture
-def receiver(io_loop) -> WebhookReceiver:
-    receiver = io_loop.run_sync(WebhookReceiver.start)
-    yield receiver
-    io_loop.run_sync(receiver.close)
 
 
 @pytest.fixture

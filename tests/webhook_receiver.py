@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pusher
+import pytest
 import tornado.httpserver
 import tornado.testing
 import tornado.web
@@ -129,3 +130,11 @@ class WebhookReceiver:
 
 def _matches(event: dict[str, Any], name: str, match: dict[str, Any]) -> bool:
     return event["name"] == name and all(event.get(key) == value for key, value in match.items())
+
+
+@pytest.fixture
+def receiver(io_loop) -> Any:
+    """A started :class:`WebhookReceiver`, closed at teardown."""
+    started = io_loop.run_sync(WebhookReceiver.start)
+    yield started
+    io_loop.run_sync(started.close)
