@@ -125,7 +125,10 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         if self._deflates:
             connection = self.ws_connection
             if connection is not None and not connection.is_closing():
-                connection.write_message(frame).add_done_callback(_retrieve_outcome)
+                try:
+                    connection.write_message(frame).add_done_callback(_retrieve_outcome)
+                except tornado.websocket.WebSocketClosedError:
+                    pass  # gone mid-broadcast: on_close follows, the others still get theirs
             return
         if not self._queued:
             _flusher.mark(self)

@@ -440,6 +440,8 @@ class Hub:
         frame = protocol.encode_frame(
             publication.event, publication.data, publication.channel, publication.user_id)
         excluded = publication.exclude
-        for socket_id, session in list(channel.subscribers.items()):
+        # No copy of the subscribers: send() only queues (transports write at the
+        # end of the loop iteration), so nothing here can change the dict.
+        for socket_id, session in channel.subscribers.items():
             if socket_id != excluded:
                 session.send(frame)
