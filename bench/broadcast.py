@@ -115,6 +115,15 @@ def measure(kind: str, work: Callable[[Server], Awaitable[dict[str, Any]]]) -> d
         return result
 
 
+
+async def all_within(futures: list, seconds: float) -> bool:
+    """Wait for every future; False if they were not all done within ``seconds``."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*futures), seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
 async def frame_size(server: Server, receivers: list[client.Receiver],
                      connections: list[client.HttpConnection]) -> int:
     """Publish one event and return the bytes each subscriber received (the same for all)."""
@@ -201,11 +210,7 @@ def fanout_work(subscribers: int, plan: Plan) -> Callable[[Server], Awaitable[di
             done = [r.expect(frame * messages) for r in receivers]
             window = Window(server)
             await publish_count(connections, raw, requests)
-            try:
-                await asyncio.wait_for(asyncio.gather(*done), 300)
-                complete = True
-            except asyncio.TimeoutError:
-                complete = False
+            complete = await all_within(done, 300)
             stats = window.close()
             delivered = sum(min(r.received, r.target) for r in receivers) // frame
             return {**stats, "rate": delivered / stats["seconds"], "complete": complete,
@@ -281,11 +286,7 @@ def latency_work(subscribers: int, plan: Plan) -> Callable[[Server], Awaitable[d
         window = Window(server)
         since = time.monotonic()
         worst_lag = await publish_at_rate(connections, plan.latency_rate, count, request)
-        try:
-            await asyncio.wait_for(asyncio.gather(*done), 60)
-            complete = True
-        except asyncio.TimeoutError:
-            complete = False
+        complete = await all_within(done, 60)
         stats = window.close()
         pauses = gc_pauses(since, time.monotonic())
         monitor.cancel()

@@ -45,19 +45,9 @@ class PresenceRoster:
         self._connections.pop(user_id, None)
         return self._members.pop(user_id, None)
 
-    def __contains__(self, user_id: str) -> bool:
-        return user_id in self._members
-
     def __len__(self) -> int:
         return len(self._members)
 
-    def user_ids(self) -> list[str]:
-        return list(self._members)
-
-    def snapshot(self) -> dict[str, Any]:
-        """The ``presence`` object of ``subscription_succeeded``."""
-        return {
-            "ids": list(self._members),
-            "hash": {user_id: member.user_info for user_id, member in self._members.items()},
-            "count": len(self._members),
-        }
+    def members(self) -> dict[str, Any]:
+        """user_id → user_info, the ``hash`` of a presence subscription."""
+        return {user_id: member.user_info for user_id, member in self._members.items()}

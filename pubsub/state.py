@@ -170,7 +170,7 @@ class MemoryState(ClusterState):
 
     async def members(self, app_id: str, channel: str) -> dict[str, Any]:
         entry = self._channels.get((app_id, channel))
-        return entry.roster.snapshot()["hash"] if entry is not None else {}
+        return entry.roster.members() if entry is not None else {}
 
     async def counts(self, app_id: str, channel: str) -> ChannelCounts:
         entry = self._channels.get((app_id, channel))

@@ -89,6 +89,13 @@ async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         None, functools.partial(call, *args, **kwargs))
 
 
+async def subscribed(client: JSClient, channel: str) -> dict:
+    """Subscribe a pusher-js client and wait for pusher-js to report success."""
+    await client.subscribe(channel)
+    return await client.expect(type="channel_event", channel=channel,
+                               event="pusher:subscription_succeeded")
+
+
 @pytest.fixture
 def js(io_loop) -> PusherJS:
     """One Node process running real pusher-js clients."""

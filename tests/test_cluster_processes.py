@@ -35,7 +35,7 @@ from pubsub.redis.client import pubsub_channel
 from pusherjs import JSClient, PusherJS
 from redis_server import RedisServer
 from server_processes import HEARTBEAT, ServerProcess
-from test_pusherjs_channels import subscribed
+from conftest import subscribed
 from webhook_receiver import WebhookReceiver
 
 PASSWORD = "p#$%@:/?&="

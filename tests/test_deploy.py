@@ -44,7 +44,7 @@ from app_server import auth_routes
 from conftest import MAIN, ROOT, in_thread
 from pusherjs import JSClient, PusherJS
 from redis_server import bindable, free_port
-from test_pusherjs_channels import subscribed
+from conftest import subscribed
 from test_pusherjs_client_events import error_codes
 
 NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")

@@ -17,7 +17,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from app_server import sdk_client
-from conftest import DISABLED, MAIN, in_thread
+from conftest import DISABLED, MAIN, in_thread, subscribed
 from pubsub.apps import App
 from pubsub.signing import sign
 
@@ -56,12 +56,6 @@ async def post_batch(port: int, payload: Any, **kwargs: Any) -> tuple[int, Any]:
 
 def event(channel: str = "news", **fields: Any) -> dict[str, Any]:
     return {"name": "headline", "data": "{}", "channel": channel, **fields}
-
-
-async def subscribed(client, channel: str) -> None:
-    await client.subscribe(channel)
-    await client.expect(type="channel_event", channel=channel,
-                        event="pusher:subscription_succeeded")
 
 
 # -- accepted ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ from tornado.httpclient import AsyncHTTPClient
 from app_server import sdk_client
 from conftest import MAIN, in_thread
 from test_http_api import signed_query
-from test_pusherjs_channels import subscribed
+from conftest import subscribed
 
 
 async def get(port: int, path: str, **params: str) -> tuple[int, dict]:

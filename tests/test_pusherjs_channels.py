@@ -6,14 +6,7 @@ import re
 
 import pytest
 
-from conftest import MAIN, in_thread
-
-
-async def subscribed(client, channel: str) -> dict:
-    """Subscribe and wait for pusher-js to report success."""
-    await client.subscribe(channel)
-    return await client.expect(type="channel_event", channel=channel,
-                               event="pusher:subscription_succeeded")
+from conftest import MAIN, in_thread, subscribed
 
 
 @pytest.mark.gen_test(timeout=30)

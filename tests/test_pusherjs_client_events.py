@@ -8,7 +8,7 @@ import pytest
 
 from pubsub.apps import App
 from conftest import DISABLED, QUIET, SIGNIN_REQUIRED, TINY, in_thread
-from test_pusherjs_channels import subscribed
+from conftest import subscribed
 
 
 def error_codes(client) -> list[int]:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import COUNTED, MAIN, in_thread
 from pubsub.counts import SubscriptionCountThrottle
-from test_pusherjs_channels import subscribed
+from conftest import subscribed
 
 
 async def next_count(client, channel: str) -> int:

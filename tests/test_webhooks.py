@@ -23,7 +23,7 @@ from pubsub.hub import HubOptions
 from pubsub.webhooks import WebhookOptions
 from server import make_hub
 from settings import Settings
-from test_pusherjs_channels import subscribed
+from conftest import subscribed
 from webhook_receiver import Delivery, WebhookReceiver, receiver  # noqa: F401 (fixture)
 
 # A leave delay long enough for a few round trips on a loaded machine, short
