@@ -7,6 +7,15 @@ Configuration comes from the environment (see ``settings.py``).
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:
+    # `python server.py` in a checkout: run this file as part of the package.
+    import checkout
+
+    checkout.load()
+    from tornado_push.server import main
+
+    raise SystemExit(main())
+
 import argparse
 import asyncio
 import logging
@@ -19,17 +28,17 @@ import tornado.httpclient
 import tornado.httpserver
 import tornado.web
 
-from handlers import routes
-from handlers.health import InFlightRequests
-from pubsub.apps import AppRegistry
-from pubsub.hub import Hub
-from pubsub.redis.broker import RedisBroker
-from pubsub.redis.client import connect
-from pubsub.redis.state import RedisState
-from pubsub.webhooks import Poster, Webhooks
-from settings import Settings, SettingsError, load_settings
+from .handlers import routes
+from .handlers.health import InFlightRequests
+from .pubsub.apps import AppRegistry
+from .pubsub.hub import Hub
+from .pubsub.redis.broker import RedisBroker
+from .pubsub.redis.client import connect
+from .pubsub.redis.state import RedisState
+from .pubsub.webhooks import Poster, Webhooks
+from .settings import Settings, SettingsError, load_settings
 
-log = logging.getLogger("server")
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 

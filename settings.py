@@ -68,10 +68,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from pubsub.apps import WEBHOOK_EVENT_TYPES, App, WebhookTarget
-from pubsub.hub import HubOptions
-from pubsub.redis.client import RedisConfig, parse_url
-from pubsub.webhooks import WebhookOptions
+from .pubsub.apps import WEBHOOK_EVENT_TYPES, App, WebhookTarget
+from .pubsub.hub import HubOptions
+from .pubsub.redis.client import RedisConfig, parse_url
+from .pubsub.webhooks import WebhookOptions
 
 DEFAULT_APP_SECRET = "app-secret"
 _APP_ID_RE = re.compile(r"[0-9]+")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers import api
-from handlers.health import HealthHandler, InFlightRequests, ReadyHandler
-from handlers.socket import PusherSocketHandler
-from pubsub.hub import Hub
+from . import api
+from .health import HealthHandler, InFlightRequests, ReadyHandler
+from .socket import PusherSocketHandler
+from ..pubsub.hub import Hub
 
 _APP = r"/apps/(?P<app_id>[^/]+)"
 _CHANNEL = r"(?P<channel>[^/]+)"

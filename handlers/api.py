@@ -9,12 +9,12 @@ from typing import Any
 
 import tornado.web
 
-from pubsub import protocol, rest
-from pubsub.apps import App
-from pubsub.errors import ApiError, BrokerUnavailable
-from handlers.health import InFlightRequests
-from pubsub.hub import Hub
-from pubsub.signing import verify_request
+from ..pubsub import protocol, rest
+from ..pubsub.apps import App
+from ..pubsub.errors import ApiError, BrokerUnavailable
+from .health import InFlightRequests
+from ..pubsub.hub import Hub
+from ..pubsub.signing import verify_request
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import tornado.web
 
-from pubsub.hub import Hub
+from ..pubsub.hub import Hub
 
 
 class InFlightRequests:

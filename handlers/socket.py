@@ -8,13 +8,13 @@ import tornado.httputil
 import tornado.iostream
 import tornado.websocket
 
-from handlers.outbound import FrameCache, Flusher
-from handlers.tornado_internals import unsent_bytes, websocket_compresses, websocket_stream
-from pubsub import protocol
-from pubsub.apps import App
-from pubsub.errors import ConnectionRefused, ErrorCode
-from pubsub.hub import Hub
-from pubsub.session import Session
+from .outbound import FrameCache, Flusher
+from .tornado_internals import unsent_bytes, websocket_compresses, websocket_stream
+from ..pubsub import protocol
+from ..pubsub.apps import App
+from ..pubsub.errors import ConnectionRefused, ErrorCode
+from ..pubsub.hub import Hub
+from ..pubsub.session import Session
 
 #: A close frame's reason may hold at most 123 bytes.
 _MAX_CLOSE_REASON = 123

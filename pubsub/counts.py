@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from pubsub.apps import App
+from .apps import App
 
 Announce = Callable[[App, str], None]
 

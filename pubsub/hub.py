@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from itertools import count
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from pubsub import protocol
-from pubsub.apps import App, AppRegistry
-from pubsub.broker import Broker, MemoryBroker, Publication
-from pubsub.counts import SubscriptionCountThrottle
-from pubsub.errors import BrokerUnavailable, ConnectionRefused, ErrorCode, SubscriptionRefused
-from pubsub.presence import Member
-from pubsub.protocol import ChannelKind
-from pubsub.state import CacheEntry, ClusterState, Departure, MemoryState, Orphan
-from pubsub.users import Users
-from pubsub.webhooks import Webhooks
+from . import protocol
+from .apps import App, AppRegistry
+from .broker import Broker, MemoryBroker, Publication
+from .counts import SubscriptionCountThrottle
+from .errors import BrokerUnavailable, ConnectionRefused, ErrorCode, SubscriptionRefused
+from .presence import Member
+from .protocol import ChannelKind
+from .state import CacheEntry, ClusterState, Departure, MemoryState, Orphan
+from .users import Users
+from .webhooks import Webhooks
 
 if TYPE_CHECKING:
-    from pubsub.session import Session
+    from .session import Session
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pubsub.errors import MessageRejected
+from .errors import MessageRejected
 
 PROTOCOL_VERSION = 7
 

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pubsub import protocol
-from pubsub.apps import App
-from pubsub.errors import ApiError, MessageRejected
+from . import protocol
+from .apps import App
+from .errors import ApiError, MessageRejected
 
 #: ``info`` a publish may ask for; a channel query may also ask for ``cache``.
 MAX_USER_ID_LENGTH = 128

@@ -12,15 +12,15 @@ import json
 import logging
 from typing import Any, Awaitable, Callable, Protocol
 
-from pubsub import protocol
-from pubsub.apps import App
-from pubsub.errors import (BrokerUnavailable, ConnectionRefused, ErrorCode,
+from . import protocol
+from .apps import App
+from .errors import (BrokerUnavailable, ConnectionRefused, ErrorCode,
                            MessageRejected, SubscriptionRefused)
-from pubsub.hub import Hub
-from pubsub.presence import Member
-from pubsub.protocol import ClientFrame
-from pubsub.ratelimit import TokenBucket
-from pubsub.signing import verify_channel_auth, verify_user_auth
+from .hub import Hub
+from .presence import Member
+from .protocol import ClientFrame
+from .ratelimit import TokenBucket
+from .signing import verify_channel_auth, verify_user_auth
 
 log = logging.getLogger(__name__)
 

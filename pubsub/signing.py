@@ -9,8 +9,8 @@ import hashlib
 import hmac
 from typing import Mapping
 
-from pubsub.apps import App
-from pubsub.errors import ApiError
+from .apps import App
+from .errors import ApiError
 
 #: How far an HTTP API request's ``auth_timestamp`` may be from our clock.
 TIMESTAMP_WINDOW_SECONDS = 600

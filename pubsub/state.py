@@ -18,8 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
-from pubsub.cache import MemoryCache
-from pubsub.presence import Member, PresenceRoster
+from .cache import MemoryCache
+from .presence import Member, PresenceRoster
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
-from pubsub import protocol
-from pubsub.apps import App, AppRegistry
-from pubsub.broker import Broker
-from pubsub.errors import ErrorCode
-from pubsub.state import ClusterState
+from . import protocol
+from .apps import App, AppRegistry
+from .broker import Broker
+from .errors import ErrorCode
+from .state import ClusterState
 
 if TYPE_CHECKING:
-    from pubsub.session import Session
+    from .session import Session
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from pubsub.apps import App, WebhookTarget
-from pubsub.signing import webhook_signature
+from .apps import App, WebhookTarget
+from .signing import webhook_signature
 
 log = logging.getLogger(__name__)
 

@@ -184,7 +184,10 @@ def check_settings(forwarded: dict[str, str]):
     """The processes' settings, loaded as they will load them (errors name the variable)."""
     sys.path.insert(0, str(REPO))
     try:
-        from settings import SettingsError, load_settings
+        import checkout
+
+        checkout.load()
+        from tornado_push.settings import SettingsError, load_settings
     except ImportError as error:
         raise KitError(f"cannot load the server's settings with {sys.executable} ({error}): "
                        "install the requirements (pip install -r requirements.txt) "

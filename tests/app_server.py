@@ -18,7 +18,7 @@ import json
 import pusher
 import tornado.web
 
-from pubsub.apps import App
+from tornado_push.pubsub.apps import App
 
 #: 32 bytes for private-encrypted channels; the server never sees it.
 ENCRYPTION_MASTER_KEY = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

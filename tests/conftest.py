@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import checkout  # noqa: E402
+
+checkout.load()  # the tests import this checkout as tornado_push, never an installed copy
+
 from app_server import auth_routes, sdk_client  # noqa: E402
 
 # Real redis-server fixtures (redis_server, fresh_redis, redis_cluster), and
@@ -25,9 +29,9 @@ from app_server import auth_routes, sdk_client  # noqa: E402
 pytest_plugins = ["redis_server", "server_processes"]
 from pusherjs import JSClient, PusherJS  # noqa: E402
 
-from handlers import routes  # noqa: E402
-from pubsub.apps import App, AppRegistry  # noqa: E402
-from pubsub.hub import Hub, HubOptions  # noqa: E402
+from tornado_push.handlers import routes  # noqa: E402
+from tornado_push.pubsub.apps import App, AppRegistry  # noqa: E402
+from tornado_push.pubsub.hub import Hub, HubOptions  # noqa: E402
 
 MAIN = App(id="1", key="app-key", secret="app-secret")
 QUIET = App(id="2", key="quiet-key", secret="quiet-secret", client_events=False)

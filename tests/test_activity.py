@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pubsub.hub import HubOptions
+from tornado_push.pubsub.hub import HubOptions
 
 
 CAPACITY = 4

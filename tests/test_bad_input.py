@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from app_server import sdk_client
-from pubsub.signing import channel_auth_message, sign
+from tornado_push.pubsub.signing import channel_auth_message, sign
 from conftest import MAIN, MAX_MESSAGE_BYTES, TINY, in_thread
 
 

@@ -31,7 +31,7 @@ import tornado.web
 
 from app_server import auth_routes, sdk_client
 from conftest import MAIN, in_thread
-from pubsub.redis.client import pubsub_channel
+from tornado_push.pubsub.redis.client import pubsub_channel
 from pusherjs import JSClient, PusherJS
 from redis_server import RedisServer
 from server_processes import HEARTBEAT, ServerProcess

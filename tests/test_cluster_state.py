@@ -7,9 +7,9 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from pubsub.presence import Member
-from pubsub.redis.state import RedisState
-from pubsub.state import Arrival, ChannelCounts, Departure, MemoryState, Orphan
+from tornado_push.pubsub.presence import Member
+from tornado_push.pubsub.redis.state import RedisState
+from tornado_push.pubsub.state import Arrival, ChannelCounts, Departure, MemoryState, Orphan
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
 from app_server import auth_routes
 from conftest import APPS, MAIN, MAX_MESSAGE_BYTES, SMALL_BUFFER
-from handlers import routes
-from handlers.outbound import websocket_text_frame
-from handlers.tornado_internals import websocket_compresses
+from tornado_push.handlers import routes
+from tornado_push.handlers.outbound import websocket_text_frame
+from tornado_push.handlers.tornado_internals import websocket_compresses
 
 
 @pytest.fixture

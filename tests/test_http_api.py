@@ -18,8 +18,8 @@ from tornado.httpclient import AsyncHTTPClient
 
 from app_server import sdk_client
 from conftest import DISABLED, MAIN, in_thread, subscribed
-from pubsub.apps import App
-from pubsub.signing import sign
+from tornado_push.pubsub.apps import App
+from tornado_push.pubsub.signing import sign
 
 
 def signed_query(app: App, method: str, path: str, body: bytes, *, timestamp: float | None = None,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from pubsub.apps import App
+from tornado_push.pubsub.apps import App
 from conftest import DISABLED, QUIET, SIGNIN_REQUIRED, TINY, in_thread
 from conftest import subscribed
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from pubsub.broker import Publication
-from pubsub.errors import BrokerUnavailable
-from pubsub.redis.broker import RedisBroker
-from pubsub.redis.client import RedisConfig, pubsub_channel
+from tornado_push.pubsub.broker import Publication
+from tornado_push.pubsub.errors import BrokerUnavailable
+from tornado_push.pubsub.redis.broker import RedisBroker
+from tornado_push.pubsub.redis.client import RedisConfig, pubsub_channel
 
 
 PASSWORD = "p#$%@:/?&="

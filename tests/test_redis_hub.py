@@ -10,11 +10,11 @@ import redis.asyncio as aioredis
 from tornado.httpclient import AsyncHTTPClient
 
 from conftest import APPS
-from pubsub.apps import AppRegistry
-from pubsub.hub import Hub, HubOptions
-from pubsub.redis.broker import RedisBroker
-from pubsub.redis.client import RedisConfig, connect
-from pubsub.redis.state import RedisState
+from tornado_push.pubsub.apps import AppRegistry
+from tornado_push.pubsub.hub import Hub, HubOptions
+from tornado_push.pubsub.redis.broker import RedisBroker
+from tornado_push.pubsub.redis.client import RedisConfig, connect
+from tornado_push.pubsub.redis.state import RedisState
 
 
 @pytest.fixture

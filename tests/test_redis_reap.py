@@ -14,8 +14,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from pubsub.presence import Member
-from pubsub.redis.state import RedisState
+from tornado_push.pubsub.presence import Member
+from tornado_push.pubsub.redis.state import RedisState
 
 HEARTBEAT = 0.3
 

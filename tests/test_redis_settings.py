@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from pubsub.redis.client import RedisConfig, parse_url
-from settings import load_settings
+from tornado_push.pubsub.redis.client import RedisConfig, parse_url
+from tornado_push.settings import load_settings
 from test_settings import refused
 
 PASSWORD = "p#$%@:/?&="

@@ -14,7 +14,7 @@ import tornado.websocket
 
 from app_server import sdk_client
 from conftest import ROOT, RawSocket, in_thread
-from pubsub.apps import App
+from tornado_push.pubsub.apps import App
 
 
 def free_port() -> int:

@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from conftest import ROOT
-from pubsub.apps import App
-from pubsub.hub import HubOptions
-from settings import DEFAULT_APP_SECRET, Settings, SettingsError, load_settings
+from tornado_push.pubsub.apps import App
+from tornado_push.pubsub.hub import HubOptions
+from tornado_push.settings import DEFAULT_APP_SECRET, Settings, SettingsError, load_settings
 
 
 def apps_file(tmp_path, content) -> str:

@@ -16,9 +16,9 @@ import pytest
 from pusher.http import Request
 from pusher.pusher_client import PusherClient
 
-from pubsub.apps import App
-from pubsub.errors import ApiError
-from pubsub.signing import (TIMESTAMP_WINDOW_SECONDS, sign, verify_channel_auth,
+from tornado_push.pubsub.apps import App
+from tornado_push.pubsub.errors import ApiError
+from tornado_push.pubsub.signing import (TIMESTAMP_WINDOW_SECONDS, sign, verify_channel_auth,
                             verify_request, verify_user_auth)
 
 #: The test vector of Pusher's auth-signatures documentation.

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from conftest import COUNTED, MAIN, in_thread
-from pubsub.counts import SubscriptionCountThrottle
+from tornado_push.pubsub.counts import SubscriptionCountThrottle
 from conftest import subscribed
 
 

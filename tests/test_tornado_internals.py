@@ -15,7 +15,7 @@ import tornado.iostream
 import tornado.websocket
 
 from conftest import MAIN, SMALL_BUFFER
-from handlers.tornado_internals import unsent_bytes, websocket_compresses, websocket_stream
+from tornado_push.handlers.tornado_internals import unsent_bytes, websocket_compresses, websocket_stream
 
 
 def handler_of(hub, app=MAIN):

@@ -12,9 +12,9 @@ import logging
 
 import pytest
 
-from pubsub.apps import App, WebhookTarget
-from pubsub.webhooks import WebhookOptions, Webhooks
-from server import make_poster
+from tornado_push.pubsub.apps import App, WebhookTarget
+from tornado_push.pubsub.webhooks import WebhookOptions, Webhooks
+from tornado_push.server import make_poster
 from webhook_receiver import WebhookReceiver, receiver  # noqa: F401 (fixture)
 
 FAST = WebhookOptions(batch_seconds=0.02, leave_delay=0.2, first_retry=0.05, retry_for=5)
@@ -96,7 +96,7 @@ async def test_full_queue_drops_the_oldest_events_counts_them_and_warns_once(cap
     app = hooked_app(WebhookTarget("http://hooks.invalid/"))
     webhooks.channel_occupied(app, "c0")
     assert await poster.next_channels() == ["c0"]  # in flight, held: the rest must queue
-    with caplog.at_level(logging.WARNING, logger="pubsub.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="tornado_push.pubsub.webhooks"):
         for number in range(1, 7):
             webhooks.channel_occupied(app, f"c{number}")
     assert webhooks.stats(app).dropped == 3
@@ -175,7 +175,7 @@ async def test_close_drops_pending_and_held_events_and_says_how_many(caplog):
     app = hooked_app(WebhookTarget("http://hooks.invalid/"))
     webhooks.channel_occupied(app, "waiting")
     webhooks.channel_vacated(app, "held")
-    with caplog.at_level(logging.WARNING, logger="pubsub.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="tornado_push.pubsub.webhooks"):
         await webhooks.close()
     assert "2 event(s) undelivered" in caplog.text
     webhooks.channel_occupied(app, "after-close")  # ignored, and no task is started

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pubsub.apps import WEBHOOK_EVENT_TYPES, WebhookTarget
-from pubsub.webhooks import WebhookOptions
-from server import make_hub
-from settings import load_settings
+from tornado_push.pubsub.apps import WEBHOOK_EVENT_TYPES, WebhookTarget
+from tornado_push.pubsub.webhooks import WebhookOptions
+from tornado_push.server import make_hub
+from tornado_push.settings import load_settings
 from test_settings import apps_file, refused
 
 

@@ -17,12 +17,12 @@ import tornado.web
 
 from app_server import auth_routes
 from conftest import MAX_MESSAGE_BYTES
-from handlers import routes
-from pubsub.apps import App, WebhookTarget
-from pubsub.hub import HubOptions
-from pubsub.webhooks import WebhookOptions
-from server import make_hub
-from settings import Settings
+from tornado_push.handlers import routes
+from tornado_push.pubsub.apps import App, WebhookTarget
+from tornado_push.pubsub.hub import HubOptions
+from tornado_push.pubsub.webhooks import WebhookOptions
+from tornado_push.server import make_hub
+from tornado_push.settings import Settings
 from conftest import subscribed
 from webhook_receiver import Delivery, WebhookReceiver, receiver  # noqa: F401 (fixture)
 

@@ -22,7 +22,7 @@ import tornado.httpserver
 import tornado.testing
 import tornado.web
 
-from pubsub.apps import App
+from tornado_push.pubsub.apps import App
 
 
 @dataclass(frozen=True)

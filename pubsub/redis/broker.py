@@ -19,14 +19,14 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from pubsub.broker import Broker, Publication
-from pubsub.errors import BrokerUnavailable
-from pubsub.redis.client import (
+from ..broker import Broker, Publication
+from ..errors import BrokerUnavailable
+from .client import (
     UNREACHABLE, RedisConfig, connect, control_channel, describe, pubsub_channel,
 )
-from pubsub.redis.subscriber import DisconnectListener, ReconnectListener, Subscriber
+from .subscriber import DisconnectListener, ReconnectListener, Subscriber
 
-log = logging.getLogger("pubsub.redis")
+log = logging.getLogger(__name__)
 
 
 class RedisBroker(Broker):

@@ -16,9 +16,9 @@ from typing import Any, Awaitable, Callable
 import redis.asyncio
 import redis.exceptions
 
-from pubsub.redis.client import describe
+from .client import describe
 
-log = logging.getLogger("pubsub.redis")
+log = logging.getLogger(__name__)
 
 #: Receives (pub/sub name, payload) of each message, in the order Redis sent them.
 OnMessage = Callable[[bytes, bytes], None]

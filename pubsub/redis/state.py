@@ -31,10 +31,10 @@ from typing import Any, AsyncIterator, Iterable
 
 import redis.asyncio as aioredis
 
-from pubsub.errors import BrokerUnavailable
-from pubsub.presence import Member
-from pubsub.redis.client import UNREACHABLE, channel_key, describe
-from pubsub.state import Arrival, CacheEntry, ChannelCounts, ClusterState, Departure, Orphan
+from ..errors import BrokerUnavailable
+from ..presence import Member
+from .client import UNREACHABLE, channel_key, describe
+from ..state import Arrival, CacheEntry, ChannelCounts, ClusterState, Departure, Orphan
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from typing import Awaitable, Callable
 import redis.asyncio
 import redis.exceptions
 
-from pubsub.redis.client import RedisConfig, connect_subscriber, control_channel, describe
-from pubsub.redis.link import Link, OnMessage
+from .client import RedisConfig, connect_subscriber, control_channel, describe
+from .link import Link, OnMessage
 
-log = logging.getLogger("pubsub.redis")
+log = logging.getLogger(__name__)
 
 ReconnectListener = Callable[[], Awaitable[None]]
 DisconnectListener = Callable[[str], None]
