@@ -33,6 +33,8 @@ Environment:
     PUSH_DRAIN_TIMEOUT              on SIGTERM, seconds the whole drain may take (default 10)
     PUSH_WEBSOCKET_COMPRESSION      offer permessage-deflate; such connections leave the
                                     frame-once broadcast path (default false)
+    PUSH_GC_THRESHOLD               allocations between young garbage collections (default
+                                    20000; Python's own is 700, 0 keeps it): see server.py
     PUSH_WEBHOOK_BATCH_SECONDS      seconds that collect webhook events into one POST (default 0.25)
     PUSH_WEBHOOK_LEAVE_DELAY        seconds channel_vacated and member_removed wait, dropped
                                     if the channel or user is back meanwhile (default 3)
@@ -109,6 +111,8 @@ class Settings:
     drain_grace: float = 5.0
     drain_timeout: float = 10.0
     websocket_compression: bool = False
+    #: Young-generation GC threshold (0: Python's default); see server.tune_gc.
+    gc_threshold: int = 20000
 
     @property
     def uses_default_secret(self) -> bool:
@@ -153,6 +157,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         drain_grace=env.number("PUSH_DRAIN_GRACE", Settings.drain_grace),
         drain_timeout=env.number("PUSH_DRAIN_TIMEOUT", Settings.drain_timeout, positive=True),
         websocket_compression=env.flag("PUSH_WEBSOCKET_COMPRESSION", Settings.websocket_compression),
+        gc_threshold=env.integer("PUSH_GC_THRESHOLD", Settings.gc_threshold),
         **_tls(env),
     )
     values.update({name: value for name, value in overrides.items() if value is not None})

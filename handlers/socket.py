@@ -9,7 +9,7 @@ import tornado.iostream
 import tornado.websocket
 
 from .outbound import FrameCache, Flusher
-from .tornado_internals import unsent_bytes, websocket_compresses, websocket_stream
+from .tornado_internals import unsent_bytes, websocket_compresses, websocket_stream, write
 from ..pubsub import protocol
 from ..pubsub.apps import App
 from ..pubsub.errors import ConnectionRefused, ErrorCode
@@ -147,7 +147,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             self.session.too_slow()
             return
         try:
-            stream.write(data)  # its Future retrieves its own error: nothing to await
+            write(stream, data)
         except tornado.iostream.StreamClosedError:
             pass  # on_close follows
 

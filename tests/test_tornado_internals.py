@@ -15,7 +15,8 @@ import tornado.iostream
 import tornado.websocket
 
 from conftest import MAIN, SMALL_BUFFER
-from tornado_push.handlers.tornado_internals import unsent_bytes, websocket_compresses, websocket_stream
+from tornado_push.handlers.tornado_internals import (unsent_bytes, websocket_compresses,
+                                                     websocket_stream, write)
 
 
 def handler_of(hub, app=MAIN):
@@ -38,9 +39,9 @@ async def test_stream_and_compression_flag_of_a_plain_connection(raw, hub):
     assert unsent_bytes(stream) == 0
 
 
-@pytest.mark.gen_test(timeout=30)
-async def test_unsent_bytes_grow_while_the_peer_does_not_read(server_port, hub):
-    reader = socket.create_connection(("127.0.0.1", server_port))
+async def slow_reader(port: int, hub) -> tuple[socket.socket, tornado.iostream.IOStream]:
+    """A raw WebSocket client with a small receive buffer that reads nothing yet; its stream."""
+    reader = socket.create_connection(("127.0.0.1", port))
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     reader.sendall(b"GET /app/small-buffer-key?protocol=7 HTTP/1.1\r\nHost: x\r\n"
                    b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -50,10 +51,41 @@ async def test_unsent_bytes_grow_while_the_peer_does_not_read(server_port, hub):
         await asyncio.sleep(0.01)
         sessions = list(hub.sessions(SMALL_BUFFER))
         handler = sessions[0].transport if sessions else None
-    stream = websocket_stream(handler)
+    return reader, websocket_stream(handler)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_unsent_bytes_grow_while_the_peer_does_not_read(server_port, hub):
+    reader, stream = await slow_reader(server_port, hub)
     chunk = b"x" * 65536
     while unsent_bytes(stream) == 0:  # the kernel's buffers fill first, then Tornado's
         stream.write(chunk)
         await asyncio.sleep(0)
     assert unsent_bytes(stream) > 0
+    reader.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_write_goes_straight_to_the_socket_then_queues_in_order(server_port, hub):
+    reader, stream = await slow_reader(server_port, hub)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # full after a few KB
+    written = []
+    while unsent_bytes(stream) == 0:  # straight to the kernel until it is full
+        chunk = b"%08d" % len(written) * 1000
+        write(stream, chunk)
+        written.append(chunk)
+    for extra in range(3):  # behind a queue, writes queue too: the order holds
+        chunk = b"%08d" % len(written) * 1000
+        write(stream, chunk)
+        written.append(chunk)
+    assert unsent_bytes(stream) >= 3 * 8000
+    expected = b"".join(written)
+    reader.setblocking(False)
+    received = b""
+    loop = asyncio.get_running_loop()
+    while not received.endswith(expected):
+        data = await loop.sock_recv(reader, 1 << 20)
+        assert data, "the server closed the connection"
+        received += data
+    assert unsent_bytes(stream) == 0
     reader.close()
