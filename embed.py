@@ -200,6 +200,8 @@ class Push:
         """The answer to pusher-js's channel authorization request, as the official SDKs
         build it (``pusher.authenticate``): ``{"auth"}``, plus ``"channel_data"`` on
         presence channels, which need ``user_id`` (and may have ``user_info``).
+        A private channel signs no member, so one auth handler can pass the
+        user to both kinds.
 
         Raises ``ValueError`` naming what is wrong: a socket id not like
         ``123.456``, an invalid or public channel name, a presence member the
@@ -216,8 +218,6 @@ class Push:
             raise ValueError(f"{channel} is public: only private- and presence- channels "
                              "are authorized")
         if not kind.presence:
-            if user_id is not None or user_info is not None:
-                raise ValueError(f"{channel} is not a presence channel: give no user_id or user_info")
             return {"auth": auth_token(app, channel_auth_message(socket_id, channel))}
         if user_id is None:
             raise ValueError(f"{channel} is a presence channel: give the user_id")
