@@ -40,6 +40,12 @@ class ApiHandler(tornado.web.RequestHandler):
         # Tornado finishes every request it started, errors and gone clients included.
         self.in_flight.leave()
 
+    def check_xsrf_cookie(self) -> None:
+        """None: requests are signed with the app secret, never carried by a browser's cookies.
+
+        A host app that embeds these routes may turn ``xsrf_cookies`` on for its own forms.
+        """
+
     def prepare(self) -> None:
         query = {name: self.get_query_argument(name, strip=False)
                  for name in self.request.query_arguments}
