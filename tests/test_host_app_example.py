@@ -73,7 +73,7 @@ def host_app_port(io_loop) -> int:
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("PUSH_")}
 
-    async def start() -> asyncio.subprocess.Process:
+    async def start() -> tuple[asyncio.subprocess.Process, asyncio.Task[None]]:
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(EXAMPLE), "--port", str(port), env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -83,13 +83,12 @@ def host_app_port(io_loop) -> int:
             line = await asyncio.wait_for(process.stdout.readline(), 15)
             assert line, "the example exited:\n" + "".join(output)
             output.append(line.decode())
-        asyncio.ensure_future(_drain(process.stdout))
-        return process
+        return process, asyncio.ensure_future(_drain(process.stdout))
 
-    process = io_loop.run_sync(start)
+    process, reader = io_loop.run_sync(start)
     yield port
     process.terminate()
-    io_loop.run_sync(process.wait)
+    io_loop.run_sync(lambda: asyncio.gather(process.wait(), reader))
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
