@@ -25,65 +25,21 @@ import ssl
 import sys
 from pathlib import Path
 
-import tornado.httpclient
 import tornado.httpserver
 import tornado.web
 
-from .handlers import routes
-from .handlers.health import InFlightRequests
-from .pubsub.apps import AppRegistry
-from .pubsub.hub import Hub
-from .pubsub.redis.broker import RedisBroker
-from .pubsub.redis.client import connect
-from .pubsub.redis.state import RedisState
-from .pubsub.webhooks import Poster, Webhooks
+from .embed import Push
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def make_poster(timeout: float) -> Poster:
-    """Webhook POSTs with Tornado's HTTP client: the status, or OSError when there is none."""
-
-    async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
-        # The client is per IOLoop, so look it up on the loop that posts.
-        client = tornado.httpclient.AsyncHTTPClient()
-        try:
-            response = await client.fetch(url, method="POST", body=body, headers=headers,
-                                          request_timeout=timeout, follow_redirects=False,
-                                          raise_error=False)
-        except tornado.httpclient.HTTPClientError as error:  # timeouts: 599, no response
-            raise OSError(f"{url}: {error}") from error
-        return response.code
-
-    return post
-
-
-def make_hub(settings: Settings) -> Hub:
-    """The engine for these settings: in-process by default, Redis when configured."""
-    webhooks = Webhooks(make_poster(settings.webhooks.timeout), options=settings.webhooks)
-    apps = AppRegistry(settings.apps)
-    if settings.redis is None:
-        return Hub(apps, options=settings.hub, webhooks=webhooks)
-    broker = RedisBroker(settings.redis)
-    state = RedisState(connect(settings.redis), prefix=settings.redis.prefix,
-                       heartbeat_interval=settings.redis.heartbeat_interval)
-    hub = Hub(apps, broker=broker, state=state, options=settings.hub, webhooks=webhooks)
-    # Redis may have restarted empty: put this process's connections back.
-    broker.add_reconnect_listener(hub.register_again)
-    return hub
-
-
-def make_application(settings: Settings, hub: Hub,
-                     in_flight: InFlightRequests | None = None) -> tornado.web.Application:
+def make_application(push: Push) -> tornado.web.Application:
     """The Tornado application with the push routes and the static pages."""
     static = [(r"/()", tornado.web.StaticFileHandler,
                {"path": str(STATIC_DIR), "default_filename": "index.html"})]
-    return tornado.web.Application(
-        routes(hub, in_flight, compression=settings.websocket_compression) + static,
-        websocket_max_message_size=settings.max_message_bytes,
-    )
+    return tornado.web.Application(push.routes() + static)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -115,32 +71,29 @@ def tune_gc(threshold: int) -> None:
 
 async def serve(settings: Settings) -> None:
     """Listen until SIGINT or SIGTERM, then drain (see :func:`drain`)."""
-    hub = make_hub(settings)
-    await hub.start()
-    in_flight = InFlightRequests()
-    application = make_application(settings, hub, in_flight)
+    push = Push.from_settings(settings)
+    await push.start()
+    application = make_application(push)
     tune_gc(settings.gc_threshold)
     tls = tls_context(settings)
-    server = application.listen(settings.port, address=settings.host, ssl_options=tls,
-                                max_body_size=settings.max_body_bytes, xheaders=settings.xheaders)
+    server = application.listen(
+        settings.port, address=settings.host, ssl_options=tls,
+        max_body_size=settings.max_body_bytes, xheaders=settings.xheaders)
     log.info("listening on %s://%s:%d with %d app(s), node %d, %s",
              "https" if tls else "http", settings.host, settings.port, len(settings.apps),
-             hub.node_id, "in-process broker" if settings.redis is None else "Redis broker")
-    if settings.uses_default_secret:
-        log.warning("an app uses the well-known default secret: set PUSH_APP_SECRET in production")
+             push.hub.node_id, "in-process broker" if settings.redis is None else "Redis broker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     try:
-        await asyncio.wait_for(drain(settings, server, hub, in_flight), settings.drain_timeout)
+        await asyncio.wait_for(drain(settings, server, push), settings.drain_timeout)
     except asyncio.TimeoutError:
         log.warning("drain took over %g s: exiting anyway", settings.drain_timeout)
 
 
-async def drain(settings: Settings, server: tornado.httpserver.HTTPServer, hub: Hub,
-                in_flight: InFlightRequests) -> None:
+async def drain(settings: Settings, server: tornado.httpserver.HTTPServer, push: Push) -> None:
     """Stop gracefully: clients reconnect elsewhere at once and nobody sees them leave.
 
     New connections are refused and ``/ready`` turns false; every client is
@@ -150,9 +103,7 @@ async def drain(settings: Settings, server: tornado.httpserver.HTTPServer, hub: 
     """
     log.info("draining: closing connections with 4200 so clients reconnect elsewhere")
     server.stop()
-    hub.drain(settings.drain_grace)
-    await in_flight.idle()
-    await hub.close()  # waits for the held departures
+    await push.close(settings.drain_grace)  # waits for the held departures
     log.info("drained")
 
 

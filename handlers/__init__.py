@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from . import api
@@ -14,24 +15,35 @@ _CHANNEL = r"(?P<channel>[^/]+)"
 _USER = r"(?P<user_id>[^/]+)"
 
 
-def routes(hub: Hub, in_flight: InFlightRequests | None = None, *,
-           compression: bool = False) -> list[tuple[str, type, dict[str, Any]]]:
-    """The push server's routes at the paths Pusher clients and SDKs use.
+def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str = "",
+           compression: bool = False,
+           max_message_bytes: int | None = None) -> list[tuple[str, type, dict[str, Any]]]:
+    """The push server's routes at the paths Pusher clients and SDKs use, under ``prefix``.
 
+    ``prefix`` (e.g. ``"/push"``) mounts every path under it: pusher-js then
+    connects with ``wsPath: "/push"``, and the HTTP API still checks signatures
+    over the standard ``/apps/{id}/...`` path, which is the one the SDKs sign.
     ``in_flight`` counts the HTTP API requests being served, for a drain to wait on;
-    ``compression`` offers permessage-deflate to WebSocket clients.
+    ``compression`` offers permessage-deflate to WebSocket clients;
+    ``max_message_bytes`` caps a client's WebSocket message (close 1009 beyond),
+    else the Application's ``websocket_max_message_size`` applies.
     """
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise ValueError(f"prefix must start with '/' and not end with one, got {prefix!r}")
     context = {"hub": hub, "in_flight": in_flight or InFlightRequests()}
+    signed = {**context, "prefix": prefix}
+    socket = {**context, "compression": compression, "max_message_bytes": max_message_bytes}
+    at = re.escape(prefix)
     return [
-        (r"/app/([^/]+)", PusherSocketHandler, {**context, "compression": compression}),
-        (rf"{_APP}/events", api.EventsHandler, context),
-        (rf"{_APP}/batch_events", api.BatchEventsHandler, context),
-        (rf"{_APP}/channels", api.ChannelsHandler, context),
-        (rf"{_APP}/channels/{_CHANNEL}", api.ChannelHandler, context),
-        (rf"{_APP}/channels/{_CHANNEL}/users", api.ChannelUsersHandler, context),
-        (rf"{_APP}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, context),
+        (rf"{at}/app/([^/]+)", PusherSocketHandler, socket),
+        (rf"{at}{_APP}/events", api.EventsHandler, signed),
+        (rf"{at}{_APP}/batch_events", api.BatchEventsHandler, signed),
+        (rf"{at}{_APP}/channels", api.ChannelsHandler, signed),
+        (rf"{at}{_APP}/channels/{_CHANNEL}", api.ChannelHandler, signed),
+        (rf"{at}{_APP}/channels/{_CHANNEL}/users", api.ChannelUsersHandler, signed),
+        (rf"{at}{_APP}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, signed),
         # The Python SDK posts here without /apps/{id}: the signed auth_key names the app.
-        (rf"/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, context),
-        (r"/health", HealthHandler, context),
-        (r"/ready", ReadyHandler, context),
+        (rf"{at}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, signed),
+        (rf"{at}/health", HealthHandler, context),
+        (rf"{at}/ready", ReadyHandler, context),
     ]

@@ -23,13 +23,16 @@ class ApiHandler(tornado.web.RequestHandler):
     """Base of the HTTP API: finds the app and checks the request signature.
 
     The app comes from the ``app_id`` path group, or, on the prefix-less
-    paths some SDKs use, from the signed ``auth_key``. Refusals are
-    :class:`ApiError` and answer ``{"error": message}`` with their status.
+    paths some SDKs use, from the signed ``auth_key``. The signature covers
+    the path without the ``prefix`` the routes are mounted under, as the SDKs
+    sign it. Refusals are :class:`ApiError` and answer ``{"error": message}``
+    with their status.
     """
 
-    def initialize(self, hub: Hub, in_flight: InFlightRequests) -> None:
+    def initialize(self, hub: Hub, in_flight: InFlightRequests, prefix: str = "") -> None:
         self.hub = hub
         self.in_flight = in_flight
+        self.prefix = prefix
         self.app_config: App | None = None
         in_flight.enter()
 
@@ -37,11 +40,18 @@ class ApiHandler(tornado.web.RequestHandler):
         # Tornado finishes every request it started, errors and gone clients included.
         self.in_flight.leave()
 
+    def check_xsrf_cookie(self) -> None:
+        """None: requests are signed with the app secret, never carried by a browser's cookies.
+
+        A host app that embeds these routes may turn ``xsrf_cookies`` on for its own forms.
+        """
+
     def prepare(self) -> None:
         query = {name: self.get_query_argument(name, strip=False)
                  for name in self.request.query_arguments}
         app = self._find_app(query)
-        verify_request(app, self.request.method or "", self.request.path, query,
+        path = self.request.path[len(self.prefix):]  # the route matched, so it starts with it
+        verify_request(app, self.request.method or "", path, query,
                        self.request.body, time.time())
         if not app.enabled:
             raise ApiError(403, "App is disabled")

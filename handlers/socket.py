@@ -41,12 +41,19 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     its own.
     """
 
-    def initialize(self, hub: Hub, compression: bool = False, **_: object) -> None:
+    def initialize(self, hub: Hub, compression: bool = False, max_message_bytes: int | None = None,
+                   **_: object) -> None:
         self.hub = hub
         self.session: Session | None = None
         self._compression = compression
+        self._max_message_bytes = max_message_bytes
         self._deflates = False
         self._queued: list[bytes] = []
+
+    @property
+    def max_message_size(self) -> int:
+        """Our limit, so that a host Application's own setting stays its own handlers'."""
+        return self._max_message_bytes or super().max_message_size
 
     def get_compression_options(self) -> dict[str, object] | None:
         return {} if self._compression else None

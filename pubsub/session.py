@@ -226,29 +226,7 @@ class Session:
         if not verify_channel_auth(self.app, self.socket_id, name, data.get("auth"), channel_data):
             raise SubscriptionRefused(f"Invalid signature for {name}: check the auth endpoint's "
                                       "key and secret", status=401)
-        return self._parse_member(channel_data) if kind.presence else None
-
-    def _parse_member(self, channel_data: str) -> Member:
-        app = self.app
-        try:
-            parsed = json.loads(channel_data)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise SubscriptionRefused("channel_data must be a JSON object", status=400)
-        user_id = parsed.get("user_id")
-        if isinstance(user_id, int) and not isinstance(user_id, bool):
-            user_id = str(user_id)
-        if not isinstance(user_id, str) or not 0 < len(user_id) <= app.max_user_id_length:
-            raise SubscriptionRefused(
-                f"channel_data needs a user_id of 1 to {app.max_user_id_length} characters",
-                status=400)
-        user_info = parsed.get("user_info")
-        if len(protocol.dumps(user_info).encode()) > app.max_presence_user_info_bytes:
-            raise SubscriptionRefused(
-                f"user_info is over {app.max_presence_user_info_bytes} bytes",
-                kind="LimitReached", status=413)
-        return Member(user_id, user_info)
+        return parse_member(self.app, channel_data) if kind.presence else None
 
     def _send_subscription_succeeded(self, name: str, snapshot: dict[str, Any] | None) -> None:
         payload = {"presence": snapshot} if snapshot is not None else {}
@@ -277,30 +255,13 @@ class Session:
                 self.app, self.socket_id, user_data, data.get("auth")):
             raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
                                     "Invalid sign-in: user_data and auth do not match")
-        user_id, watchlist = self._parse_user(user_data)
+        user_id, watchlist = parse_user(self.app, user_data)
         if self.user_id is not None and self.user_id != user_id:
             raise MessageRejected(f"Already signed in as {self.user_id!r}")
         self.send(protocol.encode_event(protocol.SIGNIN_SUCCESS, {"user_data": user_data}))
         if self.user_id is None:
             self.user_id, self.watchlist = user_id, watchlist
             await self.hub.users.sign_in(self)
-
-    def _parse_user(self, user_data: str) -> tuple[str, tuple[str, ...]]:
-        app = self.app
-        try:
-            user = json.loads(user_data)
-        except ValueError:
-            user = None
-        user_id = user.get("id") if isinstance(user, dict) else None
-        if not protocol.is_valid_name(user_id, app.max_user_id_length):
-            raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
-                                    "user_data needs an 'id' string of valid characters")
-        watchlist = user.get("watchlist", [])
-        if (not isinstance(watchlist, list) or len(watchlist) > app.max_watchlist_size
-                or not all(protocol.is_valid_name(w, app.max_user_id_length) for w in watchlist)):
-            raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
-                                    f"watchlist must list at most {app.max_watchlist_size} user ids")
-        return user_id, tuple(dict.fromkeys(watchlist))
 
     async def _on_client_event(self, frame: ClientFrame) -> None:
         app = self.app
@@ -332,3 +293,44 @@ class Session:
         protocol.UNSUBSCRIBE: _on_unsubscribe,
         protocol.SIGNIN: _on_signin,
     }
+
+
+def parse_member(app: App, channel_data: str) -> Member:
+    """The presence member a signed ``channel_data`` names, or :class:`SubscriptionRefused`."""
+    try:
+        parsed = json.loads(channel_data)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise SubscriptionRefused("channel_data must be a JSON object", status=400)
+    user_id = parsed.get("user_id")
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= app.max_user_id_length:
+        raise SubscriptionRefused(
+            f"channel_data needs a user_id of 1 to {app.max_user_id_length} characters",
+            status=400)
+    user_info = parsed.get("user_info")
+    if len(protocol.dumps(user_info).encode()) > app.max_presence_user_info_bytes:
+        raise SubscriptionRefused(
+            f"user_info is over {app.max_presence_user_info_bytes} bytes",
+            kind="LimitReached", status=413)
+    return Member(user_id, user_info)
+
+
+def parse_user(app: App, user_data: str) -> tuple[str, tuple[str, ...]]:
+    """The user id and watchlist of a signed ``user_data``, or :class:`ConnectionRefused`."""
+    try:
+        user = json.loads(user_data)
+    except ValueError:
+        user = None
+    user_id = user.get("id") if isinstance(user, dict) else None
+    if not protocol.is_valid_name(user_id, app.max_user_id_length):
+        raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
+                                "user_data needs an 'id' string of valid characters")
+    watchlist = user.get("watchlist", [])
+    if (not isinstance(watchlist, list) or len(watchlist) > app.max_watchlist_size
+            or not all(protocol.is_valid_name(w, app.max_user_id_length) for w in watchlist)):
+        raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
+                                f"watchlist must list at most {app.max_watchlist_size} user ids")
+    return user_id, tuple(dict.fromkeys(watchlist))

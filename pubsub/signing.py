@@ -25,6 +25,11 @@ def _same(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
+def auth_token(app: App, message: str) -> str:
+    """The ``"{key}:{hex signature}"`` token a client sends to show ``message`` was signed."""
+    return f"{app.key}:{sign(app.secret, message)}"
+
+
 def _verify_auth_token(app: App, message: str, auth: object) -> bool:
     """Check an ``"{key}:{hex signature}"`` token over ``message``."""
     if not isinstance(auth, str):
@@ -47,9 +52,14 @@ def verify_channel_auth(app: App, socket_id: str, channel: str, auth: object,
     return _verify_auth_token(app, channel_auth_message(socket_id, channel, channel_data), auth)
 
 
+def user_auth_message(socket_id: str, user_data: str) -> str:
+    """The string a sign-in signs: the exact ``user_data`` JSON."""
+    return f"{socket_id}::user::{user_data}"
+
+
 def verify_user_auth(app: App, socket_id: str, user_data: str, auth: object) -> bool:
     """True when ``auth`` signs ``user_data`` in for ``socket_id``."""
-    return _verify_auth_token(app, f"{socket_id}::user::{user_data}", auth)
+    return _verify_auth_token(app, user_auth_message(socket_id, user_data), auth)
 
 
 def webhook_signature(app: App, body: bytes) -> str:

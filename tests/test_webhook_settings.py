@@ -6,7 +6,7 @@ import pytest
 
 from tornado_push.pubsub.apps import WEBHOOK_EVENT_TYPES, WebhookTarget
 from tornado_push.pubsub.webhooks import WebhookOptions
-from tornado_push.server import make_hub
+from tornado_push.embed import make_hub
 from tornado_push.settings import load_settings
 from test_settings import apps_file, refused
 

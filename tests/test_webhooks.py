@@ -1,7 +1,7 @@
 """Webhooks end to end: real pusher-js clients, the server, and a real receiving endpoint.
 
 Each test gets its own receiver on a free port and a hub built by
-``server.make_hub`` (so the Tornado poster is the one production uses),
+``embed.make_hub`` (so the Tornado poster is the one production uses),
 with fast delivery options. Every webhook is checked with the official SDK.
 """
 
@@ -21,7 +21,7 @@ from tornado_push.handlers import routes
 from tornado_push.pubsub.apps import App, WebhookTarget
 from tornado_push.pubsub.hub import HubOptions
 from tornado_push.pubsub.webhooks import WebhookOptions
-from tornado_push.server import make_hub
+from tornado_push.embed import make_hub
 from tornado_push.settings import Settings
 from conftest import subscribed
 from webhook_receiver import Delivery, WebhookReceiver, receiver  # noqa: F401 (fixture)
