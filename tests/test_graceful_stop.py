@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import RawSocket
-from test_server_cli import free_port, start_server
+from redis_server import free_port
+from server_processes import ServerProcess
 from test_cluster_processes import connect_to, expect_event, received, sentinel  # noqa: F401
 from test_pusherjs_client_events import error_codes
 
@@ -76,13 +77,11 @@ async def open_socket(port: int, headers: dict[str, str] | None = None,
 @contextlib.asynccontextmanager
 async def standalone_server(**env: str) -> AsyncIterator[int]:
     """``python server.py`` on the embedded default with ``env``; its port."""
-    port = free_port()
-    process = await start_server(port, PUSH_DRAIN_GRACE="0", **env)
+    process = await ServerProcess(free_port(), {"PUSH_DRAIN_GRACE": "0", **env}).start()
     try:
-        yield port
+        yield process.port
     finally:
-        process.terminate()
-        await process.wait()
+        await process.terminate()
 
 
 @pytest.mark.gen_test(timeout=30)
