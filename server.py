@@ -28,7 +28,7 @@ import tornado.httpclient
 import tornado.httpserver
 import tornado.web
 
-from .handlers import routes
+from .handlers import demo, routes
 from .handlers.health import InFlightRequests
 from .pubsub.apps import AppRegistry
 from .pubsub.hub import Hub
@@ -40,6 +40,8 @@ from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: What is served at / with the demo off: the index and what it loads.
+_INDEX_FILES = r"/(|index\.html|demo\.css|demo\.js|push\.js)"
 
 
 def make_poster(timeout: float) -> Poster:
@@ -76,11 +78,18 @@ def make_hub(settings: Settings) -> Hub:
 
 def make_application(settings: Settings, hub: Hub,
                      in_flight: InFlightRequests | None = None) -> tornado.web.Application:
-    """The Tornado application with the push routes and the static pages."""
-    static = [(r"/()", tornado.web.StaticFileHandler,
+    """The Tornado application with the push routes and the static pages.
+
+    With the demo on, every file of ``static/`` is served and the demo
+    endpoints answer; with it off, only the index page and what it loads,
+    and ``/demo/config`` tells the index to say that the demos are off.
+    """
+    pages = r"/(.*)" if settings.demo else _INDEX_FILES
+    static = [(pages, tornado.web.StaticFileHandler,
                {"path": str(STATIC_DIR), "default_filename": "index.html"})]
+    demo_routes = demo.routes(hub, settings.demo_app if settings.demo else None)
     return tornado.web.Application(
-        routes(hub, in_flight, compression=settings.websocket_compression) + static,
+        routes(hub, in_flight, compression=settings.websocket_compression) + demo_routes + static,
         websocket_max_message_size=settings.max_message_bytes,
     )
 
@@ -108,11 +117,17 @@ async def serve(settings: Settings) -> None:
              hub.node_id, "in-process broker" if settings.redis is None else "Redis broker")
     if settings.uses_default_secret:
         log.warning("an app uses the well-known default secret: set PUSH_APP_SECRET in production")
+    ticker = demo.MonitorTicker(hub, settings.demo_app) if settings.demo else None
+    if ticker is not None:
+        ticker.start()
+        log.info("demo pages on at / (PUSH_DEMO=false turns them off)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    if ticker is not None:
+        ticker.stop()
     try:
         await asyncio.wait_for(drain(settings, server, hub, in_flight), settings.drain_timeout)
     except asyncio.TimeoutError:
