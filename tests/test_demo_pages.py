@@ -1,7 +1,8 @@
 """The demo pages at ``/`` in real headless Chromium, against ``python server.py`` as a user runs it.
 
 The server runs with no setting at all, so these also show that the embedded
-default turns the demos on. Each test drives pages at phone and desktop sizes,
+default turns the demos on (one test, which drops connections from the hub,
+serves the same application in-process instead). Each test drives pages at phone and desktop sizes,
 saves their screenshots under ``test-artifacts/demo/``, and fails on any
 console error or uncaught exception. Every wait is on an event in the page
 (Playwright's ``expect`` polls the DOM until it holds or times out).
@@ -10,11 +11,18 @@ console error or uncaught exception. Every wait is on an event in the page
 from __future__ import annotations
 
 import pytest
+import tornado.web
 from playwright.async_api import Page, expect
 
 from browser import DESKTOP, PHONE, Browser
+from conftest import MAIN
 from redis_server import free_port
 from server_processes import ServerProcess
+from tornado_push.handlers.demo import MonitorTicker
+from tornado_push.pubsub.errors import ErrorCode
+from tornado_push.pubsub.hub import Hub
+from tornado_push.server import make_application
+from tornado_push.settings import Settings
 
 
 @pytest.fixture
@@ -23,6 +31,12 @@ def demo_url(io_loop) -> str:
     server = io_loop.run_sync(ServerProcess(free_port(), {}, name="demo server").start)
     yield f"http://127.0.0.1:{server.port}"
     io_loop.run_sync(server.terminate)
+
+
+@pytest.fixture
+def app(hub: Hub) -> tornado.web.Application:
+    """The application ``python server.py`` serves with the demo on, for in-process tests."""
+    return make_application(Settings(apps=(MAIN,), demo=True), hub)
 
 
 async def join_chat(page: Page, name: str, room: str) -> None:
@@ -96,6 +110,26 @@ async def test_monitor_charts_move_with_each_push(demo_url, browser: Browser):
     assert float(rss) > 1
     await browser.screenshot(phone, "demo/monitor-phone")
     await browser.screenshot(desktop, "demo/monitor-desktop")
+    browser.assert_no_errors()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_page_shows_reconnecting_then_gets_figures_again_after_a_drop(hub, server_port, browser):
+    ticker = MonitorTicker(hub, MAIN, interval=0.2)
+    ticker.start()
+    try:
+        page = await browser.open(f"http://127.0.0.1:{server_port}/monitor.html", PHONE, "monitor")
+        badge = page.locator(".state")
+        await expect(badge).to_have_attribute("data-state", "connected")
+        await charted(page, "connections", 1)
+        hub.close_all(ErrorCode.OVER_CAPACITY, "Over capacity: retry later")  # 4100: back off
+        await page.wait_for_function("document.querySelector('.state').dataset.state === 'reconnecting'")
+        assert (await badge.inner_text()).startswith("Reconnecting…")
+        await expect(badge).to_have_attribute("data-state", "connected")
+        points = int(await page.locator('[data-figure="connections"]').get_attribute("data-points"))
+        await charted(page, "connections", points + 2)  # subscribed again: the figures flow
+    finally:
+        ticker.stop()
     browser.assert_no_errors()
 
 
