@@ -113,17 +113,18 @@ class Push:
         self._compose(load_settings(environ, apps=chosen, **settings))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Push:
-        """Push configured by ``settings`` as they are (``load_settings`` validates them)."""
+    def from_settings(cls, settings: Settings, hub: Hub | None = None) -> Push:
+        """Push configured by ``settings`` as they are (``load_settings`` validates them),
+        on ``hub`` when given (an engine the caller built, e.g. with its own broker)."""
         push = cls.__new__(cls)
-        push._compose(settings)
+        push._compose(settings, hub)
         return push
 
-    def _compose(self, settings: Settings) -> None:
+    def _compose(self, settings: Settings, hub: Hub | None = None) -> None:
         if not settings.apps:
             raise ValueError("Push needs at least one app")
         self.settings = settings
-        self.hub = make_hub(settings)
+        self.hub = hub if hub is not None else make_hub(settings)
         self.in_flight = InFlightRequests()
 
     # -- the host's Application ------------------------------------------------------

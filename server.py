@@ -29,17 +29,28 @@ import tornado.httpserver
 import tornado.web
 
 from .embed import Push
+from .handlers import demo
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: What is served at / with the demo off: the index and what it loads.
+_INDEX_FILES = r"/(|index\.html|demo\.css|demo\.js|push\.js)"
 
 
 def make_application(push: Push) -> tornado.web.Application:
-    """The Tornado application with the push routes and the static pages."""
-    static = [(r"/()", tornado.web.StaticFileHandler,
+    """The Tornado application: the push routes, the demo endpoints and the static pages.
+
+    With the demo on, every file of ``static/`` is served and the demo
+    endpoints answer; with it off, only the index page and what it loads,
+    and ``/demo/config`` tells the index to say that the demos are off.
+    """
+    settings = push.settings
+    pages = r"/(.*)" if settings.demo else _INDEX_FILES
+    static = [(pages, tornado.web.StaticFileHandler,
                {"path": str(STATIC_DIR), "default_filename": "index.html"})]
-    return tornado.web.Application(push.routes() + static)
+    demo_routes = demo.routes(push.hub, settings.demo_app if settings.demo else None)
+    return tornado.web.Application(push.routes() + demo_routes + static)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -82,11 +93,17 @@ async def serve(settings: Settings) -> None:
     log.info("listening on %s://%s:%d with %d app(s), node %d, %s",
              "https" if tls else "http", settings.host, settings.port, len(settings.apps),
              push.hub.node_id, "in-process broker" if settings.redis is None else "Redis broker")
+    ticker = demo.MonitorTicker(push.hub, settings.demo_app) if settings.demo else None
+    if ticker is not None:
+        ticker.start()
+        log.info("demo pages on at / (PUSH_DEMO=false turns them off)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    if ticker is not None:
+        ticker.stop()
     try:
         await asyncio.wait_for(drain(settings, server, push), settings.drain_timeout)
     except asyncio.TimeoutError:

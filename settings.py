@@ -41,6 +41,11 @@ Environment:
     PUSH_WEBHOOK_RETRY_FOR          seconds a failed webhook batch is retried (default 300)
     PUSH_WEBHOOK_QUEUE_SIZE         webhook events waiting per URL; beyond, the oldest are
                                     dropped (default 10000)
+    PUSH_DEMO                       the demo pages at / (chat, monitor, notifications) and their
+                                    endpoints under /demo/, on the first app (the default app
+                                    when it is on); they sign and publish for anyone, so the
+                                    default is on only for the embedded default: the default
+                                    app with its well-known secret (default: true then, else false)
 
 Redis (many processes as one cluster; off unless PUSH_REDIS_URL or PUSH_REDIS_HOST is set):
     PUSH_REDIS_URL                  redis://[user:password@]host[:port][/db], or rediss:// for
@@ -113,6 +118,13 @@ class Settings:
     websocket_compression: bool = False
     #: Young-generation GC threshold (0: Python's default); see server.tune_gc.
     gc_threshold: int = 20000
+    #: The demo pages and their unauthenticated endpoints (``handlers/demo.py``).
+    demo: bool = False
+
+    @property
+    def demo_app(self) -> App:
+        """The app the demos run on: the first one (the default app when it is on)."""
+        return self.apps[0]
 
     @property
     def uses_default_secret(self) -> bool:
@@ -158,6 +170,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         drain_timeout=env.number("PUSH_DRAIN_TIMEOUT", Settings.drain_timeout, positive=True),
         websocket_compression=env.flag("PUSH_WEBSOCKET_COMPRESSION", Settings.websocket_compression),
         gc_threshold=env.integer("PUSH_GC_THRESHOLD", Settings.gc_threshold),
+        # Demo endpoints sign for anyone: on by default only where the secret is public anyway.
+        demo=env.flag("PUSH_DEMO", _is_embedded_default(env, apps)),
         **_tls(env),
     )
     values.update({name: value for name, value in overrides.items() if value is not None})
@@ -167,6 +181,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if settings.log_level not in _LOG_LEVELS:
         raise SettingsError(f"PUSH_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
     return settings
+
+
+def _is_embedded_default(env: "_Env", apps: tuple[App, ...]) -> bool:
+    """The default app is on and keeps its well-known secret, as plain ``python server.py`` does."""
+    return env.flag("PUSH_DEFAULT_APP", True) and apps[0].secret == DEFAULT_APP_SECRET
 
 
 def _tls(env: "_Env") -> dict[str, str | None]:

@@ -19,7 +19,34 @@ from ..pubsub.signing import verify_request
 log = logging.getLogger(__name__)
 
 
-class ApiHandler(tornado.web.RequestHandler):
+class JsonHandler(tornado.web.RequestHandler):
+    """Answers JSON; a refusal (:class:`ApiError`) answers ``{"error": message}`` with its status."""
+
+    def write_json(self, value: Any) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(value))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(error, ApiError):
+            self.set_status(error.status)
+            message = error.message
+        elif isinstance(error, BrokerUnavailable):
+            # Never 200 for an event that was not published: the SDK can retry.
+            self.set_status(503)
+            message = f"Service unavailable: {error.message}"
+        else:
+            message = self._reason
+        self.write_json({"error": message})
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (ApiError, BrokerUnavailable)):
+            log.info("%s %s refused: %s", self.request.method, self.request.path, value.message)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class ApiHandler(JsonHandler):
     """Base of the HTTP API: finds the app and checks the request signature.
 
     The app comes from the ``app_id`` path group, or, on the prefix-less
@@ -69,29 +96,6 @@ class ApiHandler(tornado.web.RequestHandler):
     def app(self) -> App:
         assert self.app_config is not None, "prepare() sets the app"
         return self.app_config
-
-    def write_json(self, value: Any) -> None:
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(value))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(error, ApiError):
-            self.set_status(error.status)
-            message = error.message
-        elif isinstance(error, BrokerUnavailable):
-            # Never 200 for an event that was not published: the SDK can retry.
-            self.set_status(503)
-            message = f"Service unavailable: {error.message}"
-        else:
-            message = self._reason
-        self.write_json({"error": message})
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, (ApiError, BrokerUnavailable)):
-            log.info("%s %s refused: %s", self.request.method, self.request.path, value.message)
-        else:
-            super().log_exception(typ, value, tb)
 
     async def channel_info(self, channel: str, attributes: frozenset[str]) -> dict[str, Any]:
         """The requested ``info`` attributes of one channel (``occupied`` among them)."""

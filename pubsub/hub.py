@@ -100,6 +100,8 @@ class Hub:
         self.draining = False
         #: Connections closed because they did not read what they were sent.
         self.slow_consumers = 0
+        #: Frames handed to this process's connections by :meth:`deliver`, ever.
+        self.messages_sent = 0
         self._drain_grace = 0.0
         self._broker = broker or MemoryBroker()
         self.state = state or MemoryState(clock)
@@ -251,7 +253,8 @@ class Hub:
         broker = self._broker.status()
         return {"status": "ok" if broker["connected"] else "degraded", "node": self.node_id,
                 "connections": self._connection_count, "draining": self.draining,
-                "slow_consumers": self.slow_consumers, "broker": broker}
+                "slow_consumers": self.slow_consumers, "messages_sent": self.messages_sent,
+                "broker": broker}
 
     def sessions(self, app: App) -> Iterable[Session]:
         return self._states[app.id].sessions.values()
@@ -445,3 +448,4 @@ class Hub:
         for socket_id, session in channel.subscribers.items():
             if socket_id != excluded:
                 session.send(frame)
+        self.messages_sent += len(channel.subscribers) - (excluded in channel.subscribers)

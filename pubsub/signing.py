@@ -46,6 +46,11 @@ def channel_auth_message(socket_id: str, channel: str, channel_data: str | None 
     return message if channel_data is None else f"{message}:{channel_data}"
 
 
+def channel_auth(app: App, socket_id: str, channel: str, channel_data: str | None = None) -> str:
+    """The ``"{key}:{signature}"`` token an app server gives a client to subscribe."""
+    return f"{app.key}:{sign(app.secret, channel_auth_message(socket_id, channel, channel_data))}"
+
+
 def verify_channel_auth(app: App, socket_id: str, channel: str, auth: object,
                         channel_data: str | None = None) -> bool:
     """True when ``auth`` authorizes ``socket_id`` on ``channel``."""

@@ -76,7 +76,7 @@ async def test_health_reports_the_redis_link_and_counts_reconnects(server_port, 
         return response.code, json.loads(response.body)
 
     assert await health() == (200, {"status": "ok", "node": hub.node_id, "connections": 0,
-                                    "draining": False, "slow_consumers": 0,
+                                    "draining": False, "slow_consumers": 0, "messages_sent": 0,
                                     "broker": {"kind": "redis", "connected": True, "reconnects": 0}})
     lost, back = asyncio.Event(), asyncio.Event()
 

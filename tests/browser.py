@@ -1,0 +1,76 @@
+"""Real headless Chromium for the page tests, driven by Playwright's async API.
+
+Debian's ``chromium`` (``scripts/test`` installs it with apt); Playwright never
+downloads a browser here. Playwright runs on the test's own event loop (the
+one pytest-tornado gives each test), beside any in-process server, so nothing
+blocks and no second loop exists.
+
+Fixture (a pytest plugin: ``pytest_plugins = ["browser"]``):
+    browser   ``page = await browser.open(url, PHONE, "alice")``: a page in a context of
+              its own (own storage, like another device); every console error and
+              uncaught exception of every page is kept for :meth:`Browser.assert_no_errors`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from playwright.async_api import BrowserContext, Page, Playwright, async_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+#: Screenshots land here (gitignored), for people to look at after a run.
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+class Browser:
+    """One Chromium; each :meth:`open` is a new context, as if on another device."""
+
+    def __init__(self, playwright: Playwright) -> None:
+        self._playwright = playwright
+        self._chromium: Any = None
+        self.contexts: list[BrowserContext] = []
+        self.errors: list[str] = []
+
+    async def start(self) -> Browser:
+        self._chromium = await self._playwright.chromium.launch(executable_path=CHROMIUM)
+        return self
+
+    async def open(self, url: str, viewport: dict[str, int] = DESKTOP, name: str = "page") -> Page:
+        """A page showing ``url``; its console errors and page errors go to :attr:`errors`."""
+        context = await self._chromium.new_context(viewport=viewport)
+        self.contexts.append(context)
+        page = await context.new_page()
+        page.on("console", lambda message: message.type == "error"
+                and self.errors.append(f"{name}: console: {message.text}"))
+        page.on("pageerror", lambda error: self.errors.append(f"{name}: page error: {error}"))
+        await page.goto(url)
+        return page
+
+    async def screenshot(self, page: Page, name: str) -> Path:
+        """Save a full-page PNG under ``test-artifacts/``."""
+        path = ARTIFACTS / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def assert_no_errors(self) -> None:
+        assert not self.errors, "the pages reported errors:\n" + "\n".join(self.errors)
+
+    async def close(self) -> None:
+        for context in self.contexts:
+            await context.close()
+        if self._chromium is not None:
+            await self._chromium.close()
+
+
+@pytest.fixture
+def browser(io_loop) -> Iterator[Browser]:
+    playwright = io_loop.run_sync(async_playwright().start)
+    browser = io_loop.run_sync(Browser(playwright).start)
+    yield browser
+    io_loop.run_sync(browser.close)
+    io_loop.run_sync(playwright.stop)
