@@ -24,9 +24,10 @@ checkout.load()  # the tests import this checkout as tornado_push, never an inst
 
 from app_server import auth_routes, sdk_client  # noqa: E402
 
-# Real redis-server fixtures (redis_server, fresh_redis, redis_cluster), and
-# `python server.py` subprocesses (server_processes).
-pytest_plugins = ["redis_server", "server_processes"]
+# Real redis-server fixtures (redis_server, fresh_redis, redis_cluster),
+# `python server.py` subprocesses (server_processes), and a MongoDB or
+# nx-27017 for the Mongo history store (mongo_server).
+pytest_plugins = ["redis_server", "server_processes", "mongo_server"]
 from pusherjs import JSClient, PusherJS  # noqa: E402
 
 from tornado_push.handlers import routes  # noqa: E402
