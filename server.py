@@ -31,6 +31,9 @@ import tornado.web
 from .handlers import routes
 from .handlers.health import InFlightRequests
 from .pubsub.apps import AppRegistry
+from .pubsub.history import HistoryStore, MemoryHistoryStore
+from .pubsub.history.mongo import MongoHistoryStore
+from .pubsub.history.redis import RedisHistoryStore
 from .pubsub.hub import Hub
 from .pubsub.redis.broker import RedisBroker
 from .pubsub.redis.client import connect
@@ -72,6 +75,15 @@ def make_hub(settings: Settings) -> Hub:
     # Redis may have restarted empty: put this process's connections back.
     broker.add_reconnect_listener(hub.register_again)
     return hub
+
+
+def make_history_store(settings: Settings) -> HistoryStore:
+    """Where history lives: MongoDB when configured, else Redis when configured, else memory."""
+    if settings.mongo_url is not None:
+        return MongoHistoryStore(settings.mongo_url, database_name=settings.mongo_database)
+    if settings.redis is not None:
+        return RedisHistoryStore(connect(settings.redis), prefix=settings.redis.prefix)
+    return MemoryHistoryStore()
 
 
 def make_application(settings: Settings, hub: Hub,

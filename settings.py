@@ -54,6 +54,10 @@ Redis (many processes as one cluster; off unless PUSH_REDIS_URL or PUSH_REDIS_HO
                                     share one Redis; no spaces or braces (default push)
     PUSH_NODE_HEARTBEAT             seconds between a process's heartbeats; a process silent
                                     for two is dead and its connections removed (default 15)
+
+History store: MongoDB when PUSH_MONGO_URL is set, else Redis when configured, else memory:
+    PUSH_MONGO_URL                  mongodb:// or mongodb+srv:// URL (credentials percent-encoded)
+    PUSH_MONGO_DATABASE             the database of the history collections (default tornado_push)
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ _REDIS_PREFIX_RE = re.compile(r"[^\s{}]+")
 _REDIS_ENDPOINT = ("PUSH_REDIS_HOST", "PUSH_REDIS_PORT", "PUSH_REDIS_DB", "PUSH_REDIS_USERNAME",
                    "PUSH_REDIS_PASSWORD", "PUSH_REDIS_TLS")
 _REDIS_OPTIONS = ("PUSH_REDIS_CLUSTER", "PUSH_REDIS_PREFIX", "PUSH_NODE_HEARTBEAT")
+#: What MongoDB accepts as a database name.
+_MONGO_DATABASE_RE = re.compile(r'[^\s/\\."$]{1,63}')
 
 
 class SettingsError(ValueError):
@@ -109,6 +115,9 @@ class Settings:
     drain_grace: float = 5.0
     drain_timeout: float = 10.0
     websocket_compression: bool = False
+    #: None: history in Redis when configured, else in memory. Not in a repr: it may hold a password.
+    mongo_url: str | None = field(default=None, repr=False)
+    mongo_database: str = "tornado_push"
 
     @property
     def uses_default_secret(self) -> bool:
@@ -154,6 +163,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         drain_timeout=env.number("PUSH_DRAIN_TIMEOUT", Settings.drain_timeout, positive=True),
         websocket_compression=env.flag("PUSH_WEBSOCKET_COMPRESSION", Settings.websocket_compression),
         **_tls(env),
+        **_mongo(env),
     )
     values.update({name: value for name, value in overrides.items() if value is not None})
     settings = Settings(**values)
@@ -174,6 +184,18 @@ def _tls(env: "_Env") -> dict[str, str | None]:
         if path is not None and not os.access(path, os.R_OK):
             raise SettingsError(f"{name} {path!r} cannot be read")
     return files
+
+
+def _mongo(env: "_Env") -> dict[str, str | None]:
+    """Where MongoDB history lives; the URL is checked for its scheme only, never echoed."""
+    url = env.environ.get("PUSH_MONGO_URL", "").strip() or None
+    if url is not None and not url.startswith(("mongodb://", "mongodb+srv://")):
+        raise SettingsError("PUSH_MONGO_URL must start with mongodb:// or mongodb+srv://")
+    database = env.text("PUSH_MONGO_DATABASE", Settings.mongo_database)
+    if _MONGO_DATABASE_RE.fullmatch(database) is None:
+        raise SettingsError(f"PUSH_MONGO_DATABASE {database!r} must be 1-63 characters without "
+                            "spaces or any of /\\. \"$")
+    return {"mongo_url": url, "mongo_database": database}
 
 
 class _Env:

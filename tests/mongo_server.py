@@ -13,7 +13,8 @@ What nx-27017 0.8.1 does differently, as found against the stores' needs:
       TTL index would ever expire: the store writes datetimes with insert_one;
     - findAndModify answers ``value: null`` instead of an error when the
       update fails;
-    - TTL indexes are honoured on each access rather than by a minute monitor.
+    - TTL indexes are honoured on each access rather than by a minute monitor;
+    - createIndexes ignores the names given and names indexes itself.
 
 Fixture (a pytest plugin: ``pytest_plugins = ["mongo_server"]``):
     mongo_server    one server for the whole session; each test uses its own database

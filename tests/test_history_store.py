@@ -25,6 +25,8 @@ from tornado_push.pubsub.history.base import POSITION_KEPT_FOR
 from tornado_push.pubsub.history.memory import SWEEP_INTERVAL
 from tornado_push.pubsub.history.mongo import MongoHistoryStore
 from tornado_push.pubsub.history.redis import RedisHistoryStore
+from tornado_push.server import make_history_store
+from tornado_push.settings import SettingsError, load_settings
 
 KEEP = Retention()
 MONGO_CLIENTS: dict[str, Callable[..., Any]] = {
@@ -271,3 +273,97 @@ async def test_a_backend_that_lost_its_data_starts_a_new_epoch_from_offset_one(b
     finally:
         if after_loss is not store:  # the fixture closes its own
             await after_loss.close()
+
+
+# -- each store's own guarantees ------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_memory_forgets_channels_idle_past_their_retention():
+    now = [1_000_000.0]
+    store = MemoryHistoryStore(clock=lambda: now[0])
+    minute = Retention(max_age=60)
+    epoch, _ = await store.append("1", "idle", "e", "d", time=now[0], retention=minute)
+    now[0] += 60 + POSITION_KEPT_FOR - 1
+    assert (await store.position("1", "idle", retention=minute)).epoch == epoch  # still known
+    now[0] += 60 + POSITION_KEPT_FOR + SWEEP_INTERVAL
+    await store.position("1", "other", retention=minute)  # any use sweeps when due
+    assert set(store._channels) == {("1", "other")}  # memory stays bounded
+    page = await store.position("1", "idle", retention=minute)
+    assert page.epoch != epoch and page.last_offset == 0
+
+
+@pytest.mark.gen_test
+async def test_mongo_store_makes_its_indexes_and_a_motor_client_from_a_url(mongo_server):
+    database = f"test_history_{uuid.uuid4().hex[:12]}"
+    store = MongoHistoryStore(mongo_server.url, database_name=database)
+    admin = pymongo.AsyncMongoClient(mongo_server.url)
+    try:
+        await store.start()
+        _, entry = await store.append("1", "news", "e", "d", time=time.time(), retention=KEEP)
+        assert entry.offset == 1
+        # By keys: nx-27017 names indexes itself, ignoring the names given.
+        indexes = {tuple(name for name, _ in index["key"]): index for index in
+                   (await admin[database]["history_entries"].index_information()).values()}
+        assert indexes[("app", "channel", "epoch", "offset")]["unique"] is True
+        assert indexes[("expire_at",)]["expireAfterSeconds"] == 0
+        [stored] = await admin[database]["history_entries"].find().to_list(None)
+        assert stored["expire_at"].timestamp() == pytest.approx(entry.time + KEEP.max_age, abs=0.01)
+    finally:
+        await store.close()
+        await admin.drop_database(database)
+        await admin.close()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_redis_store_raises_history_unavailable_when_redis_is_down(fresh_redis):
+    store = RedisHistoryStore(aioredis.from_url(fresh_redis.url, socket_timeout=1))
+    await store.start()
+    fresh_redis.stop()
+    try:
+        with pytest.raises(HistoryUnavailable, match="Redis is unreachable"):
+            await store.append("1", "news", "e", "d", time=time.time(), retention=KEEP)
+    finally:
+        await store.close()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_mongo_store_raises_history_unavailable_when_mongodb_is_unreachable():
+    client = pymongo.AsyncMongoClient(f"mongodb://127.0.0.1:{free_port()}/",
+                                      serverSelectionTimeoutMS=300)
+    store = MongoHistoryStore(client=client)
+    try:
+        with pytest.raises(HistoryUnavailable, match="MongoDB is unreachable"):
+            await store.start()
+        with pytest.raises(HistoryUnavailable, match="MongoDB is unreachable"):
+            await store.read("1", "news", retention=KEEP)
+    finally:
+        await client.close()
+
+
+# -- which store a deployment gets ----------------------------------------------
+
+
+@pytest.mark.parametrize("environ, kind", [
+    ({}, MemoryHistoryStore),
+    ({"PUSH_REDIS_URL": "redis://127.0.0.1:6379"}, RedisHistoryStore),
+    ({"PUSH_MONGO_URL": "mongodb://127.0.0.1:27017"}, MongoHistoryStore),
+    ({"PUSH_MONGO_URL": "mongodb://127.0.0.1:27017",
+      "PUSH_REDIS_URL": "redis://127.0.0.1:6379"}, MongoHistoryStore),
+])
+def test_mongo_wins_over_redis_which_wins_over_memory(io_loop, environ, kind):
+    store = make_history_store(load_settings(environ))
+    assert type(store) is kind
+    io_loop.run_sync(store.close)
+
+
+def test_mongo_settings_are_read_and_checked():
+    settings = load_settings({"PUSH_MONGO_URL": "mongodb://u:p%40ss@db.example:27017/?tls=true",
+                              "PUSH_MONGO_DATABASE": "push_history"})
+    assert settings.mongo_database == "push_history"
+    assert "p%40ss" not in repr(settings)
+    assert load_settings({}).mongo_url is None
+    with pytest.raises(SettingsError, match="PUSH_MONGO_URL must start with mongodb://"):
+        load_settings({"PUSH_MONGO_URL": "http://db.example"})
+    with pytest.raises(SettingsError, match="PUSH_MONGO_DATABASE 'a.b'"):
+        load_settings({"PUSH_MONGO_DATABASE": "a.b"})
