@@ -29,6 +29,7 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *,
         (rf"{_APP}/channels", api.ChannelsHandler, context),
         (rf"{_APP}/channels/{_CHANNEL}", api.ChannelHandler, context),
         (rf"{_APP}/channels/{_CHANNEL}/users", api.ChannelUsersHandler, context),
+        (rf"{_APP}/channels/{_CHANNEL}/history", api.ChannelHistoryHandler, context),
         (rf"{_APP}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, context),
         # The Python SDK posts here without /apps/{id}: the signed auth_key names the app.
         (rf"/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, context),
