@@ -19,7 +19,8 @@ Collections:
 
 An append is two writes: the counter, then the entry (three once the channel
 holds ``max_count``: older offsets are deleted). A read that races an append
-may see the new ``last_offset`` before its entry.
+may see the new ``last_offset`` before its entry, and an append that fails
+between the two writes leaves its offset without an entry (a gap in reads).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ The stream is capped at ``max_count`` by XADD MAXLEN and trimmed of expired
 entries from its oldest end; it expires ``max_age`` after the last append and
 the position :data:`~.base.POSITION_KEPT_FOR` later. A position that is gone
 (flushed, expired) starts a new epoch, and the old epoch's stream with it.
+
+The command client retries once on a fresh connection (see
+:func:`~..redis.client.connect`): an append whose reply was lost with its
+connection is then stored twice, under consecutive offsets.
 """
 
 from __future__ import annotations
