@@ -29,8 +29,9 @@ from .history import HistoryStore
 from .history.memory import MemoryHistoryStore
 from .presence import Member
 from .protocol import ChannelKind
+from .channels import LocalChannel
 from .state import CacheEntry, ClusterState, Departure, MemoryState, Orphan
-from .streams import ChannelStream, Joiner, Position, replay
+from .streams import ChannelStream, Position, replay
 from .users import Users
 from .webhooks import Webhooks
 
@@ -54,35 +55,6 @@ class HubOptions:
     #: Inbound messages per second per connection, and the burst allowed above it.
     max_inbound_rate: float = 100
     max_inbound_burst: int = 200
-
-
-class LocalChannel:
-    """One channel's subscribers on this process.
-
-    ``ready`` resolves once the broker delivers the channel here (and a
-    history channel's stream knows its position), so that no subscriber is
-    told it succeeded before it can receive. On a history channel, a session
-    is in ``joining`` until it has what it missed, then in ``subscribers``.
-    """
-
-    __slots__ = ("name", "kind", "subscribers", "joining", "stream", "ready")
-
-    def __init__(self, name: str, kind: ChannelKind) -> None:
-        self.name = name
-        self.kind = kind
-        self.subscribers: dict[str, Session] = {}
-        self.joining: dict[str, Joiner] = {}
-        self.stream: ChannelStream | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    @property
-    def size(self) -> int:
-        """Local sessions on the channel, live or joining."""
-        return len(self.subscribers) + len(self.joining)
-
-    def remove(self, socket_id: str) -> None:
-        self.subscribers.pop(socket_id, None)
-        self.joining.pop(socket_id, None)
 
 
 class AppState:
@@ -309,10 +281,7 @@ class Hub:
         except BrokerUnavailable:
             await self._drop_if_empty(app, channel)
             raise
-        if channel.stream is None:
-            channel.subscribers[session.socket_id] = session
-        else:  # live once caught up: see catch_up()
-            channel.joining[session.socket_id] = Joiner(session, channel.stream.position)
+        channel.add(session)
         if arrival.occupied:
             self.webhooks.channel_occupied(app, name)
         self._subscribers_changed(app, channel)
@@ -362,8 +331,7 @@ class Hub:
             return
         channel.stream = ChannelStream(
             self.history, app.id, channel.name, retention,
-            send=lambda publication: self._send(channel, publication),
-            announce=lambda frame: self._send_frame(channel, frame))
+            send=channel.send, announce=channel.send_frame)
         await channel.stream.start()
 
     async def catch_up(self, session: Session, name: str, resume: Position | None) -> None:
@@ -373,16 +341,15 @@ class Hub:
         joiner = channel.joining.get(session.socket_id) if channel is not None else None
         if channel is None or joiner is None or channel.stream is None:
             return
-        sent, outcome = joiner.start, None
+        sent = joiner.start
         if resume is not None:
-            sent, outcome = await replay(self.history, session.app.id, name,
-                                         channel.stream.retention, joiner, resume)
+            sent, frames = await replay(self.history, session.app.id, name,
+                                        channel.stream.retention, joiner.start, resume)
             if channel.joining.get(session.socket_id) is not joiner:
                 return  # it left meanwhile
-            session.send(outcome)
-        del channel.joining[session.socket_id]
-        channel.subscribers[session.socket_id] = session
-        joiner.release(sent)
+            for frame in frames:
+                session.send(frame)
+        channel.go_live(joiner, sent)
 
     def joining_position(self, session: Session, name: str) -> Position | None:
         """Where a session joining a history channel starts; None on other channels."""
@@ -532,25 +499,4 @@ class Hub:
         if channel.stream is not None and publication.offset is not None:
             channel.stream.receive(publication)
         else:
-            self._send(channel, publication)
-
-    def _send(self, channel: LocalChannel, publication: Publication) -> None:
-        """Write one publication to the channel's subscribers: encode once, send to each."""
-        frame = protocol.encode_frame(
-            publication.event, publication.data, publication.channel, publication.user_id,
-            publication.epoch, publication.offset)
-        excluded = publication.exclude
-        # No copy of the subscribers: send() only queues (transports write at the
-        # end of the loop iteration), so nothing here can change the dict.
-        for socket_id, session in channel.subscribers.items():
-            if socket_id != excluded:
-                session.send(frame)
-        for joiner in channel.joining.values():
-            joiner.hold(publication, frame)
-
-    def _send_frame(self, channel: LocalChannel, frame: bytes) -> None:
-        """Write a frame that is no publication (``continuity_lost``) to the whole channel."""
-        for session in channel.subscribers.values():
-            session.send(frame)
-        for joiner in channel.joining.values():
-            joiner.hold(None, frame)
+            channel.send(publication)

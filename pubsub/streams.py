@@ -242,17 +242,16 @@ class Joiner:
 
 
 async def replay(store: HistoryStore, app_id: str, channel: str, retention: Retention,
-                 joiner: Joiner, resume: Position) -> tuple[Position, bytes]:
-    """What a resuming client missed, sent to it in order; the position it is at
-    afterwards and the ``resume_succeeded`` or ``resume_failed`` frame to end with.
+                 start: Position, resume: Position) -> tuple[Position, list[bytes]]:
+    """The frames a client resuming from ``resume`` gets, having joined at ``start``,
+    and the position it is at after them.
 
-    Exactly the offsets after ``resume`` up to where the client joined, or none
-    and a failure: a replay is never partial.
+    The frames are exactly the offsets after ``resume`` up to ``start`` and then
+    ``resume_succeeded``; or only ``resume_failed``: a replay is never partial.
     """
-    start = joiner.start
 
-    def failed(reason: str) -> tuple[Position, bytes]:
-        return start, start.frame(protocol.RESUME_FAILED, channel, reason=reason)
+    def failed(reason: str) -> tuple[Position, list[bytes]]:
+        return start, [start.frame(protocol.RESUME_FAILED, channel, reason=reason)]
 
     if resume.epoch != start.epoch:
         return failed(EPOCH_CHANGED)
@@ -275,15 +274,14 @@ async def replay(store: HistoryStore, app_id: str, channel: str, retention: Rete
         entries = page.entries
         if [entry.offset for entry in entries] != list(range(resume.offset + 1, start.offset + 1)):
             return failed(MESSAGES_LOST)
-    for entry in entries:
-        joiner.session.send(protocol.encode_frame(entry.event, entry.data, channel,
-                                                  epoch=start.epoch, offset=entry.offset))
-    return start, start.frame(protocol.RESUME_SUCCEEDED, channel)
+    frames = [protocol.encode_frame(entry.event, entry.data, channel, epoch=start.epoch,
+                                    offset=entry.offset) for entry in entries]
+    return start, [*frames, start.frame(protocol.RESUME_SUCCEEDED, channel)]
 
 
 async def _ahead(store: HistoryStore, app_id: str, channel: str, retention: Retention,
-                 resume: Position,
-                 failed: Callable[[str], tuple[Position, bytes]]) -> tuple[Position, bytes]:
+                 resume: Position, failed: Callable[[str], tuple[Position, list[bytes]]]
+                 ) -> tuple[Position, list[bytes]]:
     """A resume beyond the joining position: valid if the store has reached it."""
     try:
         page = await store.position(app_id, channel, retention=retention)
@@ -291,4 +289,4 @@ async def _ahead(store: HistoryStore, app_id: str, channel: str, retention: Rete
         return failed(UNAVAILABLE)
     if page.epoch != resume.epoch or resume.offset > page.last_offset:
         return failed(EPOCH_CHANGED)
-    return resume, resume.frame(protocol.RESUME_SUCCEEDED, channel)
+    return resume, [resume.frame(protocol.RESUME_SUCCEEDED, channel)]
