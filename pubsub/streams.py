@@ -170,8 +170,11 @@ class ChannelStream:
     def _apply(self, page: Page) -> None:
         """Deliver what a store read fills in; move on where the store says it is lost."""
         if page.epoch != self.epoch:
-            self._restart(page.epoch, page.last_offset, EPOCH_CHANGED)
-            return
+            # Go on from the new epoch's held publications, or from its newest offset.
+            held = [offset for epoch, offset in self._pending if epoch == page.epoch]
+            self._restart(page.epoch, min([page.last_offset, *(o - 1 for o in held)]),
+                          EPOCH_CHANGED)
+            return  # the next read fills what is missing before them
         for key in [key for key in self._pending if key[0] != page.epoch]:
             del self._pending[key]  # published in an epoch the store has lost since
         held = [offset for _, offset in self._pending]
