@@ -130,7 +130,8 @@ class ChannelStream:
     def resync(self) -> None:
         """Read what the store has beyond ``last`` (after a broker reconnect, in which
         pub/sub may have dropped publications)."""
-        self._fill_soon(force=True)
+        if self.epoch is not None:  # else start() is about to take the store's position
+            self._fill_soon(force=True)
 
     def _release(self) -> None:
         """Deliver the held publications that are next in order; read the store for a gap."""
