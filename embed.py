@@ -30,6 +30,9 @@ from .handlers.health import InFlightRequests
 from .pubsub import protocol, rest
 from .pubsub.apps import App, AppRegistry
 from .pubsub.errors import ApiError, PushError
+from .pubsub.history import HistoryStore, MemoryHistoryStore
+from .pubsub.history.mongo import MongoHistoryStore
+from .pubsub.history.redis import RedisHistoryStore
 from .pubsub.hub import Hub
 from .pubsub.redis.broker import RedisBroker
 from .pubsub.redis.client import connect
@@ -77,15 +80,28 @@ def make_hub(settings: Settings) -> Hub:
     """The engine for these settings: in-process by default, Redis when configured."""
     webhooks = Webhooks(make_poster(settings.webhooks.timeout), options=settings.webhooks)
     apps = AppRegistry(settings.apps)
+    history = make_history_store(settings)
     if settings.redis is None:
-        return Hub(apps, options=settings.hub, webhooks=webhooks)
+        return Hub(apps, options=settings.hub, webhooks=webhooks, history=history)
     broker = RedisBroker(settings.redis)
     state = RedisState(connect(settings.redis), prefix=settings.redis.prefix,
                        heartbeat_interval=settings.redis.heartbeat_interval)
-    hub = Hub(apps, broker=broker, state=state, options=settings.hub, webhooks=webhooks)
+    hub = Hub(apps, broker=broker, state=state, options=settings.hub, webhooks=webhooks,
+              history=history)
     # Redis may have restarted empty: put this process's connections back.
     broker.add_reconnect_listener(hub.register_again)
+    # Pub/sub dropped what was published meanwhile: history channels read it from the store.
+    broker.add_reconnect_listener(hub.resync_history)
     return hub
+
+
+def make_history_store(settings: Settings) -> HistoryStore:
+    """Where history lives: MongoDB when configured, else Redis when configured, else memory."""
+    if settings.mongo_url is not None:
+        return MongoHistoryStore(settings.mongo_url, database_name=settings.mongo_database)
+    if settings.redis is not None:
+        return RedisHistoryStore(connect(settings.redis), prefix=settings.redis.prefix)
+    return MemoryHistoryStore()
 
 
 class Push:

@@ -13,9 +13,16 @@ Environment:
                                     of the default app (default none)
     PUSH_APP_SUBSCRIPTION_COUNT     subscription_count events and webhooks on the default app
                                     (default false)
+    PUSH_APP_HISTORY_CHANNELS       comma-separated glob patterns (fnmatch, e.g. presence-chat-*)
+                                    of the default app's channels that keep history, with
+                                    offsets and resume (default none: no history)
+    PUSH_APP_HISTORY_SIZE           messages kept per history channel (default 100)
+    PUSH_APP_HISTORY_TTL            seconds a history message is kept (default 3600)
     PUSH_DEFAULT_APP                false: no default app (then PUSH_APPS_FILE must give apps)
     PUSH_APPS_FILE                  JSON list of more apps, each {"id", "key", "secret", options...};
-                                    "webhooks" lists URLs or {"url", "event_types": [...]}
+                                    "webhooks" lists URLs or {"url", "event_types": [...]};
+                                    "history_channels" lists glob patterns, with
+                                    "history_size" and "history_ttl" as above
     PUSH_ACTIVITY_TIMEOUT           seconds of silence before the server pings (default 120)
     PUSH_PONG_TIMEOUT               seconds to answer that ping before close 4201 (default 30)
     PUSH_MAX_CONNECTIONS            connections per process, 4100 beyond (default 0: no limit)
@@ -61,6 +68,10 @@ Redis (many processes as one cluster; off unless PUSH_REDIS_URL or PUSH_REDIS_HO
                                     share one Redis; no spaces or braces (default push)
     PUSH_NODE_HEARTBEAT             seconds between a process's heartbeats; a process silent
                                     for two is dead and its connections removed (default 15)
+
+History store: MongoDB when PUSH_MONGO_URL is set, else Redis when configured, else memory:
+    PUSH_MONGO_URL                  mongodb:// or mongodb+srv:// URL (credentials percent-encoded)
+    PUSH_MONGO_DATABASE             the database of the history collections (default tornado_push)
 """
 
 from __future__ import annotations
@@ -84,6 +95,8 @@ DEFAULT_APP_SECRET = "app-secret"
 _APP_ID_RE = re.compile(r"[0-9]+")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _HUB_DEFAULTS = HubOptions()
+_APP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(App)
+                 if f.default is not dataclasses.MISSING}
 _WEBHOOK_DEFAULTS = WebhookOptions()
 _REDIS_DEFAULTS = RedisConfig()
 #: Braces would change which part of a key Redis Cluster hashes.
@@ -91,7 +104,11 @@ _REDIS_PREFIX_RE = re.compile(r"[^\s{}]+")
 #: What PUSH_REDIS_URL gives at once; each is refused next to it.
 _REDIS_ENDPOINT = ("PUSH_REDIS_HOST", "PUSH_REDIS_PORT", "PUSH_REDIS_DB", "PUSH_REDIS_USERNAME",
                    "PUSH_REDIS_PASSWORD", "PUSH_REDIS_TLS")
+#: App options that must be above 0 (a history channel keeps at least one message).
+_POSITIVE_OPTIONS = frozenset({"history_size", "history_ttl"})
 _REDIS_OPTIONS = ("PUSH_REDIS_CLUSTER", "PUSH_REDIS_PREFIX", "PUSH_NODE_HEARTBEAT")
+#: What MongoDB accepts as a database name.
+_MONGO_DATABASE_RE = re.compile(r'[^\s/\\."$]{1,63}')
 
 
 class SettingsError(ValueError):
@@ -116,6 +133,9 @@ class Settings:
     drain_grace: float = 5.0
     drain_timeout: float = 10.0
     websocket_compression: bool = False
+    #: None: history in Redis when configured, else in memory. Not in a repr: it may hold a password.
+    mongo_url: str | None = field(default=None, repr=False)
+    mongo_database: str = "tornado_push"
     #: Young-generation GC threshold (0: Python's default); see server.tune_gc.
     gc_threshold: int = 20000
     #: The demo pages and their unauthenticated endpoints (``handlers/demo.py``).
@@ -173,6 +193,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         # Demo endpoints sign for anyone: on by default only where the secret is public anyway.
         demo=env.flag("PUSH_DEMO", _is_embedded_default(env, apps)),
         **_tls(env),
+        **_mongo(env),
     )
     values.update({name: value for name, value in overrides.items() if value is not None})
     settings = Settings(**values)
@@ -198,6 +219,18 @@ def _tls(env: "_Env") -> dict[str, str | None]:
         if path is not None and not os.access(path, os.R_OK):
             raise SettingsError(f"{name} {path!r} cannot be read")
     return files
+
+
+def _mongo(env: "_Env") -> dict[str, str | None]:
+    """Where MongoDB history lives; the URL is checked for its scheme only, never echoed."""
+    url = env.environ.get("PUSH_MONGO_URL", "").strip() or None
+    if url is not None and not url.startswith(("mongodb://", "mongodb+srv://")):
+        raise SettingsError("PUSH_MONGO_URL must start with mongodb:// or mongodb+srv://")
+    database = env.text("PUSH_MONGO_DATABASE", Settings.mongo_database)
+    if _MONGO_DATABASE_RE.fullmatch(database) is None:
+        raise SettingsError(f"PUSH_MONGO_DATABASE {database!r} must be 1-63 characters without "
+                            "spaces or any of /\\. \"$")
+    return {"mongo_url": url, "mongo_database": database}
 
 
 class _Env:
@@ -315,9 +348,13 @@ def _apps(env: _Env) -> tuple[App, ...]:
             "secret": env.text("PUSH_APP_SECRET", DEFAULT_APP_SECRET),
             "client_events": env.flag("PUSH_APP_CLIENT_EVENTS", True),
             "subscription_count_events": env.flag("PUSH_APP_SUBSCRIPTION_COUNT", False),
+            "history_channels": _comma_list(env, "PUSH_APP_HISTORY_CHANNELS"),
+            "history_size": env.integer("PUSH_APP_HISTORY_SIZE", _APP_DEFAULTS["history_size"],
+                                        positive=True),
+            "history_ttl": env.number("PUSH_APP_HISTORY_TTL", _APP_DEFAULTS["history_ttl"],
+                                      positive=True),
         })
-        urls = [url.strip() for url in env.environ.get("PUSH_APP_WEBHOOKS", "").split(",")]
-        webhooks = _webhook_targets("PUSH_APP_WEBHOOKS", [url for url in urls if url])
+        webhooks = _webhook_targets("PUSH_APP_WEBHOOKS", _comma_list(env, "PUSH_APP_WEBHOOKS"))
         apps.append(("PUSH_APP_*", dataclasses.replace(default, webhooks=webhooks)))
     path = env.environ.get("PUSH_APPS_FILE")
     if path:
@@ -332,6 +369,12 @@ def _apps(env: _Env) -> tuple[App, ...]:
                 raise SettingsError(f"{where}: {kind} {value!r} is already used by {seen[value]}")
             seen[value] = where
     return tuple(app for _, app in apps)
+
+
+def _comma_list(env: _Env, name: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated variable (none when unset)."""
+    items = (item.strip() for item in env.environ.get(name, "").split(","))
+    return [item for item in items if item]
 
 
 def _apps_file(path: str) -> list[tuple[str, App]]:
@@ -367,14 +410,24 @@ def _app(where: str, entry: Any) -> App:
         # '/' and '?' would break the socket path, ':' the "key:signature" auth tokens.
         raise SettingsError(f"{where}: key must not contain '/', '?' or ':'")
     types = typing.get_type_hints(App)
-    defaults = {f.name: f.default for f in dataclasses.fields(App) if f.default is not dataclasses.MISSING}
     options = dict(entry)
     for name, value in entry.items():
         if name == "webhooks":  # tuple[WebhookTarget, ...] is no class for isinstance
             options[name] = _webhook_targets(f"{where}: webhooks", value)
-        elif name in defaults:
-            _check_option(where, name, value, types[name], defaults[name])
+        elif name == "history_channels":
+            options[name] = _glob_patterns(f"{where}: history_channels", value)
+        elif name in _APP_DEFAULTS:
+            _check_option(where, name, value, types[name], _APP_DEFAULTS[name],
+                          positive=name in _POSITIVE_OPTIONS)
     return App(**options)
+
+
+def _glob_patterns(where: str, items: Any) -> tuple[str, ...]:
+    """A list of non-empty fnmatch patterns such as ``presence-chat-*``."""
+    if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
+        raise SettingsError(f"{where} must be a list of channel name patterns like "
+                            f"\"presence-chat-*\", got {items!r}")
+    return tuple(items)
 
 
 def _webhook_targets(where: str, items: Any) -> tuple[WebhookTarget, ...]:
@@ -413,17 +466,21 @@ def _is_http_url(url: Any) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
 
 
-def _check_option(where: str, name: str, value: Any, kind: type, default: Any) -> None:
-    """``kind`` is the field's annotation: ``cache_ttl: float = 1800`` takes 90.5 as well as 90."""
+def _check_option(where: str, name: str, value: Any, kind: type, default: Any, *,
+                  positive: bool = False) -> None:
+    """``kind`` is the field's annotation: ``cache_ttl: float = 1800`` takes 90.5 as well as 90.
+
+    Numbers must be at least 0, or above 0 when ``positive``.
+    """
     if kind is bool:
         ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    elif kind is float:
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and math.isfinite(value) and value >= 0)
+    elif kind in (int, float):
+        ok = (isinstance(value, (int, float) if kind is float else int)
+              and not isinstance(value, bool) and math.isfinite(value)
+              and (value > 0 if positive else value >= 0))
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise SettingsError(f"{where}: {name} must be a {kind.__name__} like {default!r}, "
+        above = "above 0 " if positive else ""
+        raise SettingsError(f"{where}: {name} must be a {kind.__name__} {above}like {default!r}, "
                             f"got {value!r}")

@@ -41,6 +41,7 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
         (rf"{at}{_APP}/channels", api.ChannelsHandler, signed),
         (rf"{at}{_APP}/channels/{_CHANNEL}", api.ChannelHandler, signed),
         (rf"{at}{_APP}/channels/{_CHANNEL}/users", api.ChannelUsersHandler, signed),
+        (rf"{at}{_APP}/channels/{_CHANNEL}/history", api.ChannelHistoryHandler, signed),
         (rf"{at}{_APP}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, signed),
         # The Python SDK posts here without /apps/{id}: the signed auth_key names the app.
         (rf"{at}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, signed),

@@ -166,6 +166,25 @@ class ChannelUsersHandler(ApiHandler):
         self.write_json({"users": [{"id": user_id} for user_id in users]})
 
 
+class ChannelHistoryHandler(ApiHandler):
+    """``GET /apps/{id}/channels/{channel}/history?limit=&after=&before=``: stored messages,
+    ascending; with ``after``, the oldest after it, else the newest (docs/history.md)."""
+
+    async def get(self, app_id: str, channel: str) -> None:
+        query = rest.parse_history_query(self.app, channel, *(
+            self.get_query_argument(name, None) for name in ("limit", "after", "before")))
+        page = await self.hub.history.read(self.app.id, channel, after=query.after,
+                                           before=query.before, limit=query.limit,
+                                           retention=query.retention)
+        self.write_json({
+            "epoch": page.epoch,
+            "items": [{"offset": entry.offset, "event": entry.event, "data": entry.data,
+                       "time": entry.time} for entry in page.entries],
+            "first_offset": page.first_offset,
+            "last_offset": page.last_offset,
+        })
+
+
 class TerminateConnectionsHandler(ApiHandler):
     """``POST [/apps/{id}]/users/{user_id}/terminate_connections``: sign a user out everywhere."""
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Iterable
+
+from .history.base import Retention
 
 
 #: Every webhook event type, in the order the Pusher docs list them.
@@ -58,6 +61,17 @@ class App:
     #: Send ``pusher_internal:subscription_count`` to subscribers of non-presence channels.
     subscription_count_events: bool = False
     webhooks: tuple[WebhookTarget, ...] = ()
+    #: Glob patterns (``fnmatch``, case-sensitive) of the channels that keep history.
+    history_channels: tuple[str, ...] = ()
+    #: Entries kept per history channel, and seconds each is kept.
+    history_size: int = 100
+    history_ttl: float = 3600.0
+
+    def history_retention(self, channel: str) -> Retention | None:
+        """What the channel keeps, or None when it has no history."""
+        if not any(fnmatchcase(channel, pattern) for pattern in self.history_channels):
+            return None
+        return Retention(max_count=self.history_size, max_age=self.history_ttl)
 
     @classmethod
     def option_names(cls) -> frozenset[str]:

@@ -24,6 +24,10 @@ class Publication:
     exclude: str | None = None
     #: Sender of a client event on a presence channel.
     user_id: str | None = None
+    #: On a history channel: the channel's history epoch and this publication's offset
+    #: there, assigned once at the origin (see docs/history.md).
+    epoch: str | None = None
+    offset: int | None = None
 
 
 Deliver = Callable[[Publication], None]
@@ -48,6 +52,11 @@ class Broker(ABC):
         """Route publications to ``deliver`` and control messages to ``control``."""
         self._deliver = deliver
         self._control = control
+
+    @property
+    def connected(self) -> bool:
+        """Whether publications can be sent now."""
+        return True
 
     def status(self) -> dict[str, Any]:
         """What ``/health`` reports of the broker."""

@@ -78,3 +78,8 @@ class ApiError(PushError):
 
 class BrokerUnavailable(PushError):
     """The broker or shared state (Redis) cannot be reached; HTTP answers 503."""
+
+
+class HistoryUnavailable(BrokerUnavailable):
+    """The history store cannot be reached: a publish on a history channel is
+    refused (HTTP 503, nothing delivered), a resume is answered "cannot recover"."""

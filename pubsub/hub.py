@@ -3,7 +3,9 @@
 Every publication, whatever its origin (HTTP API, client event, presence
 change), goes through the broker and comes back to :meth:`Hub.deliver`, which
 encodes the Pusher frame once and hands the same bytes to each local
-subscriber. What spans processes (counts, presence, online users, cache) is
+subscriber. On a history channel the origin first appends the publication to
+the history store, which gives it its offset, and each process delivers in
+offset order (see :mod:`.streams`). What spans processes (counts, presence, online users, cache) is
 asked of the :class:`~pubsub.state.ClusterState`; the process whose call
 changed it cluster-wide sends the event or webhook, so each goes out once.
 """
@@ -11,6 +13,8 @@ changed it cluster-wide sends the event or webhook, so each goes out once.
 from __future__ import annotations
 
 import asyncio
+import functools
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -22,9 +26,13 @@ from .apps import App, AppRegistry
 from .broker import Broker, MemoryBroker, Publication
 from .counts import SubscriptionCountThrottle
 from .errors import BrokerUnavailable, ConnectionRefused, ErrorCode, SubscriptionRefused
+from .history import HistoryStore
+from .history.memory import MemoryHistoryStore
 from .presence import Member
 from .protocol import ChannelKind
+from .channels import LocalChannel
 from .state import CacheEntry, ClusterState, Departure, MemoryState, Orphan
+from .streams import ChannelStream, Position, replay
 from .users import Users
 from .webhooks import Webhooks
 
@@ -50,22 +58,6 @@ class HubOptions:
     max_inbound_burst: int = 200
 
 
-class LocalChannel:
-    """One channel's subscribers on this process.
-
-    ``ready`` resolves once the broker delivers the channel here, so that no
-    subscriber is told it succeeded before it can receive.
-    """
-
-    __slots__ = ("name", "kind", "subscribers", "ready")
-
-    def __init__(self, name: str, kind: ChannelKind) -> None:
-        self.name = name
-        self.kind = kind
-        self.subscribers: dict[str, Session] = {}
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
 class AppState:
     """What this process holds of one app."""
 
@@ -86,7 +78,7 @@ class Hub:
 
     def __init__(self, apps: AppRegistry, *, broker: Broker | None = None,
                  state: ClusterState | None = None, options: HubOptions | None = None,
-                 webhooks: Webhooks | None = None,
+                 webhooks: Webhooks | None = None, history: HistoryStore | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.apps = apps
         self.options = options or HubOptions()
@@ -108,6 +100,7 @@ class Hub:
         self.users = Users(apps, self._broker, self.state)
         self._broker.attach(self.deliver, self.users.on_control)
         self.webhooks = webhooks or Webhooks()
+        self.history = history or MemoryHistoryStore()
         self._counts = SubscriptionCountThrottle(self._announce_count, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._periodic: list[asyncio.Task[None]] = []
@@ -119,6 +112,7 @@ class Hub:
         self.state.on_registration_lost = self.register_again
         self.node_id = await self.state.start()
         await self._broker.start()
+        await self.history.start()
         await self.webhooks.start()
         self._periodic.append(asyncio.ensure_future(self._check_activity_forever()))
         if self.state.reap_interval is not None:
@@ -131,7 +125,12 @@ class Hub:
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
         self._counts.close()
+        for state in self._states.values():
+            for channel in state.channels.values():
+                if channel.stream is not None:
+                    channel.stream.close()
         await self.webhooks.close()
+        await self.history.close()
         await self._broker.close()
         await self.state.close()
 
@@ -188,7 +187,7 @@ class Hub:
         for name in session.channels:
             channel = state.channels.get(name)
             if channel is not None:
-                channel.subscribers.pop(session.socket_id, None)
+                channel.remove(session.socket_id)
         # While draining, the client is reconnecting to another process: keep its
         # presence here a little, so that others see it stay rather than leave and rejoin.
         delay = self._drain_grace if self.draining else 0
@@ -286,7 +285,7 @@ class Hub:
         except BrokerUnavailable:
             await self._drop_if_empty(app, channel)
             raise
-        channel.subscribers[session.socket_id] = session
+        channel.add(session)
         if arrival.occupied:
             self.webhooks.channel_occupied(app, name)
         self._subscribers_changed(app, channel)
@@ -312,24 +311,69 @@ class Hub:
         channel = channels.get(name)
         if channel is None:
             channel = channels[name] = LocalChannel(name, kind)
+            subscribed = False
             try:
                 await self._broker.subscribe(app.id, name)
+                subscribed = True
+                await self._start_stream(app, channel)
             except Exception as error:
                 del channels[name]
                 channel.ready.set_exception(error)
                 channel.ready.exception()  # retrieved: the waiters below re-raise it
+                if subscribed:
+                    await self._broker.unsubscribe(app.id, name)
                 raise
             channel.ready.set_result(None)
         else:
             await asyncio.shield(channel.ready)
         return channel
 
+    async def _start_stream(self, app: App, channel: LocalChannel) -> None:
+        """Give a history channel its stream, at the store's position."""
+        retention = app.history_retention(channel.name)
+        if retention is None:
+            return
+        channel.stream = ChannelStream(
+            self.history, app.id, channel.name, retention,
+            send=functools.partial(self._broadcast, channel), announce=channel.send_frame)
+        await channel.stream.start()
+
+    async def catch_up(self, session: Session, name: str, resume: Position | None) -> None:
+        """Make a session joining a history channel live, after sending it what it
+        missed since ``resume`` and ``resume_succeeded`` (or ``resume_failed``)."""
+        channel = self._states[session.app.id].channels.get(name)
+        joiner = channel.joining.get(session.socket_id) if channel is not None else None
+        if channel is None or joiner is None or channel.stream is None:
+            return
+        sent = joiner.start
+        if resume is not None:
+            sent, frames = await replay(self.history, session.app.id, name,
+                                        channel.stream.retention, joiner.start, resume)
+            if channel.joining.get(session.socket_id) is not joiner:
+                return  # it left meanwhile
+            for frame in frames:
+                session.send(frame)
+        channel.go_live(joiner, sent)
+
+    def joining_position(self, session: Session, name: str) -> Position | None:
+        """Where a session joining a history channel starts; None on other channels."""
+        channel = self._states[session.app.id].channels.get(name)
+        joiner = channel.joining.get(session.socket_id) if channel is not None else None
+        return joiner.start if joiner is not None else None
+
+    async def resync_history(self) -> None:
+        """After a broker reconnect: deliver what pub/sub dropped meanwhile, from the store."""
+        for state in self._states.values():
+            for channel in state.channels.values():
+                if channel.stream is not None:
+                    channel.stream.resync()
+
     async def unsubscribe(self, session: Session, name: str) -> None:
         """Remove the session from a channel (and from its presence members)."""
         app = session.app
         channel = self._states[app.id].channels.get(name)
         if channel is not None:
-            channel.subscribers.pop(session.socket_id, None)
+            channel.remove(session.socket_id)
         departure = await self.state.leave(app.id, name, session.socket_id)
         await self._announce_departure(app, name, departure)
         if channel is not None:
@@ -339,8 +383,10 @@ class Hub:
     async def _drop_if_empty(self, app: App, channel: LocalChannel) -> None:
         """Stop receiving a channel that has no local subscriber left."""
         channels = self._states[app.id].channels
-        if not channel.subscribers and channels.get(channel.name) is channel:
+        if not channel.size and channels.get(channel.name) is channel:
             del channels[channel.name]
+            if channel.stream is not None:
+                channel.stream.close()
             await self._broker.unsubscribe(app.id, channel.name)
 
     async def _announce_departure(self, app: App, name: str, departure: Departure) -> None:
@@ -355,7 +401,7 @@ class Hub:
     def _subscribers_changed(self, app: App, channel: LocalChannel) -> None:
         # Presence channels count users instead, through member events.
         if not channel.kind.presence:
-            self._counts.changed(app, channel.name, len(channel.subscribers))
+            self._counts.changed(app, channel.name, channel.size)
 
     def _announce_count(self, app: App, name: str) -> None:
         self.spawn(self._send_count(app, name), f"subscription count of {name}")
@@ -422,30 +468,42 @@ class Hub:
         for name in channels:
             if protocol.channel_kind(name).cache:
                 await self.state.cache_put(app.id, name, event, data, app.cache_ttl)
-            await self._broker.publish(Publication(app.id, name, event, data, exclude))
+            await self._publish(app, Publication(app.id, name, event, data, exclude))
 
     async def relay(self, session: Session, name: str, event: str, data: str,
                     user_id: str | None) -> None:
         """Publish a client event to everyone on the channel but its sender."""
         self.webhooks.client_event(session.app, name, event, data, session.socket_id, user_id)
-        await self._broker.publish(Publication(
+        await self._publish(session.app, Publication(
             session.app.id, name, event, data, exclude=session.socket_id, user_id=user_id))
+
+    async def _publish(self, app: App, publication: Publication) -> None:
+        """Hand a publication to the broker; on a history channel, store it first,
+        which gives it its offset. Nothing is stored that the broker cannot send."""
+        retention = app.history_retention(publication.channel)
+        if retention is not None:
+            if not self._broker.connected:
+                raise BrokerUnavailable("the broker is unreachable: nothing was stored or sent")
+            epoch, entry = await self.history.append(
+                app.id, publication.channel, publication.event, publication.data,
+                time=time.time(), retention=retention)
+            publication = dataclasses.replace(publication, epoch=epoch, offset=entry.offset)
+        await self._broker.publish(publication)
 
     async def cached_event(self, app: App, name: str) -> CacheEntry | None:
         return await self.state.cache_get(app.id, name)
 
     def deliver(self, publication: Publication) -> None:
-        """Write one publication to this process's subscribers: encode once, send to each."""
+        """A publication from the broker for this process's subscribers; on a history
+        channel it goes through the stream, which delivers in offset order."""
         state = self._states.get(publication.app_id)
         channel = state.channels.get(publication.channel) if state else None
         if channel is None:
             return
-        frame = protocol.encode_frame(
-            publication.event, publication.data, publication.channel, publication.user_id)
-        excluded = publication.exclude
-        # No copy of the subscribers: send() only queues (transports write at the
-        # end of the loop iteration), so nothing here can change the dict.
-        for socket_id, session in channel.subscribers.items():
-            if socket_id != excluded:
-                session.send(frame)
-        self.messages_sent += len(channel.subscribers) - (excluded in channel.subscribers)
+        if channel.stream is not None and publication.offset is not None:
+            channel.stream.receive(publication)
+        else:
+            self._broadcast(channel, publication)
+
+    def _broadcast(self, channel: LocalChannel, publication: Publication) -> None:
+        self.messages_sent += channel.send(publication)

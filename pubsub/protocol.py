@@ -36,6 +36,10 @@ MEMBER_ADDED = "pusher_internal:member_added"
 MEMBER_REMOVED = "pusher_internal:member_removed"
 SUBSCRIPTION_COUNT = "pusher_internal:subscription_count"
 WATCHLIST_EVENTS = "pusher_internal:watchlist_events"
+# The history extension (docs/history.md); stock pusher-js ignores pusher_internal: events.
+RESUME_SUCCEEDED = "pusher_internal:resume_succeeded"
+RESUME_FAILED = "pusher_internal:resume_failed"
+CONTINUITY_LOST = "pusher_internal:continuity_lost"
 
 SERVER_TO_USER_PREFIX = "#server-to-user-"
 MAX_CHANNEL_NAME_LENGTH = 164
@@ -94,8 +98,13 @@ def dumps(value: Any) -> str:
 
 
 def encode_frame(event: str, data: str | None = None, channel: str | None = None,
-                 user_id: str | None = None) -> bytes:
-    """Encode one server-to-client frame as UTF-8; ``data`` is already a string."""
+                 user_id: str | None = None, epoch: str | None = None,
+                 offset: int | None = None) -> bytes:
+    """Encode one server-to-client frame as UTF-8; ``data`` is already a string.
+
+    ``epoch`` and ``offset`` (history channels) are top-level keys, which
+    pusher-js drops when it decodes a frame.
+    """
     frame: dict[str, Any] = {"event": event}
     if channel is not None:
         frame["channel"] = channel
@@ -103,6 +112,9 @@ def encode_frame(event: str, data: str | None = None, channel: str | None = None
         frame["data"] = data
     if user_id is not None:
         frame["user_id"] = user_id
+    if epoch is not None:
+        frame["epoch"] = epoch
+        frame["offset"] = offset
     return dumps(frame).encode()
 
 

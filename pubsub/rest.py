@@ -9,9 +9,14 @@ from typing import Any
 from . import protocol
 from .apps import App
 from .errors import ApiError, MessageRejected
+from .history import Retention
+
+MAX_USER_ID_LENGTH = 128
+#: Entries one ``GET .../history`` returns by default, and at most.
+HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
 
 #: ``info`` a publish may ask for; a channel query may also ask for ``cache``.
-MAX_USER_ID_LENGTH = 128
 
 INFO_ATTRIBUTES = frozenset({"subscription_count", "user_count"})
 CHANNEL_INFO_ATTRIBUTES = INFO_ATTRIBUTES | {"cache"}
@@ -130,6 +135,40 @@ def parse_channel_query(channel: str, info: str | None) -> frozenset[str]:
     if "user_count" in attributes and not protocol.channel_kind(channel).presence:
         raise ApiError(400, "info=user_count is only for presence channels")
     return attributes
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A validated ``GET /channels/{channel}/history``."""
+
+    retention: Retention
+    limit: int
+    after: int | None
+    before: int | None
+
+
+def parse_history_query(app: App, channel: str, limit: str | None, after: str | None,
+                        before: str | None) -> HistoryQuery:
+    """The query's numbers (400 when not whole numbers in range); 404 for a channel
+    the app keeps no history of."""
+    check_channel(channel)
+    retention = app.history_retention(channel)
+    if retention is None:
+        raise ApiError(404, f"Channel {channel} keeps no history: its name matches none of "
+                            "the app's history_channels patterns")
+    count = _whole_number("limit", limit, 1)
+    if count is not None and count > MAX_HISTORY_LIMIT:
+        raise ApiError(400, f"limit must be at most {MAX_HISTORY_LIMIT}")
+    return HistoryQuery(retention, HISTORY_LIMIT if count is None else count,
+                        _whole_number("after", after, 0), _whole_number("before", before, 1))
+
+
+def _whole_number(name: str, value: str | None, least: int) -> int | None:
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) < least:
+        raise ApiError(400, f"{name} must be a whole number of at least {least}, got {value!r}")
+    return int(value)
 
 
 def check_user_id(user_id: str) -> str:

@@ -21,6 +21,7 @@ from .presence import Member
 from .protocol import ClientFrame
 from .ratelimit import TokenBucket
 from .signing import verify_channel_auth, verify_user_auth
+from .streams import ALREADY_SUBSCRIBED, NO_HISTORY, Position
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +197,11 @@ class Session:
             kind = protocol.channel_kind(name)
         except MessageRejected as rejection:
             raise SubscriptionRefused(rejection.message, kind="InvalidChannel", status=400) from None
+        resume = Position.parse(data["resume"]) if "resume" in data else None
         if name in self.channels:  # a repeated subscribe is answered, not joined twice
             snapshot = await self.hub.presence_snapshot(self.app, name) if kind.presence else None
             self._send_subscription_succeeded(name, snapshot)
+            self._refuse_resume(name, resume, ALREADY_SUBSCRIBED)
             return
         member = self._authorize(name, kind, data)
         snapshot = await self.hub.subscribe(self, name, kind, member)
@@ -207,9 +210,19 @@ class Session:
             self.channels.pop(name)
             await self.hub.unsubscribe(self, name)
             return
-        self._send_subscription_succeeded(name, snapshot)
+        start = self.hub.joining_position(self, name)
+        self._send_subscription_succeeded(name, snapshot, start)
+        if start is not None:
+            await self.hub.catch_up(self, name, resume)
+        else:
+            self._refuse_resume(name, resume, NO_HISTORY)
         if kind.cache:
             await self._replay_cache(name)
+
+    def _refuse_resume(self, name: str, resume: Position | None, reason: str) -> None:
+        if resume is not None:
+            payload = {"reason": reason, "epoch": None, "offset": None}
+            self.send(protocol.encode_event(protocol.RESUME_FAILED, payload, name))
 
     def _authorize(self, name: str, kind: protocol.ChannelKind, data: dict[str, Any]) -> Member | None:
         """Check the subscription's right to the channel; the presence member, if any."""
@@ -228,9 +241,13 @@ class Session:
                                       "key and secret", status=401)
         return parse_member(self.app, channel_data) if kind.presence else None
 
-    def _send_subscription_succeeded(self, name: str, snapshot: dict[str, Any] | None) -> None:
-        payload = {"presence": snapshot} if snapshot is not None else {}
-        self.send(protocol.encode_event(protocol.SUBSCRIPTION_SUCCEEDED, payload, name))
+    def _send_subscription_succeeded(self, name: str, snapshot: dict[str, Any] | None,
+                                     start: Position | None = None) -> None:
+        """``start`` (history channels): the position live messages follow."""
+        payload = protocol.dumps({"presence": snapshot} if snapshot is not None else {})
+        self.send(protocol.encode_frame(protocol.SUBSCRIPTION_SUCCEEDED, payload, name,
+                                        epoch=start.epoch if start else None,
+                                        offset=start.offset if start else None))
 
     async def _replay_cache(self, name: str) -> None:
         cached = await self.hub.cached_event(self.app, name)

@@ -24,16 +24,21 @@ checkout.load()  # the tests import this checkout as tornado_push, never an inst
 
 from app_server import auth_routes, sdk_client  # noqa: E402
 
-# Real redis-server fixtures (redis_server, fresh_redis, redis_cluster), and
-# `python server.py` subprocesses (server_processes), headless Chromium (browser).
-pytest_plugins = ["redis_server", "server_processes", "browser"]
+# Real redis-server fixtures (redis_server, fresh_redis, redis_cluster),
+# `python server.py` subprocesses (server_processes), headless Chromium
+# (browser), and a MongoDB or nx-27017 for the Mongo history store (mongo_server).
+pytest_plugins = ["redis_server", "server_processes", "browser", "mongo_server"]
 from pusherjs import JSClient, PusherJS  # noqa: E402
 
 from tornado_push.handlers import routes  # noqa: E402
 from tornado_push.pubsub.apps import App, AppRegistry  # noqa: E402
+from tornado_push.pubsub.history import HistoryStore  # noqa: E402
+from tornado_push.pubsub.history.memory import MemoryHistoryStore  # noqa: E402
 from tornado_push.pubsub.hub import Hub, HubOptions  # noqa: E402
 
-MAIN = App(id="1", key="app-key", secret="app-secret")
+#: Channels of the main app that keep history (docs/history.md).
+HISTORY_CHANNELS = ("history-*", "private-history-*", "presence-history-*")
+MAIN = App(id="1", key="app-key", secret="app-secret", history_channels=HISTORY_CHANNELS)
 QUIET = App(id="2", key="quiet-key", secret="quiet-secret", client_events=False)
 DISABLED = App(id="3", key="off-key", secret="off-secret", enabled=False)
 TINY = App(id="4", key="tiny-key", secret="tiny-secret", max_connections=3,
@@ -44,7 +49,10 @@ SIGNIN_REQUIRED = App(id="5", key="signin-key", secret="signin-secret",
 COUNTED = App(id="6", key="count-key", secret="count-secret", subscription_count_events=True)
 SMALL_BUFFER = App(id="7", key="small-buffer-key", secret="small-buffer-secret",
                    max_outbound_bytes=256 * 1024)
-APPS = [MAIN, QUIET, DISABLED, TINY, SIGNIN_REQUIRED, COUNTED, SMALL_BUFFER]
+#: Every channel keeps history, but only three messages for a minute.
+SHORT_HISTORY = App(id="8", key="short-history-key", secret="short-history-secret",
+                    history_channels=("*",), history_size=3, history_ttl=60)
+APPS = [MAIN, QUIET, DISABLED, TINY, SIGNIN_REQUIRED, COUNTED, SMALL_BUFFER, SHORT_HISTORY]
 MAX_MESSAGE_BYTES = 16 * 1024
 
 
@@ -61,8 +69,15 @@ def clock() -> Callable[[], float]:
 
 
 @pytest.fixture
-def hub(io_loop, hub_options: HubOptions, clock: Callable[[], float]) -> Hub:
-    hub = Hub(AppRegistry(APPS), options=hub_options, clock=clock)
+def history_store() -> HistoryStore:
+    """The hub's history store; override in a test module to use another."""
+    return MemoryHistoryStore()
+
+
+@pytest.fixture
+def hub(io_loop, hub_options: HubOptions, clock: Callable[[], float],
+        history_store: HistoryStore) -> Hub:
+    hub = Hub(AppRegistry(APPS), options=hub_options, clock=clock, history=history_store)
     io_loop.run_sync(hub.start)
     yield hub
     io_loop.run_sync(hub.close)

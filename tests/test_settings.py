@@ -220,3 +220,37 @@ def test_server_exits_2_naming_an_invalid_app_id():
 def test_app_key_with_a_colon_is_refused_because_auth_tokens_split_on_it():
     with pytest.raises(SettingsError, match="PUSH_APP_.*':'"):
         load_settings({"PUSH_APP_KEY": "a:b"})
+
+
+# -- history ----------------------------------------------------------------------------
+
+def test_default_app_history_comes_from_push_app_history_variables():
+    app = load_settings({"PUSH_APP_HISTORY_CHANNELS": " presence-chat-* , orders-*,",
+                         "PUSH_APP_HISTORY_SIZE": "500", "PUSH_APP_HISTORY_TTL": "90.5"}).apps[0]
+    assert app.history_channels == ("presence-chat-*", "orders-*")
+    retention = app.history_retention("presence-chat-42")
+    assert (retention.max_count, retention.max_age) == (500, 90.5)
+    assert app.history_retention("presence-other") is None
+    assert load_settings({}).apps[0].history_retention("presence-chat-42") is None
+
+
+def test_apps_file_sets_history_per_app(tmp_path):
+    path = apps_file(tmp_path, [{"id": "10", "key": "k", "secret": "s",
+                                 "history_channels": ["*"], "history_size": 3, "history_ttl": 60}])
+    app = load_settings({"PUSH_APPS_FILE": path, "PUSH_DEFAULT_APP": "false"}).apps[0]
+    assert app.history_retention("anything").max_count == 3
+
+
+@pytest.mark.parametrize("option, value", [
+    ("history_channels", "history-*"), ("history_channels", ["ok-*", ""]),
+    ("history_channels", [3]), ("history_size", 0), ("history_ttl", 0), ("history_size", 1.5),
+])
+def test_invalid_history_options_in_a_file_app_are_refused(tmp_path, option, value):
+    path = apps_file(tmp_path, [{"id": "10", "key": "k", "secret": "s", option: value}])
+    refused({"PUSH_APPS_FILE": path}, "PUSH_APPS_FILE app #1", option)
+
+
+@pytest.mark.parametrize("name, value", [("PUSH_APP_HISTORY_SIZE", "0"),
+                                         ("PUSH_APP_HISTORY_TTL", "-1")])
+def test_invalid_history_variables_are_refused(name, value):
+    refused({name: value}, name)

@@ -6,7 +6,8 @@ Every publication comes back through the subscription, the publisher's own
 included: Redis then gives every process the same order.
 
 Wire format (compact JSON; app id and channel are in the pub/sub name):
-    publication       ``[event, data, exclude, user_id]``
+    publication       ``[event, data, exclude, user_id]``, and ``epoch, offset`` after
+                      them on a history channel (older processes read the four alone)
     control message   a JSON object
 """
 
@@ -86,8 +87,11 @@ class RedisBroker(Broker):
 
     async def publish(self, publication: Publication) -> None:
         name = pubsub_channel(self.config.prefix, publication.app_id, publication.channel)
-        payload = _encode([publication.event, publication.data, publication.exclude,
-                           publication.user_id])
+        fields: list[Any] = [publication.event, publication.data, publication.exclude,
+                             publication.user_id]
+        if publication.epoch is not None:
+            fields += [publication.epoch, publication.offset]
+        payload = _encode(fields)
         await self._send(name, payload, sharded=self.config.cluster)
 
     async def broadcast(self, message: dict[str, Any]) -> None:
@@ -153,9 +157,14 @@ def _publication(where: tuple[str, str], payload: bytes) -> Publication | None:
     fields = _decode(payload, list)
     if fields is None:
         return None
-    if (len(fields) != 4 or not all(isinstance(field, str) for field in fields[:2])
-            or not all(field is None or isinstance(field, str) for field in fields[2:])):
+    if (len(fields) not in (4, 6) or not all(isinstance(field, str) for field in fields[:2])
+            or not all(field is None or isinstance(field, str) for field in fields[2:4])
+            or (len(fields) == 6 and not _is_position(*fields[4:]))):
         log.warning("Redis: skipped a malformed publication: %.200r", payload)
         return None
-    event, data, exclude, user_id = fields
-    return Publication(where[0], where[1], event, data, exclude, user_id)
+    return Publication(where[0], where[1], *fields)
+
+
+def _is_position(epoch: Any, offset: Any) -> bool:
+    return (isinstance(epoch, str) and isinstance(offset, int) and not isinstance(offset, bool)
+            and offset > 0)

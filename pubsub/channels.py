@@ -1,0 +1,81 @@
+"""One channel's sessions on this process, and the broadcast path: encode once, send to each."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from . import protocol
+from .broker import Publication
+from .protocol import ChannelKind
+from .streams import ChannelStream, Joiner, Position
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class LocalChannel:
+    """One channel's subscribers on this process.
+
+    ``ready`` resolves once the broker delivers the channel here (and a
+    history channel's stream knows its position), so that no subscriber is
+    told it succeeded before it can receive. On a history channel, a session
+    is in ``joining`` until it has what it missed, then in ``subscribers``.
+    """
+
+    __slots__ = ("name", "kind", "subscribers", "joining", "stream", "ready")
+
+    def __init__(self, name: str, kind: ChannelKind) -> None:
+        self.name = name
+        self.kind = kind
+        self.subscribers: dict[str, Session] = {}
+        self.joining: dict[str, Joiner] = {}
+        self.stream: ChannelStream | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def size(self) -> int:
+        """Local sessions on the channel, live or joining."""
+        return len(self.subscribers) + len(self.joining)
+
+    def add(self, session: Session) -> None:
+        """A subscriber; on a history channel it joins first (see :meth:`go_live`)."""
+        if self.stream is None:
+            self.subscribers[session.socket_id] = session
+        else:
+            self.joining[session.socket_id] = Joiner(session, self.stream.position)
+
+    def remove(self, socket_id: str) -> None:
+        self.subscribers.pop(socket_id, None)
+        self.joining.pop(socket_id, None)
+
+    def send(self, publication: Publication) -> int:
+        """Write one publication to the subscribers: encode once, send to each.
+        Returns how many live subscribers it was written to."""
+        frame = protocol.encode_frame(
+            publication.event, publication.data, publication.channel, publication.user_id,
+            publication.epoch, publication.offset)
+        excluded = publication.exclude
+        # No copy of the subscribers: send() only queues (transports write at the
+        # end of the loop iteration), so nothing here can change the dict.
+        for socket_id, session in self.subscribers.items():
+            if socket_id != excluded:
+                session.send(frame)
+        for joiner in self.joining.values():
+            joiner.hold(publication, frame)
+        return len(self.subscribers) - (excluded in self.subscribers)
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write a frame that is no publication (``continuity_lost``) to every session."""
+        for session in self.subscribers.values():
+            session.send(frame)
+        for joiner in self.joining.values():
+            joiner.hold(None, frame)
+
+    def go_live(self, joiner: Joiner, sent: Position) -> None:
+        """A joining session has what it missed up to ``sent``: it gets the held
+        frames after that, then every publication as it comes."""
+        socket_id = joiner.session.socket_id
+        del self.joining[socket_id]
+        self.subscribers[socket_id] = joiner.session
+        joiner.release(sent)
