@@ -99,7 +99,7 @@ class ApiHandler(JsonHandler):
 
     async def channel_info(self, channel: str, attributes: frozenset[str]) -> dict[str, Any]:
         """The requested ``info`` attributes of one channel (``occupied`` among them)."""
-        info = await self.hub.channel_info(self.app, channel)
+        info = await self.hub.queries.channel_info(self.app, channel)
         selected = {name: info[name] for name in attributes if name in info}
         if "cache" in attributes:
             cached = await self.hub.cached_event(self.app, channel)
@@ -141,7 +141,7 @@ class ChannelsHandler(ApiHandler):
     async def get(self, app_id: str) -> None:
         prefix = self.get_query_argument("filter_by_prefix", "", strip=False)
         attributes = rest.parse_channels_query(prefix, self.get_query_argument("info", None))
-        channels = await self.hub.occupied_channels(self.app, prefix)
+        channels = await self.hub.queries.occupied_channels(self.app, prefix)
         self.write_json({"channels": {name: {attribute: info[attribute] for attribute in attributes
                                              if attribute in info}
                                       for name, info in channels.items()}})
@@ -162,7 +162,7 @@ class ChannelUsersHandler(ApiHandler):
         rest.check_channel(channel)
         if not protocol.channel_kind(channel).presence:
             raise ApiError(400, "Users can only be listed on presence channels")
-        users = await self.hub.presence_user_ids(self.app, channel)
+        users = await self.hub.queries.presence_user_ids(self.app, channel)
         self.write_json({"users": [{"id": user_id} for user_id in users]})
 
 

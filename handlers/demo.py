@@ -223,7 +223,7 @@ class MonitorTicker:
                 log.warning("demo monitor could not publish: %s", outage.message)
 
     async def _publish(self, messages_per_second: float, lag: float) -> None:
-        watched = await self.hub.channel_info(self.app, MONITOR_CHANNEL)
+        watched = await self.hub.queries.channel_info(self.app, MONITOR_CHANNEL)
         if not watched["occupied"]:
             return
         rss = rss_bytes()

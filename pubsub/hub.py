@@ -5,16 +5,16 @@ change), goes through the broker and comes back to :meth:`Hub.deliver`, which
 encodes the Pusher frame once and hands the same bytes to each local
 subscriber. On a history channel the origin first appends the publication to
 the history store, which gives it its offset, and each process delivers in
-offset order (see :mod:`.streams`). What spans processes (counts, presence, online users, cache) is
-asked of the :class:`~pubsub.state.ClusterState`; the process whose call
-changed it cluster-wide sends the event or webhook, so each goes out once.
+offset order (see :mod:`.history_channels`). What spans processes (counts,
+presence, online users, cache) is asked of the :class:`~pubsub.state.ClusterState`;
+the process whose call changed it cluster-wide sends the event or webhook
+(see :mod:`.announcements`), so each goes out once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -22,17 +22,19 @@ from itertools import count
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from . import protocol
+from .announcements import Announcer
 from .apps import App, AppRegistry
 from .broker import Broker, MemoryBroker, Publication
-from .counts import SubscriptionCountThrottle
+from .channels import LocalChannel
 from .errors import BrokerUnavailable, ConnectionRefused, ErrorCode, SubscriptionRefused
 from .history import HistoryStore
 from .history.memory import MemoryHistoryStore
+from .history_channels import HistoryChannels
 from .presence import Member
 from .protocol import ChannelKind
-from .channels import LocalChannel
-from .state import CacheEntry, ClusterState, Departure, MemoryState, Orphan
-from .streams import ChannelStream, Position, replay
+from .queries import ChannelQueries
+from .state import CacheEntry, ClusterState, MemoryState
+from .streams import Position
 from .users import Users
 from .webhooks import Webhooks
 
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class HubOptions:
@@ -72,6 +75,11 @@ class AppState:
 class Hub:
     """Channels → local connections for every app, and the publish path.
 
+    It delegates what history channels do differently to
+    :class:`HistoryChannels`, the events and webhooks of cluster-wide changes
+    to :class:`Announcer`, signed-in users to :class:`Users`, and the HTTP
+    API's channel queries to :attr:`queries`.
+
     ``clock`` is monotonic seconds. Socket ids are ``{node_id}.{n}``, unique
     across processes because the cluster state hands out node ids.
     """
@@ -98,10 +106,14 @@ class Hub:
         self._broker = broker or MemoryBroker()
         self.state = state or MemoryState(clock)
         self.users = Users(apps, self._broker, self.state)
+        #: The HTTP API's channel queries (cluster-wide).
+        self.queries = ChannelQueries(self.state)
         self._broker.attach(self.deliver, self.users.on_control)
         self.webhooks = webhooks or Webhooks()
         self.history = history or MemoryHistoryStore()
-        self._counts = SubscriptionCountThrottle(self._announce_count, clock)
+        self._history_channels = HistoryChannels(self.history, self._broker)
+        self._announcer = Announcer(apps, self._broker, self.state, self.webhooks, self.users,
+                                    self.spawn, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._periodic: list[asyncio.Task[None]] = []
 
@@ -116,7 +128,8 @@ class Hub:
         await self.webhooks.start()
         self._periodic.append(asyncio.ensure_future(self._check_activity_forever()))
         if self.state.reap_interval is not None:
-            self._periodic.append(asyncio.ensure_future(self._reap_forever(self.state.reap_interval)))
+            self._periodic.append(asyncio.ensure_future(
+                self._announcer.reap_forever(self.state.reap_interval)))
 
     async def close(self) -> None:
         """Stop background work and leave the cluster."""
@@ -124,11 +137,10 @@ class Hub:
             task.cancel()
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
-        self._counts.close()
-        for state in self._states.values():
-            for channel in state.channels.values():
-                if channel.stream is not None:
-                    channel.stream.close()
+        self._announcer.close()
+        for channel in self._local_channels():
+            if channel.stream is not None:
+                channel.stream.close()
         await self.webhooks.close()
         await self.history.close()
         await self._broker.close()
@@ -215,14 +227,12 @@ class Hub:
             self.close_all(ErrorCode.RECONNECT, "Server lost touch with the cluster: reconnect")
             return
         registered = 0
-        for state in self._states.values():
-            app_id = state.app.id
-            for session in list(state.sessions.values()):
-                for name, member in list(session.channels.items()):
-                    await self.state.join(app_id, name, session.socket_id, member)
-                    registered += 1
-                if session.user_id is not None:
-                    await self.state.sign_in(app_id, session.user_id, session.socket_id)
+        for session in self._all_sessions():
+            for name, member in list(session.channels.items()):
+                await self.state.join(session.app.id, name, session.socket_id, member)
+                registered += 1
+            if session.user_id is not None:
+                await self.state.sign_in(session.app.id, session.user_id, session.socket_id)
         log.info("registered %d subscription(s) again", registered)
 
     def drain(self, grace: float) -> None:
@@ -239,9 +249,8 @@ class Hub:
     def close_all(self, code: int = ErrorCode.RECONNECT,
                   message: str = "Server is restarting: reconnect") -> None:
         """Close every connection, by default with 4200 so that clients reconnect at once."""
-        for state in self._states.values():
-            for session in list(state.sessions.values()):
-                session.close(code, message)
+        for session in self._all_sessions():
+            session.close(code, message)
 
     @property
     def connection_count(self) -> int:
@@ -256,7 +265,12 @@ class Hub:
                 "broker": broker}
 
     def sessions(self, app: App) -> Iterable[Session]:
+        """The app's connections on this process."""
         return self._states[app.id].sessions.values()
+
+    def _all_sessions(self) -> list[Session]:
+        """Every app's connections on this process, copied: the caller may close them."""
+        return [session for state in self._states.values() for session in state.sessions.values()]
 
     async def _check_activity_forever(self) -> None:
         opts = self.options
@@ -264,9 +278,8 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             now = self.clock()
-            for state in self._states.values():
-                for session in list(state.sessions.values()):
-                    session.check_activity(now)
+            for session in self._all_sessions():
+                session.check_activity(now)
 
     # -- channels ----------------------------------------------------------------
 
@@ -286,17 +299,8 @@ class Hub:
             await self._drop_if_empty(app, channel)
             raise
         channel.add(session)
-        if arrival.occupied:
-            self.webhooks.channel_occupied(app, name)
-        self._subscribers_changed(app, channel)
-        if member is None:
-            return None
-        if arrival.member_added:
-            self.webhooks.member_added(app, name, member.user_id)
-            added = {"user_id": member.user_id, "user_info": member.user_info}
-            await self._broker.publish(Publication(
-                app.id, name, protocol.MEMBER_ADDED, protocol.dumps(added), exclude=session.socket_id))
-        return await self.presence_snapshot(app, name)
+        await self._announcer.arrived(app, channel, arrival, member, session.socket_id)
+        return await self.presence_snapshot(app, name) if member is not None else None
 
     async def _check_room(self, app: App, name: str, member: Member) -> None:
         members = await self.state.members(app.id, name)
@@ -315,7 +319,8 @@ class Hub:
             try:
                 await self._broker.subscribe(app.id, name)
                 subscribed = True
-                await self._start_stream(app, channel)
+                await self._history_channels.open_stream(
+                    app, channel, send=functools.partial(self._broadcast, channel))
             except Exception as error:
                 del channels[name]
                 channel.ready.set_exception(error)
@@ -328,32 +333,12 @@ class Hub:
             await asyncio.shield(channel.ready)
         return channel
 
-    async def _start_stream(self, app: App, channel: LocalChannel) -> None:
-        """Give a history channel its stream, at the store's position."""
-        retention = app.history_retention(channel.name)
-        if retention is None:
-            return
-        channel.stream = ChannelStream(
-            self.history, app.id, channel.name, retention,
-            send=functools.partial(self._broadcast, channel), announce=channel.send_frame)
-        await channel.stream.start()
-
     async def catch_up(self, session: Session, name: str, resume: Position | None) -> None:
         """Make a session joining a history channel live, after sending it what it
         missed since ``resume`` and ``resume_succeeded`` (or ``resume_failed``)."""
         channel = self._states[session.app.id].channels.get(name)
-        joiner = channel.joining.get(session.socket_id) if channel is not None else None
-        if channel is None or joiner is None or channel.stream is None:
-            return
-        sent = joiner.start
-        if resume is not None:
-            sent, frames = await replay(self.history, session.app.id, name,
-                                        channel.stream.retention, joiner.start, resume)
-            if channel.joining.get(session.socket_id) is not joiner:
-                return  # it left meanwhile
-            for frame in frames:
-                session.send(frame)
-        channel.go_live(joiner, sent)
+        if channel is not None:
+            await self._history_channels.catch_up(session, channel, resume)
 
     def joining_position(self, session: Session, name: str) -> Position | None:
         """Where a session joining a history channel starts; None on other channels."""
@@ -363,10 +348,14 @@ class Hub:
 
     async def resync_history(self) -> None:
         """After a broker reconnect: deliver what pub/sub dropped meanwhile, from the store."""
+        for channel in self._local_channels():
+            if channel.stream is not None:
+                channel.stream.resync()
+
+    def _local_channels(self) -> Iterable[LocalChannel]:
+        """Every app's channels on this process."""
         for state in self._states.values():
-            for channel in state.channels.values():
-                if channel.stream is not None:
-                    channel.stream.resync()
+            yield from state.channels.values()
 
     async def unsubscribe(self, session: Session, name: str) -> None:
         """Remove the session from a channel (and from its presence members)."""
@@ -375,10 +364,10 @@ class Hub:
         if channel is not None:
             channel.remove(session.socket_id)
         departure = await self.state.leave(app.id, name, session.socket_id)
-        await self._announce_departure(app, name, departure)
+        await self._announcer.departed(app, name, departure)
         if channel is not None:
             await self._drop_if_empty(app, channel)
-            self._subscribers_changed(app, channel)
+            self._announcer.subscribers_changed(app, channel)
 
     async def _drop_if_empty(self, app: App, channel: LocalChannel) -> None:
         """Stop receiving a channel that has no local subscriber left."""
@@ -389,76 +378,10 @@ class Hub:
                 channel.stream.close()
             await self._broker.unsubscribe(app.id, channel.name)
 
-    async def _announce_departure(self, app: App, name: str, departure: Departure) -> None:
-        user_id = departure.removed_user
-        if user_id is not None:
-            self.webhooks.member_removed(app, name, user_id)
-            await self._broker.publish(Publication(
-                app.id, name, protocol.MEMBER_REMOVED, protocol.dumps({"user_id": user_id})))
-        if departure.vacated:
-            self.webhooks.channel_vacated(app, name)
-
-    def _subscribers_changed(self, app: App, channel: LocalChannel) -> None:
-        # Presence channels count users instead, through member events.
-        if not channel.kind.presence:
-            self._counts.changed(app, channel.name, channel.size)
-
-    def _announce_count(self, app: App, name: str) -> None:
-        self.spawn(self._send_count(app, name), f"subscription count of {name}")
-
-    async def _send_count(self, app: App, name: str) -> None:
-        count = (await self.state.counts(app.id, name)).subscriptions
-        self.webhooks.subscription_count(app, name, count)
-        if app.subscription_count_events and count:
-            await self._broker.publish(Publication(
-                app.id, name, protocol.SUBSCRIPTION_COUNT,
-                protocol.dumps({"subscription_count": count})))
-
     async def presence_snapshot(self, app: App, name: str) -> dict[str, Any]:
         """The ``presence`` object of ``subscription_succeeded``."""
         members = await self.state.members(app.id, name)
         return {"ids": list(members), "hash": members, "count": len(members)}
-
-    async def channel_info(self, app: App, name: str) -> dict[str, Any]:
-        """``occupied``, ``subscription_count`` and, for presence, ``user_count`` of a channel."""
-        counts = await self.state.counts(app.id, name)
-        return self._info(name, counts)
-
-    async def occupied_channels(self, app: App, prefix: str = "") -> dict[str, dict[str, Any]]:
-        """:meth:`channel_info` of every occupied channel whose name starts with ``prefix``."""
-        channels = await self.state.channels(app.id, prefix)
-        return {name: self._info(name, counts) for name, counts in channels.items()}
-
-    @staticmethod
-    def _info(name: str, counts: Any) -> dict[str, Any]:
-        info: dict[str, Any] = {"occupied": counts.subscriptions > 0,
-                                "subscription_count": counts.subscriptions}
-        if protocol.channel_kind(name).presence:
-            info["user_count"] = counts.users
-        return info
-
-    async def presence_user_ids(self, app: App, name: str) -> list[str]:
-        return list(await self.state.members(app.id, name))
-
-    async def _reap_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                orphans = await self.state.reap()
-            except BrokerUnavailable as outage:  # the next round tries again
-                log.warning("could not reap dead processes' state: %s", outage.message)
-                continue
-            for orphan in orphans:
-                await self._announce_orphan(orphan)
-
-    async def _announce_orphan(self, orphan: Orphan) -> None:
-        app = self.apps.by_id(orphan.app_id)
-        if app is None:
-            return
-        if orphan.channel is not None and orphan.departure is not None:
-            await self._announce_departure(app, orphan.channel, orphan.departure)
-        if orphan.offline_user is not None:
-            await self.users.announce(app.id, orphan.offline_user, "offline")
 
     # -- publishing --------------------------------------------------------------
 
@@ -479,16 +402,8 @@ class Hub:
 
     async def _publish(self, app: App, publication: Publication) -> None:
         """Hand a publication to the broker; on a history channel, store it first,
-        which gives it its offset. Nothing is stored that the broker cannot send."""
-        retention = app.history_retention(publication.channel)
-        if retention is not None:
-            if not self._broker.connected:
-                raise BrokerUnavailable("the broker is unreachable: nothing was stored or sent")
-            epoch, entry = await self.history.append(
-                app.id, publication.channel, publication.event, publication.data,
-                time=time.time(), retention=retention)
-            publication = dataclasses.replace(publication, epoch=epoch, offset=entry.offset)
-        await self._broker.publish(publication)
+        which gives it its offset."""
+        await self._broker.publish(await self._history_channels.stamp(app, publication))
 
     async def cached_event(self, app: App, name: str) -> CacheEntry | None:
         return await self.state.cache_get(app.id, name)

@@ -34,20 +34,9 @@ import pytest
 
 from redis_server import _wait_until, free_port
 
-#: The kind of server, for skips that name what nx-27017 lacks.
-NX_27017 = "nx-27017"
-MONGODB = "mongodb"
-
-
 @dataclass(frozen=True)
 class MongoServer:
     url: str
-    kind: str  # NX_27017 or MONGODB
-
-    def skip_on_nx(self, missing: str) -> None:
-        """Skip the calling test on nx-27017, naming the feature it lacks."""
-        if self.kind == NX_27017:
-            pytest.skip(f"nx-27017 lacks {missing}; run with MONGO_URL=mongodb://... to test it")
 
 
 class Nx27017:
@@ -101,8 +90,8 @@ class Nx27017:
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
     url = os.environ.get("MONGO_URL")
     if url:
-        yield MongoServer(url, MONGODB)
+        yield MongoServer(url)
         return
     server = Nx27017(tmp_path_factory.mktemp("nx-27017")).start()
-    yield MongoServer(server.url, NX_27017)
+    yield MongoServer(server.url)
     server.stop()

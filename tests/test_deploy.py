@@ -300,14 +300,23 @@ async def node_of_process(deployment: Deployment, number: int) -> int:
 
 
 async def until_ready(deployment: Deployment, number: int, timeout: float = 10.0) -> None:
-    """Poll a process's ``/ready`` until 200 (bounded): nothing announces readiness."""
+    """Poll a process's ``/ready`` until 200 (bounded): nothing announces readiness.
+
+    supervisord reports a process running after ``startsecs``, which may be
+    before it listens (a slow start on a loaded machine): a refused connection
+    is not ready yet either.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        response = await tornado.httpclient.AsyncHTTPClient().fetch(
-            f"http://127.0.0.1:{deployment.process_port(number)}/ready", raise_error=False)
-        if response.code == 200:
+        try:
+            response = await tornado.httpclient.AsyncHTTPClient().fetch(
+                f"http://127.0.0.1:{deployment.process_port(number)}/ready", raise_error=False)
+            answer: int | str = response.code
+        except ConnectionRefusedError:
+            answer = "connection refused"
+        if answer == 200:
             return
-        assert time.monotonic() < deadline, f"push-{number} not ready: {response.code}"
+        assert time.monotonic() < deadline, f"push-{number} not ready: {answer}"
         await asyncio.sleep(0.1)  # a polling period, not synchronisation
 
 

@@ -1,7 +1,7 @@
 """Push embedded in a host Tornado app: routes, auth from the host's user, publish, Redis.
 
-The host here is a small Tornado app of its own: it knows its users from a
-signed bearer token (pusher-js in Node may not send cookies), authorizes
+The host here is a small Tornado app of its own (host_handlers.py): it knows
+its users from a signed bearer token (pusher-js in Node may not send cookies), authorizes
 channels with ``push.authorize_channel`` and publishes with ``push.trigger``.
 """
 
@@ -19,7 +19,9 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+import host_handlers
 from conftest import subscribed
+from host_handlers import ROOM
 from pusherjs import JSClient, PusherJS
 
 from tornado_push import App, Push, TriggerRefused, load_settings
@@ -27,57 +29,15 @@ from tornado_push import App, Push, TriggerRefused, load_settings
 HOST_APP = App(id="42", key="host-key", secret="host-secret")
 OTHER_APP = App(id="43", key="other-key", secret="other-secret", max_event_bytes=100)
 COOKIE_SECRET = "host-cookie-secret"
-ROOM = "presence-room"
 
 
 def token(user: str) -> str:
-    """The host's credential for ``user``: a Tornado signed value, as its cookies are."""
-    return tornado.web.create_signed_value(COOKIE_SECRET, "user", user).decode()
-
-
-class HostHandler(tornado.web.RequestHandler):
-    """A host handler: its user comes from the host's own login, never from push."""
-
-    def initialize(self, push: Push) -> None:
-        self.push = push
-
-    def get_current_user(self) -> str | None:
-        scheme, _, credential = self.request.headers.get("Authorization", "").partition(" ")
-        if scheme != "Bearer":
-            return None
-        user = tornado.web.decode_signed_value(COOKIE_SECRET, "user", credential)
-        return user.decode() if user else None
-
-    def prepare(self) -> None:
-        if self.current_user is None:
-            raise tornado.web.HTTPError(403)
-
-    def check_xsrf_cookie(self) -> None:
-        """None: a bearer token is no ambient credential a forged form could send."""
-
-
-class ChannelAuthHandler(HostHandler):
-    def post(self) -> None:
-        self.write(self.push.authorize_channel(
-            self.get_body_argument("socket_id"), self.get_body_argument("channel_name"),
-            user_id=self.current_user, user_info={"name": self.current_user.title()}))
-
-
-class SayHandler(HostHandler):
-    """Publishes the user's message to the room, except to the socket that sent it."""
-
-    async def post(self) -> None:
-        await self.push.trigger(ROOM, "message",
-                                {"from": self.current_user, "text": self.get_body_argument("text")},
-                                exclude=self.get_body_argument("socket_id", None))
-        self.write({})
+    return host_handlers.bearer_token(COOKIE_SECRET, user)
 
 
 def host_application(push: Push, prefix: str = "") -> tornado.web.Application:
-    return tornado.web.Application([
-        (r"/pusher/auth", ChannelAuthHandler, {"push": push}),
-        (r"/say", SayHandler, {"push": push}),
-    ] + push.routes(prefix), xsrf_cookies=True)  # push's signed API must not mind
+    return tornado.web.Application(host_handlers.routes(push, COOKIE_SECRET) + push.routes(prefix),
+                                   xsrf_cookies=True)  # push's signed API must not mind
 
 
 @pytest.fixture

@@ -37,6 +37,28 @@ async def publish(server: ServerProcess, channel: str, *ns: int) -> None:
         await in_thread(client.trigger, channel, "message", {"n": n})
 
 
+async def client_that_received(server: ServerProcess, *ns: int,
+                               publisher: ServerProcess) -> HistoryClient:
+    """A client on ``server``, subscribed to ``history-room``, that has received the
+    numbers ``ns``, published through ``publisher``."""
+    client = await HistoryClient.open(server.port)
+    await client.subscribe("history-room")
+    await publish(publisher, "history-room", *ns)
+    await client.events("history-room", len(ns))
+    return client
+
+
+async def resumes_exactly(client: HistoryClient, server: ServerProcess, missed: list[int], *,
+                          publisher: ServerProcess) -> None:
+    """Reopened on ``server``, ``client`` resumes ``history-room`` with exactly the
+    ``missed`` numbers, then gets the next one, published through ``publisher``, live."""
+    client = await client.reopen(server.port)
+    resumed = await client.subscribe("history-room")
+    assert (resumed.outcome, numbers(resumed.replayed)) == ("resume_succeeded", missed)
+    await publish(publisher, "history-room", missed[-1] + 1)
+    assert numbers(await client.events("history-room", 1)) == [missed[-1] + 1]
+
+
 async def redis_restarted(redis: Any, servers: list[ServerProcess]) -> None:
     """Restart Redis empty; return once every process has reconnected to it."""
     marks = [server.mark() for server in servers]
@@ -49,35 +71,21 @@ async def redis_restarted(redis: Any, servers: list[ServerProcess]) -> None:
 async def test_resume_on_another_process_gets_exactly_the_missed_messages(
         redis_server, server_processes):
     first, second = await server_processes(2, PUSH_REDIS_URL=redis_server.url, **HISTORY)
-    client = await HistoryClient.open(first.port)
-    await client.subscribe("history-room")
-    await publish(second, "history-room", 1, 2)
-    await client.events("history-room", 2)
+    client = await client_that_received(first, 1, 2, publisher=second)
     client.close()
     await publish(first, "history-room", 3, 4, 5)
-    client = await client.reopen(second.port)
-    resumed = await client.subscribe("history-room")
-    assert (resumed.outcome, numbers(resumed.replayed)) == ("resume_succeeded", [3, 4, 5])
-    await publish(first, "history-room", 6)
-    assert numbers(await client.events("history-room", 1)) == [6]
+    await resumes_exactly(client, second, [3, 4, 5], publisher=first)
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_resume_after_the_process_was_killed_gets_exactly_the_missed_messages(
         redis_server, server_processes):
     doomed, survivor = await server_processes(2, PUSH_REDIS_URL=redis_server.url, **HISTORY)
-    client = await HistoryClient.open(doomed.port)
-    await client.subscribe("history-room")
-    await publish(survivor, "history-room", 1)
-    await client.events("history-room", 1)
+    client = await client_that_received(doomed, 1, publisher=survivor)
     assert await doomed.kill() == -9
     await client.socket.closed()  # the connection dropped with the process (no close code)
     await publish(survivor, "history-room", 2, 3)
-    client = await client.reopen(survivor.port)
-    resumed = await client.subscribe("history-room")
-    assert (resumed.outcome, numbers(resumed.replayed)) == ("resume_succeeded", [2, 3])
-    await publish(survivor, "history-room", 4)
-    assert numbers(await client.events("history-room", 1)) == [4]
+    await resumes_exactly(client, survivor, [2, 3], publisher=survivor)
 
 
 @pytest.mark.gen_test(timeout=60)

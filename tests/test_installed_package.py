@@ -1,7 +1,8 @@
 """``pip install .`` into a fresh virtualenv, then a host app that embeds it.
 
-The host app has its own ``handlers`` package and ``settings`` module, as
-Tornado apps often do, and imports them beside ``tornado_push``: the
+The host app has its own ``handlers`` package (host_handlers.py, which
+test_embedding.py mounts in-process) and ``settings`` module, as Tornado apps
+often do, and imports them beside ``tornado_push``: the
 installed package must not collide with them. A real pusher-js client joins
 the host's presence channel as the host's user and receives what a host
 handler publishes.
@@ -23,10 +24,12 @@ import tornado.httpclient
 import tornado.web
 
 from conftest import subscribed
+from host_handlers import bearer_token
 from pusherjs import PusherJS
 from redis_server import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 COOKIE_SECRET = "installed-host-secret"
 #: Not the project: what a checkout holds beside it (and what building it leaves).
 _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", "build",
@@ -37,51 +40,6 @@ HOST_SETTINGS = f'''
 COOKIE_SECRET = {COOKIE_SECRET!r}
 APP_ID, APP_KEY, APP_SECRET = "7", "host-key", "host-secret"
 SITE_NAME = "Host Site"
-'''
-
-HOST_HANDLERS = '''
-"""The host's own handlers package: `import handlers` must find this one."""
-import tornado.web
-
-import settings
-from tornado_push import Push
-
-ROOM = "presence-room"
-
-
-class HostHandler(tornado.web.RequestHandler):
-    def initialize(self, push: Push) -> None:
-        self.push = push
-
-    def get_current_user(self):
-        scheme, _, credential = self.request.headers.get("Authorization", "").partition(" ")
-        user = tornado.web.decode_signed_value(settings.COOKIE_SECRET, "user", credential)
-        return user.decode() if scheme == "Bearer" and user else None
-
-    def prepare(self) -> None:
-        if self.current_user is None:
-            raise tornado.web.HTTPError(403)
-
-
-class ChannelAuthHandler(HostHandler):
-    def post(self) -> None:
-        self.write(self.push.authorize_channel(
-            self.get_body_argument("socket_id"), self.get_body_argument("channel_name"),
-            user_id=self.current_user,
-            user_info={"name": self.current_user.title(), "site": settings.SITE_NAME}))
-
-
-class SayHandler(HostHandler):
-    async def post(self) -> None:
-        await self.push.trigger(ROOM, "message",
-                                {"from": self.current_user, "text": self.get_body_argument("text")},
-                                exclude=self.get_body_argument("socket_id", None))
-        self.write({})
-
-
-def routes(push: Push) -> list:
-    return [(r"/pusher/auth", ChannelAuthHandler, {"push": push}),
-            (r"/say", SayHandler, {"push": push})]
 '''
 
 HOST_APP = '''
@@ -100,7 +58,8 @@ from tornado_push import App, Push
 async def main(port: int) -> None:
     push = Push(apps=[App(id=settings.APP_ID, key=settings.APP_KEY, secret=settings.APP_SECRET)])
     await push.start()
-    application = tornado.web.Application(handlers.routes(push) + push.routes())
+    own = handlers.routes(push, settings.COOKIE_SECRET, site=settings.SITE_NAME)
+    application = tornado.web.Application(own + push.routes())
     server = application.listen(port, address="127.0.0.1")
     print("handlers from", handlers.__file__, flush=True)
     print("settings from", settings.__file__, flush=True)
@@ -135,7 +94,7 @@ def host_dir(tmp_path: Path) -> Path:
     """The host app's directory: app.py, its own handlers/ and settings.py."""
     host = tmp_path / "host"
     (host / "handlers").mkdir(parents=True)
-    (host / "handlers" / "__init__.py").write_text(textwrap.dedent(HOST_HANDLERS))
+    shutil.copy(TESTS / "host_handlers.py", host / "handlers" / "__init__.py")
     (host / "settings.py").write_text(textwrap.dedent(HOST_SETTINGS))
     (host / "app.py").write_text(textwrap.dedent(HOST_APP))
     return host
@@ -156,8 +115,7 @@ async def start_host(python: Path, host: Path, port: int) -> tuple[asyncio.subpr
 
 
 def bearer(user: str) -> dict[str, str]:
-    credential = tornado.web.create_signed_value(COOKIE_SECRET, "user", user).decode()
-    return {"Authorization": f"Bearer {credential}"}
+    return {"Authorization": f"Bearer {bearer_token(COOKIE_SECRET, user)}"}
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import MAIN, in_thread, subscribed
+from conftest import in_thread, subscribed
 
 
 @pytest.mark.gen_test(timeout=30)

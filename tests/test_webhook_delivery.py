@@ -15,7 +15,7 @@ import pytest
 from tornado_push.pubsub.apps import App, WebhookTarget
 from tornado_push.pubsub.webhooks import WebhookOptions, Webhooks
 from tornado_push.embed import make_poster
-from webhook_receiver import WebhookReceiver, receiver  # noqa: F401 (fixture)
+from webhook_receiver import receiver  # noqa: F401 (fixture)
 
 FAST = WebhookOptions(batch_seconds=0.02, leave_delay=0.2, first_retry=0.05, retry_for=5)
 
