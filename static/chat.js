@@ -1,6 +1,8 @@
 /* The chat demo: a presence channel per room, messages published by the server
  * (POST demo/trigger, the sender included, so each page shows each message once),
- * and a typing indicator sent as client events straight from page to page. */
+ * and a typing indicator sent as client events straight from page to page.
+ * Rooms keep history, so a page back from a lost connection gets what it missed
+ * from push.js, or a notice when that cannot be had. */
 "use strict";
 
 const TYPING_EVERY_MS = 2000; // while typing, tell the others at most this often
@@ -55,6 +57,9 @@ async function join(name, room) {
   channel.bind("pusher:subscription_error", (error) => {
     $("#send-error").textContent = `Could not join: ${error.error}`;
   });
+  const lost = () => notice("Messages sent while you were offline could not be recovered");
+  channel.bind("push:resume_failed", lost);
+  channel.bind("push:continuity_lost", lost);
   channel.bind("pusher:member_added", (member) => {
     renderMembers();
     notice(`${nameOf(member)} joined`);
@@ -74,6 +79,7 @@ async function join(name, room) {
   });
   channel.bind("client-typing", (data, metadata) => {
     const id = metadata.user_id;
+    if (id === undefined) return; // replayed after a reconnect: stale, and without its sender
     if (!data.typing) return stopTyping(id);
     clearTimeout(typing.get(id));
     typing.set(id, setTimeout(() => stopTyping(id), TYPING_SHOWN_MS));
