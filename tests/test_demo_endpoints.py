@@ -203,6 +203,14 @@ async def test_messages_sent_counts_each_frame_delivered_once_excluded_sender_le
     assert hub.health()["messages_sent"] == hub.messages_sent
 
 
+@pytest.mark.gen_test
+async def test_recent_answers_only_for_chat_rooms_that_keep_history(fetch):
+    status, answer = await fetch("/demo/recent?channel=news&before=1")
+    assert status == 400 and answer["error"].startswith("channel must be presence-chat-")
+    status, answer = await fetch(f"/demo/recent?channel={ROOM}&before=1")  # MAIN keeps none of them
+    assert status == 404 and "keeps no history" in answer["error"]
+
+
 # -- PUSH_DEMO ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("environ, demo", [

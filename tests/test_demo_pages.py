@@ -94,6 +94,21 @@ async def send_chats(page: Page, *texts: str) -> None:
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_chat_page_joining_a_room_shows_its_recent_messages_first(demo_url, browser: Browser):
+    alice = await browser.open(f"{demo_url}/chat.html", DESKTOP, "alice")
+    await join_chat(alice, "Alice", "pier")
+    await send_chats(alice, "First", "Second")
+    bob = await browser.open(f"{demo_url}/chat.html?room=pier", PHONE, "bob")
+    await join_chat(bob, "Bob", "pier")
+    await expect(bob.locator(".messages .text")).to_have_text(["First", "Second"])
+    await send_chats(alice, "Third")
+    await expect(bob.locator(".messages .text")).to_have_text(["First", "Second", "Third"])
+    await expect(bob.locator(".messages li").nth(2)).to_have_text("You joined pier as Bob")
+    await browser.screenshot(bob, "demo/chat-recent-phone")
+    browser.assert_no_errors()
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_chat_page_back_from_a_lost_connection_shows_what_it_missed_once_each(
         demo_url, browser: Browser):
     alice = await browser.open(f"{demo_url}/chat.html", PHONE, "alice")
