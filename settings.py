@@ -15,7 +15,8 @@ Environment:
                                     (default false)
     PUSH_APP_HISTORY_CHANNELS       comma-separated glob patterns (fnmatch, e.g. presence-chat-*)
                                     of the default app's channels that keep history, with
-                                    offsets and resume (default none: no history)
+                                    offsets and resume (default none: no history; with
+                                    PUSH_DEMO on, presence-chat-*, the demo's chat rooms)
     PUSH_APP_HISTORY_SIZE           messages kept per history channel (default 100)
     PUSH_APP_HISTORY_TTL            seconds a history message is kept (default 3600)
     PUSH_DEFAULT_APP                false: no default app (then PUSH_APPS_FILE must give apps)
@@ -107,6 +108,9 @@ _REDIS_ENDPOINT = ("PUSH_REDIS_HOST", "PUSH_REDIS_PORT", "PUSH_REDIS_DB", "PUSH_
 #: App options that must be above 0 (a history channel keeps at least one message).
 _POSITIVE_OPTIONS = frozenset({"history_size", "history_ttl"})
 _REDIS_OPTIONS = ("PUSH_REDIS_CLUSTER", "PUSH_REDIS_PREFIX", "PUSH_NODE_HEARTBEAT")
+#: The demo's chat rooms (``handlers/demo.py``): they keep history while the demo is on,
+#: so a chat page that lost its connection shows what it missed.
+DEMO_HISTORY_CHANNELS = ("presence-chat-*",)
 #: What MongoDB accepts as a database name.
 _MONGO_DATABASE_RE = re.compile(r'[^\s/\\."$]{1,63}')
 
@@ -159,6 +163,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     """
     env = _Env(os.environ if environ is None else environ)
     apps = _apps(env)
+    # Demo endpoints sign for anyone: on by default only where the secret is public anyway.
+    demo = env.flag("PUSH_DEMO", _is_embedded_default(env, apps))
+    if demo:
+        apps = _with_demo_history(env, apps)
     inbound_rate = env.number("PUSH_MAX_INBOUND_RATE", _HUB_DEFAULTS.max_inbound_rate, positive=True)
     hub = HubOptions(
         activity_timeout=env.number("PUSH_ACTIVITY_TIMEOUT", _HUB_DEFAULTS.activity_timeout, positive=True),
@@ -190,8 +198,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         drain_timeout=env.number("PUSH_DRAIN_TIMEOUT", Settings.drain_timeout, positive=True),
         websocket_compression=env.flag("PUSH_WEBSOCKET_COMPRESSION", Settings.websocket_compression),
         gc_threshold=env.integer("PUSH_GC_THRESHOLD", Settings.gc_threshold),
-        # Demo endpoints sign for anyone: on by default only where the secret is public anyway.
-        demo=env.flag("PUSH_DEMO", _is_embedded_default(env, apps)),
+        demo=demo,
         **_tls(env),
         **_mongo(env),
     )
@@ -207,6 +214,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 def _is_embedded_default(env: "_Env", apps: tuple[App, ...]) -> bool:
     """The default app is on and keeps its well-known secret, as plain ``python server.py`` does."""
     return env.flag("PUSH_DEFAULT_APP", True) and apps[0].secret == DEFAULT_APP_SECRET
+
+
+def _with_demo_history(env: "_Env", apps: tuple[App, ...]) -> tuple[App, ...]:
+    """The default app's chat rooms keep history, unless PUSH_APP_HISTORY_CHANNELS says otherwise."""
+    if not env.flag("PUSH_DEFAULT_APP", True) or "PUSH_APP_HISTORY_CHANNELS" in env.environ:
+        return apps
+    return (dataclasses.replace(apps[0], history_channels=DEMO_HISTORY_CHANNELS), *apps[1:])
 
 
 def _tls(env: "_Env") -> dict[str, str | None]:

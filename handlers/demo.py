@@ -7,6 +7,8 @@ Their endpoints live under ``/demo/`` and run on one app (``Settings.demo_app``)
     POST /demo/auth     signs a ``presence-chat-{room}`` subscription for the display
                         name the visitor chose (form: socket_id, channel_name, user_id, name)
     POST /demo/trigger  publishes a chat message (JSON: channel, event "message", data)
+    GET  /demo/recent   a room's newest kept messages before an offset, for a page that
+                        joins (query: channel, before), oldest first
     POST /demo/notify   publishes a notification to every notifications page (JSON: title, body)
 
 and :class:`MonitorTicker` publishes this process's figures on the monitor
@@ -26,7 +28,7 @@ import secrets
 import time
 from typing import Any
 
-from ..pubsub import protocol
+from ..pubsub import protocol, rest
 from ..pubsub.apps import App
 from ..pubsub.errors import ApiError, BrokerUnavailable
 from ..pubsub.hub import Hub
@@ -47,6 +49,8 @@ MAX_BODY_BYTES = 4096
 MAX_NAME_LENGTH = 32
 MAX_TEXT_LENGTH = 500
 MAX_TITLE_LENGTH = 80
+#: Messages a chat page shows from its room's history when it joins.
+RECENT_MESSAGES = 50
 _ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _USER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -149,6 +153,20 @@ class TriggerHandler(_DemoHandler):
             "text": text_field(data, "text", MAX_TEXT_LENGTH)})
 
 
+class RecentHandler(_DemoHandler):
+    """``GET /demo/recent?channel=presence-chat-{room}&before=N``: the chat messages a page
+    that joined at offset N - 1 missed, from the room's history (404 when it keeps none)."""
+
+    async def get(self) -> None:
+        channel = chat_channel(self.get_query_argument("channel", None))
+        query = rest.parse_history_query(self.app, channel, str(RECENT_MESSAGES), None,
+                                         self.get_query_argument("before", None))
+        page = await self.hub.history.read(self.app.id, channel, before=query.before,
+                                           limit=query.limit, retention=query.retention)
+        self.write_json({"messages": [json.loads(entry.data) for entry in page.entries
+                                      if entry.event == CHAT_EVENT]})
+
+
 class NotifyHandler(_DemoHandler):
     """``POST /demo/notify``: a notification to every page viewing notifications."""
 
@@ -174,6 +192,7 @@ def routes(hub: Hub, app: App | None) -> list[tuple[str, type, dict[str, Any]]]:
         (r"/demo/config", ConfigHandler, {"app": app}),
         (r"/demo/auth", AuthHandler, context),
         (r"/demo/trigger", TriggerHandler, context),
+        (r"/demo/recent", RecentHandler, context),
         (r"/demo/notify", NotifyHandler, context),
     ]
 

@@ -1,6 +1,9 @@
 /* The chat demo: a presence channel per room, messages published by the server
  * (POST demo/trigger, the sender included, so each page shows each message once),
- * and a typing indicator sent as client events straight from page to page. */
+ * and a typing indicator sent as client events straight from page to page.
+ * Rooms keep history: a page that joins shows the recent messages (GET demo/recent),
+ * and one back from a lost connection gets what it missed from push.js, or a
+ * notice when that cannot be had. */
 "use strict";
 
 const TYPING_EVERY_MS = 2000; // while typing, tell the others at most this often
@@ -47,14 +50,33 @@ async function join(name, room) {
     renderTyping();
   };
 
+  const messageItem = (message) => {
+    seen.add(message.id);
+    return Demo.el("li", message.user_id === userId ? {class: "mine"} : {},
+      Demo.el("span", {class: "who"}, message.name), Demo.el("span", {class: "text"}, message.text),
+      Demo.el("time", {}, Demo.clock(message.time)));
+  };
+  // Up to where this page joined, so they all go above what arrives live.
+  const showRecent = async ({offset}) => {
+    if (offset === 0) return;
+    const query = new URLSearchParams({channel: channel.name, before: offset + 1});
+    const {messages} = await Demo.get(`demo/recent?${query}`);
+    $("#messages").prepend(...messages.filter((message) => !seen.has(message.id)).map(messageItem));
+  };
+
   channel.bind("pusher:subscription_succeeded", () => {
     renderMembers();
-    if (!joined) notice(`You joined ${room} as ${name}`);
+    if (joined) return;
     joined = true;
+    notice(`You joined ${room} as ${name}`);
+    if (channel.position) showRecent(channel.position).catch((error) => notice(error.message));
   });
   channel.bind("pusher:subscription_error", (error) => {
     $("#send-error").textContent = `Could not join: ${error.error}`;
   });
+  const lost = () => notice("Messages sent while you were offline could not be recovered");
+  channel.bind("push:resume_failed", lost);
+  channel.bind("push:continuity_lost", lost);
   channel.bind("pusher:member_added", (member) => {
     renderMembers();
     notice(`${nameOf(member)} joined`);
@@ -66,14 +88,12 @@ async function join(name, room) {
   });
   channel.bind("message", (message) => {
     if (seen.has(message.id)) return;
-    seen.add(message.id);
     stopTyping(message.user_id);
-    say(Demo.el("li", message.user_id === userId ? {class: "mine"} : {},
-      Demo.el("span", {class: "who"}, message.name), Demo.el("span", {class: "text"}, message.text),
-      Demo.el("time", {}, Demo.clock(message.time))));
+    say(messageItem(message));
   });
   channel.bind("client-typing", (data, metadata) => {
     const id = metadata.user_id;
+    if (id === undefined) return; // replayed after a reconnect: stale, and without its sender
     if (!data.typing) return stopTyping(id);
     clearTimeout(typing.get(id));
     typing.set(id, setTimeout(() => stopTyping(id), TYPING_SHOWN_MS));

@@ -46,8 +46,16 @@ const Demo = {
 
   /** POST ``body`` as JSON; the server's ``{"error"}`` message is thrown as an Error. */
   async post(url, body) {
-    const response = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
-                                       body: JSON.stringify(body)});
+    return Demo.answer(await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
+                                         body: JSON.stringify(body)}));
+  },
+
+  /** GET ``url``'s JSON; errors as for :func:`post`. */
+  async get(url) {
+    return Demo.answer(await fetch(url));
+  },
+
+  async answer(response) {
     const answer = await response.json();
     if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
     return answer;

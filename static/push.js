@@ -6,17 +6,27 @@
  *   room.bind("pusher:subscription_succeeded", (members) => ...);
  *   room.bind("message", (data, metadata) => ...);
  *   room.trigger("client-typing", {typing: true});
+ *   room.bind("push:resume_failed", ({reason}) => reloadMessages());    // history channels only
+ *   room.bind("push:continuity_lost", ({reason}) => reloadMessages());
  *
  * It follows pusher-js 8 where the two meet: the same event names, members
  * object and auth request (a form POST of socket_id and channel_name). The
  * differences: WebSocket only; a refusal (close codes 4000-4099) ends in the
  * state "failed" rather than "disconnected"; a lost connection waits in
  * "unavailable" with an exponential backoff instead of a fixed second.
+ *
+ * On channels that keep history it resumes (docs/history.md): it remembers the
+ * epoch and offset of the last message, and when it subscribes again after a
+ * reconnect the server sends what it missed, in order, before anything new.
+ * "pusher:subscription_succeeded" waits until those are in. When they cannot be
+ * had it emits "push:resume_failed", and "push:continuity_lost" when the server
+ * says the live stream broke; both carry {reason, epoch, offset}, and the app
+ * should reload what it shows. A message it already has is dropped.
  */
 (function (global) {
   "use strict";
 
-  const VERSION = "1.0.0";
+  const VERSION = "1.1.0";
   const DEFAULTS = {
     host: global.location ? global.location.host : "127.0.0.1:6001",
     forceTLS: global.location ? global.location.protocol === "https:" : false,
@@ -112,6 +122,9 @@
       this.client = client;
       this.subscribed = false;
       this.subscriptionPending = false;
+      this.position = null; // {epoch, offset} of the last message, on a history channel
+      this.resuming = false; // a subscribe with resume was sent and its outcome has not arrived
+      this.heldSubscription = undefined; // the subscription_succeeded value, emitted after the replay
     }
 
     /** The auth fields of pusher:subscribe; public channels need none. */
@@ -121,7 +134,9 @@
 
     /** The pusher:subscribe payload: the one place a resume extension adds its position. */
     subscriptionData(auth) {
-      return Object.assign({channel: this.name}, auth);
+      const data = Object.assign({channel: this.name}, auth);
+      if (this.position) data.resume = this.position;
+      return data;
     }
 
     async subscribe() {
@@ -137,7 +152,9 @@
       }
       // The connection may have changed, or the channel been left, while auth was on its way.
       if (this.client.connection.socket_id !== socketId || this.client.channels.get(this.name) !== this) return;
-      this.client.send("pusher:subscribe", this.subscriptionData(auth));
+      const data = this.subscriptionData(auth);
+      this.resuming = Boolean(data.resume);
+      this.client.send("pusher:subscribe", data);
     }
 
     /** Send a client event (name "client-..."); false when it could not be sent now. */
@@ -152,11 +169,23 @@
       if (frame.event === "pusher_internal:subscription_succeeded") {
         this.subscriptionPending = false;
         this.subscribed = true;
-        this.emit("pusher:subscription_succeeded", this.succeeded(frame.data));
+        const value = this.succeeded(frame.data);
+        if (this.resuming) { // the replay follows, older than this frame's position: keep ours
+          this.heldSubscription = value;
+          return;
+        }
+        this.moveTo(frame);
+        this.emit("pusher:subscription_succeeded", value);
+      } else if (frame.event === "pusher_internal:resume_succeeded" || frame.event === "pusher_internal:resume_failed") {
+        this.resumed(frame);
+      } else if (frame.event === "pusher_internal:continuity_lost") {
+        this.moveTo(frame.data);
+        this.emit("push:continuity_lost", frame.data);
       } else if (frame.event === "pusher:subscription_error") {
         this.subscriptionPending = false;
         this.emit("pusher:subscription_error", frame.data);
       } else if (!frame.event.startsWith("pusher_internal:")) {
+        this.moveTo(frame);
         this.emit(frame.event, frame.data, frame.user_id ? {user_id: frame.user_id} : {});
       }
     }
@@ -165,10 +194,31 @@
       return data;
     }
 
-    /** The connection is gone: subscribe again once it is back. */
+    /** The replay is in (or refused): the subscription is complete, at the server's position. */
+    resumed(frame) {
+      this.resuming = false;
+      this.moveTo(frame.data);
+      this.emit("pusher:subscription_succeeded", this.heldSubscription);
+      if (frame.event === "pusher_internal:resume_failed") this.emit("push:resume_failed", frame.data);
+    }
+
+    /** Adopt the position a frame (or its data) names; an epoch of null means no history. */
+    moveTo({epoch, offset}) {
+      if (epoch !== undefined) this.position = epoch === null ? null : {epoch, offset};
+    }
+
+    /** A message at or before our position in the same epoch: we have it already. */
+    hasSeen(frame) {
+      const position = this.position;
+      return Boolean(position) && !frame.event.startsWith("pusher_internal:") &&
+        frame.epoch === position.epoch && frame.offset <= position.offset;
+    }
+
+    /** The connection is gone: subscribe again once it is back (resuming from our position). */
     disconnect() {
       this.subscribed = false;
       this.subscriptionPending = false;
+      this.resuming = false;
     }
   }
 
@@ -405,6 +455,7 @@
 
     route(frame) {
       const channel = frame.channel === undefined ? undefined : this.channels.get(frame.channel);
+      if (channel && channel.hasSeen(frame)) return; // a duplicate: never the server's intent, so drop it
       if (channel) channel.handleEvent(frame);
       if (!frame.event.startsWith("pusher_internal:")) {
         this.emit(frame.event, frame.data, {channel: frame.channel, user_id: frame.user_id});

@@ -9,15 +9,20 @@ Fixture (a pytest plugin: ``pytest_plugins = ["browser"]``):
     browser   ``page = await browser.open(url, PHONE, "alice")``: a page in a context of
               its own (own storage, like another device); every console error and
               uncaught exception of every page is kept for :meth:`Browser.assert_no_errors`
+
+``cable = await Cable.attach(page)`` routes the page's push WebSockets through
+Playwright, so a test can lose the network under a page and give it back.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from playwright.async_api import BrowserContext, Page, Playwright, async_playwright
+from playwright.async_api import BrowserContext, Page, Playwright, WebSocketRoute, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 390, "height": 844}
@@ -65,6 +70,55 @@ class Browser:
             await context.close()
         if self._chromium is not None:
             await self._chromium.close()
+
+
+class Cable:
+    """A page's connections to the push server, through Playwright's WebSocket routing.
+
+    Plugged in, each connection is passed on to the server untouched. Unplugged,
+    a new connection is closed at once (1006, as when the network is down), so
+    the page keeps retrying and nothing reaches the server: what is published
+    meanwhile is what the page missed. No real socket fails, so the browser logs
+    no console error for it.
+    """
+
+    #: The close code a browser reports for a connection lost without a close frame.
+    LOST = 1006
+
+    def __init__(self) -> None:
+        self.plugged = True
+        self._sockets: list[WebSocketRoute] = []
+
+    @classmethod
+    async def attach(cls, page: Page) -> Cable:
+        """Route ``page``'s connections to ``/app/{key}`` from now on."""
+        cable = cls()
+        await page.route_web_socket(re.compile(r"/app/[^/?]+"), cable._route)
+        return cable
+
+    async def _route(self, socket: WebSocketRoute) -> None:
+        if not self.plugged:
+            await socket.close(code=self.LOST, reason="network down")
+            return
+        socket.connect_to_server()
+        self._sockets.append(socket)
+
+    def unplug(self) -> None:
+        """Refuse new connections; open ones stay until they close or :meth:`cut`."""
+        self.plugged = False
+
+    async def cut(self) -> None:
+        """Lose every open connection (the server's side closes too) and refuse new ones."""
+        self.unplug()
+        while self._sockets:
+            await self._sockets.pop().close(code=self.LOST, reason="network down")
+
+    def plug(self) -> None:
+        self.plugged = True
+
+    def inject(self, frame: dict[str, Any]) -> None:
+        """Hand ``frame`` to the page on its newest connection, as if the server sent it."""
+        self._sockets[-1].send(json.dumps(frame))
 
 
 @pytest.fixture

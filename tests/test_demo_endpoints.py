@@ -16,7 +16,7 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 
 from conftest import APPS, MAIN
-from tornado_push.handlers.demo import MAX_BODY_BYTES, MonitorTicker
+from tornado_push.handlers.demo import CHAT_PREFIX, MAX_BODY_BYTES, MonitorTicker
 from tornado_push.pubsub.hub import Hub
 from tornado_push.embed import Push
 from tornado_push.server import make_application
@@ -203,6 +203,14 @@ async def test_messages_sent_counts_each_frame_delivered_once_excluded_sender_le
     assert hub.health()["messages_sent"] == hub.messages_sent
 
 
+@pytest.mark.gen_test
+async def test_recent_answers_only_for_chat_rooms_that_keep_history(fetch):
+    status, answer = await fetch("/demo/recent?channel=news&before=1")
+    assert status == 400 and answer["error"].startswith("channel must be presence-chat-")
+    status, answer = await fetch(f"/demo/recent?channel={ROOM}&before=1")  # MAIN keeps none of them
+    assert status == 404 and "keeps no history" in answer["error"]
+
+
 # -- PUSH_DEMO ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("environ, demo", [
@@ -222,6 +230,17 @@ def test_demo_is_off_without_the_default_app_and_runs_on_the_first_app(tmp_path)
     assert settings.demo is False
     forced = load_settings({"PUSH_DEFAULT_APP": "false", "PUSH_APPS_FILE": str(path), "PUSH_DEMO": "1"})
     assert forced.demo is True and forced.demo_app.key == "k7"
+
+
+@pytest.mark.parametrize("environ, kept", [
+    ({}, True),
+    ({"PUSH_APP_SECRET": "a-real-secret", "PUSH_DEMO": "true"}, True),
+    ({"PUSH_DEMO": "false"}, False),
+    ({"PUSH_APP_HISTORY_CHANNELS": "orders-*"}, False),  # the operator's choice wins
+])
+def test_chat_rooms_keep_history_while_the_demo_is_on(environ, kept):
+    app = load_settings(environ).demo_app
+    assert (app.history_retention(CHAT_PREFIX + "lobby") is not None) is kept
 
 
 def test_push_demo_must_be_a_boolean():

@@ -1,8 +1,9 @@
 """The demo pages at ``/`` in real headless Chromium, against ``python server.py`` as a user runs it.
 
 The server runs with no setting at all, so these also show that the embedded
-default turns the demos on (one test, which drops connections from the hub,
-serves the same application in-process instead). Each test drives pages at phone and desktop sizes,
+default turns the demos on, and the history of the chat rooms with them (one
+test, which drops connections from the hub, serves the same application
+in-process instead; the chat tests take the network away with a :class:`Cable`). Each test drives pages at phone and desktop sizes,
 saves their screenshots under ``test-artifacts/demo/``, and fails on any
 console error or uncaught exception. Every wait is on an event in the page
 (Playwright's ``expect`` polls the DOM until it holds or times out).
@@ -14,7 +15,7 @@ import pytest
 import tornado.web
 from playwright.async_api import Page, expect
 
-from browser import DESKTOP, PHONE, Browser
+from browser import DESKTOP, PHONE, Browser, Cable
 from conftest import MAIN
 from redis_server import free_port
 from server_processes import ServerProcess
@@ -83,6 +84,73 @@ async def test_chat_room_shows_members_messages_typing_and_leaving(demo_url, bro
     await expect(alice.locator("#count")).to_have_text("1")
     await expect(alice.locator(".messages .notice").last).to_have_text("Bob left")
     browser.assert_no_errors()
+
+
+async def send_chats(page: Page, *texts: str) -> None:
+    """Send each text once the one before has been shown, as a person would."""
+    for text in texts:
+        await send_chat(page, text)
+        await expect(page.locator(".messages .text").last).to_have_text(text)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_chat_page_joining_a_room_shows_its_recent_messages_first(demo_url, browser: Browser):
+    alice = await browser.open(f"{demo_url}/chat.html", DESKTOP, "alice")
+    await join_chat(alice, "Alice", "pier")
+    await send_chats(alice, "First", "Second")
+    bob = await browser.open(f"{demo_url}/chat.html?room=pier", PHONE, "bob")
+    await join_chat(bob, "Bob", "pier")
+    await expect(bob.locator(".messages .text")).to_have_text(["First", "Second"])
+    await send_chats(alice, "Third")
+    await expect(bob.locator(".messages .text")).to_have_text(["First", "Second", "Third"])
+    await expect(bob.locator(".messages li").nth(2)).to_have_text("You joined pier as Bob")
+    await browser.screenshot(bob, "demo/chat-recent-phone")
+    browser.assert_no_errors()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_chat_page_back_from_a_lost_connection_shows_what_it_missed_once_each(
+        demo_url, browser: Browser):
+    alice = await browser.open(f"{demo_url}/chat.html", PHONE, "alice")
+    cable = await Cable.attach(alice)
+    await join_chat(alice, "Alice", "dock")
+    bob = await browser.open(f"{demo_url}/chat.html?room=dock", DESKTOP, "bob")
+    await join_chat(bob, "Bob", "dock")
+    await send_chats(bob, "Before")
+    await expect(alice.locator(".messages .text")).to_have_text(["Before"])
+
+    await cable.cut()
+    await expect(alice.locator(".state")).to_have_attribute("data-state", "reconnecting")
+    await send_chats(bob, "While you were away", "Still away")
+    cable.plug()
+    await expect(alice.locator(".state")).to_have_attribute("data-state", "connected")
+    await send_chats(bob, "Welcome back")
+    await expect(alice.locator(".messages .text")).to_have_text(
+        ["Before", "While you were away", "Still away", "Welcome back"])
+    await expect(alice.locator(".messages .notice", has_text="could not be recovered")).to_have_count(0)
+    await browser.screenshot(alice, "demo/chat-resumed-phone")
+    browser.assert_no_errors()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_chat_page_says_so_when_what_it_missed_cannot_be_recovered(io_loop, browser: Browser):
+    port = free_port()
+    server = await ServerProcess(port, {}, name="demo server").start()
+    try:
+        alice = await browser.open(f"http://127.0.0.1:{port}/chat.html", PHONE, "alice")
+        cable = await Cable.attach(alice)
+        await join_chat(alice, "Alice", "dock")
+        await cable.cut()
+        await server.kill()  # its history was in memory: the restarted server has a new epoch
+        server = await ServerProcess(port, {}, name="restarted demo server").start()
+        cable.plug()
+        await expect(alice.locator(".messages .notice").last).to_have_text(
+            "Messages sent while you were offline could not be recovered")
+        await expect(alice.locator(".state")).to_have_attribute("data-state", "connected")
+        await browser.screenshot(alice, "demo/chat-not-recovered-phone")
+        browser.assert_no_errors()
+    finally:
+        await server.terminate()
 
 
 async def charted(page: Page, figure: str, points: int) -> str:

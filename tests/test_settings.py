@@ -41,7 +41,8 @@ def refused(environ: dict[str, str], *names: str) -> str:
 def test_defaults_listen_on_loopback_6001_with_one_app():
     settings = load_settings({})
     assert (settings.host, settings.port) == ("127.0.0.1", 6001)
-    assert settings.apps == (App(id="1", key="app-key", secret="app-secret", client_events=True),)
+    assert settings.apps == (App(id="1", key="app-key", secret="app-secret", client_events=True,
+                                 history_channels=("presence-chat-*",)),)  # the demo's chat rooms
     assert settings.hub == HubOptions()
     assert (settings.max_message_bytes, settings.max_body_bytes) == (65536, 1048576)
     assert settings.log_level == "INFO"
@@ -231,7 +232,7 @@ def test_default_app_history_comes_from_push_app_history_variables():
     retention = app.history_retention("presence-chat-42")
     assert (retention.max_count, retention.max_age) == (500, 90.5)
     assert app.history_retention("presence-other") is None
-    assert load_settings({}).apps[0].history_retention("presence-chat-42") is None
+    assert load_settings({"PUSH_DEMO": "false"}).apps[0].history_retention("presence-chat-42") is None
 
 
 def test_apps_file_sets_history_per_app(tmp_path):
