@@ -19,6 +19,8 @@ Environment:
                                     PUSH_DEMO on, presence-chat-*, the demo's chat rooms)
     PUSH_APP_HISTORY_SIZE           messages kept per history channel (default 100)
     PUSH_APP_HISTORY_TTL            seconds a history message is kept (default 3600)
+    PUSH_APP_HISTORY_CLIENT_EVENTS  keep and number client events on history channels too
+                                    (default false: they pass live only, like typing indicators)
     PUSH_DEFAULT_APP                false: no default app (then PUSH_APPS_FILE must give apps)
     PUSH_APPS_FILE                  JSON list of more apps, each {"id", "key", "secret", options...};
                                     "webhooks" lists URLs or {"url", "event_types": [...]};
@@ -367,6 +369,7 @@ def _apps(env: _Env) -> tuple[App, ...]:
                                         positive=True),
             "history_ttl": env.number("PUSH_APP_HISTORY_TTL", _APP_DEFAULTS["history_ttl"],
                                       positive=True),
+            "history_client_events": env.flag("PUSH_APP_HISTORY_CLIENT_EVENTS", False),
         })
         webhooks = _webhook_targets("PUSH_APP_WEBHOOKS", _comma_list(env, "PUSH_APP_WEBHOOKS"))
         apps.append(("PUSH_APP_*", dataclasses.replace(default, webhooks=webhooks)))

@@ -66,6 +66,9 @@ class App:
     #: Entries kept per history channel, and seconds each is kept.
     history_size: int = 100
     history_ttl: float = 3600.0
+    #: Client events on history channels are kept and numbered too. Off by default:
+    #: most are ephemeral (typing indicators) and would push real messages out.
+    history_client_events: bool = False
 
     def history_retention(self, channel: str) -> Retention | None:
         """What the channel keeps, or None when it has no history."""

@@ -15,6 +15,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Callable
 
+from . import protocol
 from .apps import App
 from .broker import Broker, Publication
 from .channels import LocalChannel
@@ -35,13 +36,15 @@ class HistoryChannels:
 
     async def stamp(self, app: App, publication: Publication) -> Publication:
         """The publication to hand to the broker: on a history channel, stored first,
-        which gives it its epoch and offset; elsewhere unchanged.
+        which gives it its epoch and offset; elsewhere, and for client events unless
+        the app keeps them (``history_client_events``), unchanged.
 
         Raises :class:`BrokerUnavailable` when the broker cannot send it, so that
         nothing is stored that no subscriber can receive.
         """
         retention = app.history_retention(publication.channel)
-        if retention is None:
+        if retention is None or (publication.event.startswith(protocol.CLIENT_EVENT_PREFIX)
+                                 and not app.history_client_events):
             return publication
         if not self._broker.connected:
             raise BrokerUnavailable("the broker is unreachable: nothing was stored or sent")

@@ -38,7 +38,8 @@ from tornado_push.pubsub.hub import Hub, HubOptions  # noqa: E402
 
 #: Channels of the main app that keep history (docs/history.md).
 HISTORY_CHANNELS = ("history-*", "private-history-*", "presence-history-*")
-MAIN = App(id="1", key="app-key", secret="app-secret", history_channels=HISTORY_CHANNELS)
+MAIN = App(id="1", key="app-key", secret="app-secret", history_channels=HISTORY_CHANNELS,
+           history_client_events=True)
 QUIET = App(id="2", key="quiet-key", secret="quiet-secret", client_events=False)
 DISABLED = App(id="3", key="off-key", secret="off-secret", enabled=False)
 TINY = App(id="4", key="tiny-key", secret="tiny-secret", max_connections=3,

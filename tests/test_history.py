@@ -192,6 +192,22 @@ async def test_client_events_get_offsets_and_are_replayed(server_port):
     assert (resumed.outcome, numbers(resumed.replayed)) == ("resume_succeeded", [2])
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_client_events_pass_live_without_offsets_unless_the_app_keeps_them(server_port):
+    alice = await HistoryClient.open(server_port, SHORT_HISTORY)  # history_client_events off
+    bob = await HistoryClient.open(server_port, SHORT_HISTORY)
+    for client in (alice, bob):
+        await client.subscribe("private-room")
+    await alice.trigger("private-room", "client-typing", {"n": 0})
+    typing = await bob.socket.expect("client-typing")
+    assert "offset" not in typing and "epoch" not in typing
+    await publish(sdk_client(SHORT_HISTORY, server_port), "private-room", 1)
+    (message,) = await bob.events("private-room", 1)  # offset 1: the typing took none
+    assert message["offset"] == 1
+    page = await history(SHORT_HISTORY, server_port, "private-room")
+    assert [item["event"] for item in page["items"]] == ["message"]
+
+
 # -- stock pusher-js -----------------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=30)
