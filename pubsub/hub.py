@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from itertools import count
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator
 
 from . import protocol
 from .announcements import Announcer
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger(__name__)
+#: Connections re-registered at once after Redis lost its data (each may hold
+#: several subscriptions; the Redis client's pool bounds what is really in flight).
+REGISTER_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +230,22 @@ class Hub:
             self.close_all(ErrorCode.RECONNECT, "Server lost touch with the cluster: reconnect")
             return
         registered = 0
-        for session in self._all_sessions():
-            for name, member in list(session.channels.items()):
-                await self.state.join(session.app.id, name, session.socket_id, member)
-                registered += 1
-            if session.user_id is not None:
-                await self.state.sign_in(session.app.id, session.user_id, session.socket_id)
+        for sessions in _batches(self._all_sessions(), REGISTER_BATCH):
+            # Many round trips in flight at once (the client's pool), not one at a time:
+            # at 50,000 subscriptions that is seconds, not minutes. A session closed
+            # meanwhile is skipped; its leave has been (or will be) recorded.
+            work = [self._register(session) for session in sessions if not session.is_closed]
+            registered += sum(await asyncio.gather(*work))
         log.info("registered %d subscription(s) again", registered)
+
+    async def _register(self, session: Session) -> int:
+        """One connection's subscriptions and sign-in, back into the cluster state."""
+        channels = list(session.channels.items())
+        await asyncio.gather(*(self.state.join(session.app.id, name, session.socket_id, member)
+                               for name, member in channels))
+        if session.user_id is not None:
+            await self.state.sign_in(session.app.id, session.user_id, session.socket_id)
+        return len(channels)
 
     def drain(self, grace: float) -> None:
         """Refuse new connections and close every client with 4200 (reconnect at once).
@@ -422,3 +434,8 @@ class Hub:
 
     def _broadcast(self, channel: LocalChannel, publication: Publication) -> None:
         self.messages_sent += channel.send(publication)
+
+
+def _batches(items: list[Session], size: int) -> Iterator[list[Session]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
