@@ -75,11 +75,13 @@ def make_poster(timeout: float) -> Poster:
     return post
 
 
-def make_hub(settings: Settings) -> Hub:
-    """The engine for these settings: in-process by default, Redis when configured."""
+def make_hub(settings: Settings, history: HistoryStore | None = None) -> Hub:
+    """The engine for these settings: in-process by default, Redis when configured;
+    history in ``history`` when given, else where the settings say."""
     webhooks = Webhooks(make_poster(settings.webhooks.timeout), options=settings.webhooks)
     apps = AppRegistry(settings.apps)
-    history = make_history_store(settings)
+    if history is None:
+        history = make_history_store(settings)
     if settings.redis is None:
         return Hub(apps, options=settings.hub, webhooks=webhooks, history=history)
     broker = RedisBroker(settings.redis)
@@ -120,15 +122,19 @@ class Push:
     in_flight: InFlightRequests
 
     def __init__(self, apps: Iterable[App] | None = None, *, redis_url: str | None = None,
-                 **settings: Any) -> None:
+                 history: HistoryStore | None = None, **settings: Any) -> None:
         """``apps`` default to the one default app (id ``1``, key ``app-key``, secret
         ``app-secret``); ``redis_url`` joins a cluster through Redis (validated as
-        ``PUSH_REDIS_URL`` is); ``settings`` set any other field of ``Settings``.
+        ``PUSH_REDIS_URL`` is); ``history`` is where history channels keep their
+        messages, e.g. ``MongoHistoryStore(database=the_hosts_own_database)``
+        (default: MongoDB if ``mongo_url`` is set, else Redis if configured, else
+        memory); ``settings`` set any other field of ``Settings``.
         Raises :class:`~tornado_push.settings.SettingsError` (a ``ValueError``).
         """
         environ = {} if redis_url is None else {"PUSH_REDIS_URL": redis_url}
         chosen = None if apps is None else tuple(apps)
-        self._compose(load_settings(environ, apps=chosen, **settings))
+        configured = load_settings(environ, apps=chosen, **settings)
+        self._compose(configured, None if history is None else make_hub(configured, history))
 
     @classmethod
     def from_settings(cls, settings: Settings, hub: Hub | None = None) -> Push:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import urllib.parse
 import uuid
 
+import motor.motor_asyncio
 import pusher
 import pusher.http
 import pusher.pusher_client
@@ -24,7 +25,7 @@ from conftest import subscribed
 from host_handlers import ROOM
 from pusherjs import JSClient, PusherJS
 
-from tornado_push import App, Push, TriggerRefused, load_settings
+from tornado_push import App, MongoHistoryStore, Push, TriggerRefused, load_settings
 
 HOST_APP = App(id="42", key="host-key", secret="host-secret")
 OTHER_APP = App(id="43", key="other-key", secret="other-secret", max_event_bytes=100)
@@ -213,3 +214,21 @@ async def test_host_with_redis_publishes_to_a_client_of_a_server_process(
     finally:
         host.stop()
         await push.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_history_goes_to_the_database_the_host_injects(mongo_server):
+    client = motor.motor_asyncio.AsyncIOMotorClient(mongo_server.url)
+    database = client[f"host_{uuid.uuid4().hex[:8]}"]
+    push = Push([App(id="1", key="k", secret="s", history_channels=("chat-*",))],
+                history=MongoHistoryStore(database=database))
+    await push.start()
+    try:
+        await push.trigger("chat-lobby", "message", {"text": "kept"})
+        await push.trigger("news", "message", {"text": "not kept"})
+        entries = await database["history_entries"].find({}).to_list(10)
+        assert [(entry["channel"], entry["offset"]) for entry in entries] == [("chat-lobby", 1)]
+    finally:
+        await push.close()
+        await client.drop_database(database.name)
+        client.close()
