@@ -9,7 +9,8 @@ import tornado.iostream
 import tornado.websocket
 
 from .outbound import FrameCache, Flusher
-from .tornado_internals import unsent_bytes, websocket_compresses, websocket_stream, write
+from .tornado_internals import (frames_read_in_own_task, unsent_bytes, websocket_compresses,
+                                websocket_stream, write)
 from ..pubsub import protocol
 from ..pubsub.apps import App
 from ..pubsub.errors import ConnectionRefused, ErrorCode
@@ -54,6 +55,9 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     def max_message_size(self) -> int:
         """Our limit, so that a host Application's own setting stays its own handlers'."""
         return self._max_message_bytes or super().max_message_size
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        return frames_read_in_own_task(super().get_websocket_protocol())
 
     def get_compression_options(self) -> dict[str, object] | None:
         return {} if self._compression else None

@@ -1,15 +1,22 @@
-"""The Tornado internals the fast write path relies on, and nothing else.
+"""The Tornado internals the fast write path and the idle-connection trimming rely on.
 
 Tornado's ``write_message`` costs a Task, a Future and a copy for every
 message sent, and buffers without limit for a client that never reads. The
 broadcast path writes pre-framed bytes straight to the connection's IOStream
-instead, which needs four things Tornado does not expose publicly. They live
-here so that ``tests/test_tornado_internals.py`` can check each one against
-the pinned Tornado range (see requirements.txt) and fail loudly on an upgrade
-that changes them.
+instead, which needs four things Tornado does not expose publicly.
+
+An idle connection is most of a server's memory, and Tornado keeps much of
+its HTTP handshake for the connection's lifetime: :func:`frames_read_in_own_task`
+lets that go.
+
+They live here so that ``tests/test_tornado_internals.py`` can check each one
+against the pinned Tornado range (see requirements.txt) and fail loudly on an
+upgrade that changes them.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import tornado.iostream
 import tornado.websocket
@@ -54,3 +61,35 @@ def write(stream: tornado.iostream.IOStream, data: bytes) -> None:
             return
         data = data[sent:]
     stream.write(data)  # its Future retrieves its own error: nothing to await
+
+
+# -- idle connections --------------------------------------------------------------
+
+class _OwnTaskProtocol(tornado.websocket.WebSocketProtocol13):
+    """Reads frames in a Task of its own instead of at the bottom of the handshake's coroutines.
+
+    ``_accept_connection`` awaits ``_receive_frame_loop`` after ``open``, so
+    the handler's ``_execute`` Task, with ``get``, ``accept_connection`` and
+    their locals (the request headers among them), would live as long as the
+    connection. Returning at once lets them finish.
+    """
+
+    #: The Task reading frames; asyncio itself keeps only a weak reference.
+    __slots__ = ("_frame_loop",)
+
+    async def _receive_frame_loop(self) -> None:
+        self._frame_loop = asyncio.ensure_future(super()._receive_frame_loop())
+        self._frame_loop.add_done_callback(self._frame_loop_done)
+
+    def _frame_loop_done(self, task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:  # what RequestHandler._execute logs, had the loop run in it
+            self.handler.log_exception(type(error), error, error.__traceback__)
+
+
+def frames_read_in_own_task(protocol: tornado.websocket.WebSocketProtocol | None
+                            ) -> tornado.websocket.WebSocketProtocol | None:
+    """The protocol ``get_websocket_protocol`` made, remade to read frames in its own Task."""
+    if type(protocol) is not tornado.websocket.WebSocketProtocol13:
+        return protocol
+    return _OwnTaskProtocol(protocol.handler, protocol.mask_outgoing, protocol.params)

@@ -1,12 +1,14 @@
 """The Tornado internals handlers/tornado_internals.py relies on, checked on this Tornado.
 
-If one of these fails after a Tornado upgrade, the fast write path needs
-adapting before that version enters requirements.txt's range.
+If one of these fails after a Tornado upgrade, the fast write path or the
+idle-connection trimming needs adapting before that version enters
+requirements.txt's range.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -89,3 +91,42 @@ async def test_write_goes_straight_to_the_socket_then_queues_in_order(server_por
         received += data
     assert unsent_bytes(stream) == 0
     reader.close()
+
+
+# -- idle connections ---------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_the_handshake_finishes_and_frames_are_read_in_a_task_of_their_own(raw, hub):
+    socket = await raw()
+    handler = handler_of(hub)
+    handshakes = [task for task in asyncio.all_tasks()
+                  if task.get_coro().__qualname__ == "RequestHandler._execute"]
+    assert handshakes == []
+    frame_loop = handler.ws_connection._frame_loop
+    assert not frame_loop.done()
+    await socket.send({"event": "pusher:ping", "data": {}})
+    await socket.expect("pusher:pong")
+    session = handler.session
+    socket.close()
+    await frame_loop
+    assert session.is_closed
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_error_in_the_frame_loop_is_logged_as_tornado_logs_it(raw, hub, caplog):
+    socket = await raw()
+    handler = handler_of(hub)
+    protocol = handler.ws_connection
+
+    async def broken() -> None:
+        raise RuntimeError("broken frame reader")
+
+    protocol._receive_frame = broken  # the loop's next read, after the frame it waits for
+    await socket.send({"event": "pusher:ping", "data": {}})
+    with caplog.at_level(logging.ERROR, logger="tornado.application"):
+        await asyncio.wait([protocol._frame_loop], timeout=5)
+    (record,) = [r for r in caplog.records if "Uncaught exception" in r.getMessage()]
+    assert "GET /app/app-key?protocol=7 (127.0.0.1)" in record.getMessage()
+    assert record.exc_info[1].args == ("broken frame reader",)
+    assert handler.session.is_closed
