@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import tornado.httputil
 import tornado.iostream
 import tornado.websocket
 
 from .outbound import FrameCache, Flusher
-from .tornado_internals import (frames_read_in_own_task, unsent_bytes, websocket_compresses,
-                                websocket_stream, write)
+from .tornado_internals import (frames_read_in_own_task, release_handshake, unsent_bytes,
+                                websocket_compresses, websocket_stream, write)
 from ..pubsub import protocol
 from ..pubsub.apps import App
 from ..pubsub.errors import ConnectionRefused, ErrorCode
@@ -41,6 +40,9 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     permessage-deflate takes ``write_message`` instead, since its bytes are
     its own.
     """
+
+    # Ours in slots, 8 bytes each: the instance dict is Tornado's (see release_handshake).
+    __slots__ = ("hub", "session", "_compression", "_max_message_bytes", "_deflates", "_queued")
 
     def initialize(self, hub: Hub, compression: bool = False, max_message_bytes: int | None = None,
                    **_: object) -> None:
@@ -79,21 +81,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             return
         self.session = Session(self.hub, app, self, self.request.remote_ip or "")
         self.session.open()
-        self._release_handshake()
-
-    def _release_handshake(self) -> None:
-        """Drop what only the HTTP handshake needed: idle connections are most connections.
-
-        Tornado reads the request headers only during the handshake; the
-        request line and address stay for logging.
-        """
-        request = self.request
-        request.headers = tornado.httputil.HTTPHeaders()
-        request.arguments = request.query_arguments = request.body_arguments = {}
-        request.files = {}
-        self._headers = tornado.httputil.HTTPHeaders()
-        self.ui = None  # template helpers; a WebSocket renders none
-        self.path_args, self.path_kwargs = [], {}
+        release_handshake(self)
 
     def _app_for(self, key: str) -> App:
         """The app this connection is for, or :class:`ConnectionRefused`."""

@@ -6,8 +6,9 @@ broadcast path writes pre-framed bytes straight to the connection's IOStream
 instead, which needs four things Tornado does not expose publicly.
 
 An idle connection is most of a server's memory, and Tornado keeps much of
-its HTTP handshake for the connection's lifetime: :func:`frames_read_in_own_task`
-lets that go.
+its HTTP handshake for the connection's lifetime. :func:`release_handshake`
+and :func:`frames_read_in_own_task` let that go; they depend on which of its
+attributes Tornado reads after the handshake.
 
 They live here so that ``tests/test_tornado_internals.py`` can check each one
 against the pinned Tornado range (see requirements.txt) and fail loudly on an
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
+import tornado.httputil
 import tornado.iostream
 import tornado.websocket
 
@@ -64,6 +66,36 @@ def write(stream: tornado.iostream.IOStream, data: bytes) -> None:
 
 
 # -- idle connections --------------------------------------------------------------
+
+#: Handler attributes only the handshake reads: ``_execute`` (transforms, path
+#: arguments), ``get`` (open arguments), and the response (headers and body
+#: buffer), which ``_detach_stream`` makes unwritable afterwards.
+_HANDSHAKE_ONLY = ("_transforms", "path_args", "path_kwargs", "open_args", "open_kwargs",
+                   "_headers", "_write_buffer")
+#: Nothing reads the request's headers after the handshake: one empty set serves all.
+_NO_HEADERS = tornado.httputil.HTTPHeaders()
+
+
+def release_handshake(handler: tornado.websocket.WebSocketHandler) -> None:
+    """Drop what only the HTTP handshake needed, once ``open`` runs: most connections are idle.
+
+    The request keeps its start line and address, for logging. Its HTTP/1
+    connection is detached and done, but would hold the parsed request
+    headers and the response's Futures.
+    """
+    request = handler.request
+    request.headers = _NO_HEADERS
+    request.arguments = request.query_arguments = request.body_arguments = {}
+    request.files = {}
+    request.connection = request.server_connection = None
+    handler.ui = None  # template helpers; a WebSocket renders none
+    # A dict built anew holds just what is left (~460 bytes). The handshake
+    # leaves one sized for all 27 attributes Tornado set (~830 bytes): CPython
+    # keeps attributes out of a dict of their own only when the class's first
+    # instances set them all before others are made, and handshakes interleave.
+    handler.__dict__ = {name: value for name, value in vars(handler).items()
+                        if name not in _HANDSHAKE_ONLY}
+
 
 class _OwnTaskProtocol(tornado.websocket.WebSocketProtocol13):
     """Reads frames in a Task of its own instead of at the bottom of the handshake's coroutines.

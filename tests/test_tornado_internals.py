@@ -95,6 +95,27 @@ async def test_write_goes_straight_to_the_socket_then_queues_in_order(server_por
 
 # -- idle connections ---------------------------------------------------------------
 
+#: What a handler holds once its handshake is released. A Tornado that sets
+#: more must be checked for attributes only the handshake reads.
+KEPT_HANDLER_ATTRIBUTES = {
+    "application", "request", "_headers_written", "_finished", "_auto_finish",
+    "_prepared_future", "ui", "_status_code", "_reason", "ws_connection", "close_code",
+    "close_reason", "_on_close_called",
+    # _detach_stream makes these raise on a WebSocket
+    "write", "redirect", "set_header", "set_cookie", "set_status", "flush", "finish"}
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_open_connection_keeps_only_what_tornado_reads_after_the_handshake(raw, hub):
+    await raw()
+    handler = handler_of(hub)
+    assert set(vars(handler)) == KEPT_HANDLER_ATTRIBUTES
+    request = handler.request
+    assert request.connection is None and request.server_connection is None
+    assert not request.headers
+    assert (request.method, request.uri) == ("GET", "/app/app-key?protocol=7")
+    assert request.remote_ip == "127.0.0.1"
+
 
 @pytest.mark.gen_test(timeout=10)
 async def test_the_handshake_finishes_and_frames_are_read_in_a_task_of_their_own(raw, hub):
