@@ -18,6 +18,8 @@ upgrade that changes them.
 from __future__ import annotations
 
 import asyncio
+import collections
+from typing import Any, Iterable, Iterator
 
 import tornado.httputil
 import tornado.iostream
@@ -76,6 +78,47 @@ _HANDSHAKE_ONLY = ("_transforms", "path_args", "path_kwargs", "open_args", "open
 _NO_HEADERS = tornado.httputil.HTTPHeaders()
 
 
+class _LazyDeque:
+    """The ``deque`` operations IOStream uses, with a deque only while something is queued.
+
+    An empty deque still holds a block of 64 slots (760 bytes in all), and
+    IOStream keeps two per stream, of write Futures and of unsent chunks,
+    which stay empty while the client keeps up.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items: collections.deque[Any] | None = collections.deque(items) or None
+
+    def append(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+
+    def popleft(self) -> Any:
+        if self._items is None:
+            raise IndexError("pop from an empty queue")
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    def clear(self) -> None:
+        self._items = None
+
+    def __len__(self) -> int:
+        return 0 if self._items is None else len(self._items)
+
+    def __getitem__(self, index: int) -> Any:
+        if self._items is None:
+            raise IndexError("the queue is empty")
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items or ())
+
+
 def release_handshake(handler: tornado.websocket.WebSocketHandler) -> None:
     """Drop what only the HTTP handshake needed, once ``open`` runs: most connections are idle.
 
@@ -95,6 +138,10 @@ def release_handshake(handler: tornado.websocket.WebSocketHandler) -> None:
     # instances set them all before others are made, and handshakes interleave.
     handler.__dict__ = {name: value for name, value in vars(handler).items()
                         if name not in _HANDSHAKE_ONLY}
+    stream = handler.ws_connection.stream  # type: ignore[union-attr]
+    stream._write_futures = _LazyDeque(stream._write_futures)  # type: ignore[assignment]  # noqa: SLF001
+    buffer = stream._write_buffer  # noqa: SLF001
+    buffer._buffers = _LazyDeque(buffer._buffers)  # type: ignore[assignment]  # noqa: SLF001
 
 
 class _OwnTaskProtocol(tornado.websocket.WebSocketProtocol13):

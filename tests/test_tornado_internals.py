@@ -8,7 +8,10 @@ requirements.txt's range.
 from __future__ import annotations
 
 import asyncio
+import collections
+import inspect
 import logging
+import re
 import socket
 
 import pytest
@@ -17,8 +20,8 @@ import tornado.iostream
 import tornado.websocket
 
 from conftest import MAIN, SMALL_BUFFER
-from tornado_push.handlers.tornado_internals import (unsent_bytes, websocket_compresses,
-                                                     websocket_stream, write)
+from tornado_push.handlers.tornado_internals import (_LazyDeque, unsent_bytes,
+                                                     websocket_compresses, websocket_stream, write)
 
 
 def handler_of(hub, app=MAIN):
@@ -115,6 +118,57 @@ async def test_an_open_connection_keeps_only_what_tornado_reads_after_the_handsh
     assert not request.headers
     assert (request.method, request.uri) == ("GET", "/app/app-key?protocol=7")
     assert request.remote_ip == "127.0.0.1"
+
+
+def test_iostream_uses_only_the_queue_operations_the_lighter_queue_has():
+    # _LazyDeque stands in for the deques of a stream's write Futures and
+    # unsent chunks; besides these methods it offers len, bool, indexing and
+    # iteration.
+    source = inspect.getsource(tornado.iostream)
+    used = set(re.findall(r"(?:_write_futures|_buffers|\bbuffers)\.(\w+)", source))
+    assert used == {"append", "popleft", "clear"}
+
+
+def test_the_lighter_queue_behaves_as_a_deque_and_lets_its_deque_go_when_empty():
+    queue, deque = _LazyDeque(), collections.deque()
+    for step in ("a", "b", None, "c", None, None, "d", "clear"):
+        for each in (queue, deque):
+            if step is None:
+                each.popleft()
+            elif step == "clear":
+                each.clear()
+            else:
+                each.append(step)
+        assert list(queue) == list(deque) and len(queue) == len(deque)
+        assert bool(queue) == bool(deque)
+        if deque:
+            assert (queue[0], queue[-1]) == (deque[0], deque[-1])
+    for empty in (queue, deque):
+        with pytest.raises(IndexError):
+            empty[0]
+        with pytest.raises(IndexError):
+            empty.popleft()
+    assert queue._items is None
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_stream_that_caught_up_holds_no_deque(server_port, hub):
+    reader, stream = await slow_reader(server_port, hub)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    chunk = b"x" * 65536
+    write(stream, chunk)
+    write(stream, chunk)  # behind the first: queued, with its Future
+    assert unsent_bytes(stream) > 0 and stream._write_futures
+    reader.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received = 0
+    while received < 2 * len(chunk):
+        data = await loop.sock_recv(reader, 1 << 20)
+        assert data, "the server closed the connection"
+        received += len(data)
+    assert unsent_bytes(stream) == 0
+    assert stream._write_futures._items is None and stream._write_buffer._buffers._items is None
+    reader.close()
 
 
 @pytest.mark.gen_test(timeout=10)
