@@ -51,7 +51,8 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         self._compression = compression
         self._max_message_bytes = max_message_bytes
         self._deflates = False
-        self._queued: list[bytes] = []
+        #: Frames to write at the end of this loop iteration; None, not an empty list, when idle.
+        self._queued: list[bytes] | None = None
 
     @property
     def max_message_size(self) -> int:
@@ -113,7 +114,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             self.session.mark_activity()
 
     def on_close(self) -> None:
-        self._queued.clear()
+        self._queued = None
         if self.session is not None:
             self.session.closed()
 
@@ -129,13 +130,15 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
                 except tornado.websocket.WebSocketClosedError:
                     pass  # gone mid-broadcast: on_close follows, the others still get theirs
             return
-        if not self._queued:
+        if self._queued is None:
             _flusher.mark(self)
-        self._queued.append(_frames.frame(frame))
+            self._queued = [_frames.frame(frame)]
+        else:
+            self._queued.append(_frames.frame(frame))
 
     def write_queued(self) -> None:
         """Write the frames queued this iteration as one write, unless the client is too slow."""
-        queued, self._queued = self._queued, []
+        queued, self._queued = self._queued, None
         stream = websocket_stream(self)
         if stream is None or not queued:
             return

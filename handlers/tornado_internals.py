@@ -128,8 +128,7 @@ def release_handshake(handler: tornado.websocket.WebSocketHandler) -> None:
     """
     request = handler.request
     request.headers = _NO_HEADERS
-    request.arguments = request.query_arguments = request.body_arguments = {}
-    request.files = {}
+    request.arguments = request.query_arguments = request.body_arguments = request.files = {}
     request.connection = request.server_connection = None
     handler.ui = None  # template helpers; a WebSocket renders none
     # A dict built anew holds just what is left (~460 bytes). The handshake
