@@ -82,7 +82,8 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             return
         self.session = Session(self.hub, app, self, self.request.remote_ip or "")
         self.session.open()
-        release_handshake(self)
+        if not self.session.is_closed:  # a connection the hub refused is closed already
+            release_handshake(self)
 
     def _app_for(self, key: str) -> App:
         """The app this connection is for, or :class:`ConnectionRefused`."""

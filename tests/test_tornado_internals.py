@@ -19,7 +19,7 @@ import tornado
 import tornado.iostream
 import tornado.websocket
 
-from conftest import MAIN, SMALL_BUFFER
+from conftest import MAIN, SMALL_BUFFER, TINY
 from tornado_push.handlers.tornado_internals import (_LazyDeque, unsent_bytes,
                                                      websocket_compresses, websocket_stream, write)
 
@@ -118,6 +118,16 @@ async def test_an_open_connection_keeps_only_what_tornado_reads_after_the_handsh
     assert not request.headers
     assert (request.method, request.uri) == ("GET", "/app/app-key?protocol=7")
     assert request.remote_ip == "127.0.0.1"
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_connection_the_hub_refuses_is_closed_without_an_error_logged(raw, caplog):
+    for _ in range(TINY.max_connections):
+        await raw(TINY.key)
+    refused = await raw(TINY.key, established=False)
+    assert (await refused.receive())["event"] == "pusher:error"
+    assert await refused.closed() == 4004
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_iostream_uses_only_the_queue_operations_the_lighter_queue_has():
