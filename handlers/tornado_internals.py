@@ -152,17 +152,21 @@ class _OwnTaskProtocol(tornado.websocket.WebSocketProtocol13):
     connection. Returning at once lets them finish.
     """
 
-    #: The Task reading frames; asyncio itself keeps only a weak reference.
-    __slots__ = ("_frame_loop",)
-
     async def _receive_frame_loop(self) -> None:
-        self._frame_loop = asyncio.ensure_future(super()._receive_frame_loop())
-        self._frame_loop.add_done_callback(self._frame_loop_done)
+        task = asyncio.ensure_future(super()._receive_frame_loop())
+        _frame_loops.add(task)
+        task.add_done_callback(self._frame_loop_done)
 
     def _frame_loop_done(self, task: asyncio.Task[None]) -> None:
+        _frame_loops.discard(task)
         error = None if task.cancelled() else task.exception()
         if error is not None:  # what RequestHandler._execute logs, had the loop run in it
             self.handler.log_exception(type(error), error, error.__traceback__)
+
+
+#: The running frame loops. asyncio keeps only weak references to Tasks; Tornado
+#: keeps its own in a set like this one (IOLoop._pending_tasks).
+_frame_loops: set[asyncio.Task[None]] = set()
 
 
 def frames_read_in_own_task(protocol: tornado.websocket.WebSocketProtocol | None

@@ -20,13 +20,20 @@ import tornado.iostream
 import tornado.websocket
 
 from conftest import MAIN, SMALL_BUFFER, TINY
-from tornado_push.handlers.tornado_internals import (_LazyDeque, unsent_bytes,
+from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, unsent_bytes,
                                                      websocket_compresses, websocket_stream, write)
 
 
 def handler_of(hub, app=MAIN):
     (session,) = list(hub.sessions(app))
     return session.transport
+
+
+def frame_loop_of(handler) -> asyncio.Task:
+    """The running Task that reads the handler's frames."""
+    (task,) = [task for task in _frame_loops
+               if task.get_coro().cr_frame.f_locals["self"] is handler.ws_connection]
+    return task
 
 
 def test_tornado_is_in_the_tested_range():
@@ -188,14 +195,13 @@ async def test_the_handshake_finishes_and_frames_are_read_in_a_task_of_their_own
     handshakes = [task for task in asyncio.all_tasks()
                   if task.get_coro().__qualname__ == "RequestHandler._execute"]
     assert handshakes == []
-    frame_loop = handler.ws_connection._frame_loop
-    assert not frame_loop.done()
+    frame_loop = frame_loop_of(handler)
     await socket.send({"event": "pusher:ping", "data": {}})
     await socket.expect("pusher:pong")
     session = handler.session
     socket.close()
     await frame_loop
-    assert session.is_closed
+    assert session.is_closed and frame_loop not in _frame_loops
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -203,6 +209,7 @@ async def test_an_error_in_the_frame_loop_is_logged_as_tornado_logs_it(raw, hub,
     socket = await raw()
     handler = handler_of(hub)
     protocol = handler.ws_connection
+    frame_loop = frame_loop_of(handler)
 
     async def broken() -> None:
         raise RuntimeError("broken frame reader")
@@ -210,7 +217,7 @@ async def test_an_error_in_the_frame_loop_is_logged_as_tornado_logs_it(raw, hub,
     protocol._receive_frame = broken  # the loop's next read, after the frame it waits for
     await socket.send({"event": "pusher:ping", "data": {}})
     with caplog.at_level(logging.ERROR, logger="tornado.application"):
-        await asyncio.wait([protocol._frame_loop], timeout=5)
+        await asyncio.wait([frame_loop], timeout=5)
     (record,) = [r for r in caplog.records if "Uncaught exception" in r.getMessage()]
     assert "GET /app/app-key?protocol=7 (127.0.0.1)" in record.getMessage()
     assert record.exc_info[1].args == ("broken frame reader",)
