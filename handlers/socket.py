@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import tornado.httputil
 import tornado.iostream
 import tornado.websocket
 
 from .outbound import FrameCache, Flusher
-from .tornado_internals import unsent_bytes, websocket_compresses, websocket_stream, write
+from .tornado_internals import (frames_read_in_own_task, release_handshake, unsent_bytes,
+                                websocket_compresses, websocket_stream, write)
 from ..pubsub import protocol
 from ..pubsub.apps import App
 from ..pubsub.errors import ConnectionRefused, ErrorCode
@@ -41,6 +41,9 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     its own.
     """
 
+    # Ours in slots, 8 bytes each: the instance dict is Tornado's (see release_handshake).
+    __slots__ = ("hub", "session", "_compression", "_max_message_bytes", "_deflates", "_queued")
+
     def initialize(self, hub: Hub, compression: bool = False, max_message_bytes: int | None = None,
                    **_: object) -> None:
         self.hub = hub
@@ -48,12 +51,16 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         self._compression = compression
         self._max_message_bytes = max_message_bytes
         self._deflates = False
-        self._queued: list[bytes] = []
+        #: Frames to write at the end of this loop iteration; None, not an empty list, when idle.
+        self._queued: list[bytes] | None = None
 
     @property
     def max_message_size(self) -> int:
         """Our limit, so that a host Application's own setting stays its own handlers'."""
         return self._max_message_bytes or super().max_message_size
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        return frames_read_in_own_task(super().get_websocket_protocol())
 
     def get_compression_options(self) -> dict[str, object] | None:
         return {} if self._compression else None
@@ -75,21 +82,8 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             return
         self.session = Session(self.hub, app, self, self.request.remote_ip or "")
         self.session.open()
-        self._release_handshake()
-
-    def _release_handshake(self) -> None:
-        """Drop what only the HTTP handshake needed: idle connections are most connections.
-
-        Tornado reads the request headers only during the handshake; the
-        request line and address stay for logging.
-        """
-        request = self.request
-        request.headers = tornado.httputil.HTTPHeaders()
-        request.arguments = request.query_arguments = request.body_arguments = {}
-        request.files = {}
-        self._headers = tornado.httputil.HTTPHeaders()
-        self.ui = None  # template helpers; a WebSocket renders none
-        self.path_args, self.path_kwargs = [], {}
+        if not self.session.is_closed:  # a connection the hub refused is closed already
+            release_handshake(self)
 
     def _app_for(self, key: str) -> App:
         """The app this connection is for, or :class:`ConnectionRefused`."""
@@ -121,7 +115,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             self.session.mark_activity()
 
     def on_close(self) -> None:
-        self._queued.clear()
+        self._queued = None
         if self.session is not None:
             self.session.closed()
 
@@ -137,13 +131,15 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
                 except tornado.websocket.WebSocketClosedError:
                     pass  # gone mid-broadcast: on_close follows, the others still get theirs
             return
-        if not self._queued:
+        if self._queued is None:
             _flusher.mark(self)
-        self._queued.append(_frames.frame(frame))
+            self._queued = [_frames.frame(frame)]
+        else:
+            self._queued.append(_frames.frame(frame))
 
     def write_queued(self) -> None:
         """Write the frames queued this iteration as one write, unless the client is too slow."""
-        queued, self._queued = self._queued, []
+        queued, self._queued = self._queued, None
         stream = websocket_stream(self)
         if stream is None or not queued:
             return

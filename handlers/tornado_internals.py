@@ -1,16 +1,27 @@
-"""The Tornado internals the fast write path relies on, and nothing else.
+"""The Tornado internals the fast write path and the idle-connection trimming rely on.
 
 Tornado's ``write_message`` costs a Task, a Future and a copy for every
 message sent, and buffers without limit for a client that never reads. The
 broadcast path writes pre-framed bytes straight to the connection's IOStream
-instead, which needs four things Tornado does not expose publicly. They live
-here so that ``tests/test_tornado_internals.py`` can check each one against
-the pinned Tornado range (see requirements.txt) and fail loudly on an upgrade
-that changes them.
+instead, which needs four things Tornado does not expose publicly.
+
+An idle connection is most of a server's memory, and Tornado keeps much of
+its HTTP handshake for the connection's lifetime. :func:`release_handshake`
+and :func:`frames_read_in_own_task` let that go; they depend on which of its
+attributes Tornado reads after the handshake.
+
+They live here so that ``tests/test_tornado_internals.py`` can check each one
+against the pinned Tornado range (see requirements.txt) and fail loudly on an
+upgrade that changes them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+from typing import Any, Iterable, Iterator
+
+import tornado.httputil
 import tornado.iostream
 import tornado.websocket
 
@@ -54,3 +65,113 @@ def write(stream: tornado.iostream.IOStream, data: bytes) -> None:
             return
         data = data[sent:]
     stream.write(data)  # its Future retrieves its own error: nothing to await
+
+
+# -- idle connections --------------------------------------------------------------
+
+#: Handler attributes only the handshake reads: ``_execute`` (transforms, path
+#: arguments), ``get`` (open arguments), and the response (headers and body
+#: buffer), which ``_detach_stream`` makes unwritable afterwards.
+_HANDSHAKE_ONLY = ("_transforms", "path_args", "path_kwargs", "open_args", "open_kwargs",
+                   "_headers", "_write_buffer")
+#: Nothing reads the request's headers after the handshake: one empty set serves all.
+_NO_HEADERS = tornado.httputil.HTTPHeaders()
+
+
+class _LazyDeque:
+    """The ``deque`` operations IOStream uses, with a deque only while something is queued.
+
+    An empty deque still holds a block of 64 slots (760 bytes in all), and
+    IOStream keeps two per stream, of write Futures and of unsent chunks,
+    which stay empty while the client keeps up.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items: collections.deque[Any] | None = collections.deque(items) or None
+
+    def append(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+
+    def popleft(self) -> Any:
+        if self._items is None:
+            raise IndexError("pop from an empty queue")
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    def clear(self) -> None:
+        self._items = None
+
+    def __len__(self) -> int:
+        return 0 if self._items is None else len(self._items)
+
+    def __getitem__(self, index: int) -> Any:
+        if self._items is None:
+            raise IndexError("the queue is empty")
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items or ())
+
+
+def release_handshake(handler: tornado.websocket.WebSocketHandler) -> None:
+    """Drop what only the HTTP handshake needed, once ``open`` runs: most connections are idle.
+
+    The request keeps its start line and address, for logging. Its HTTP/1
+    connection is detached and done, but would hold the parsed request
+    headers and the response's Futures.
+    """
+    request = handler.request
+    request.headers = _NO_HEADERS
+    request.arguments = request.query_arguments = request.body_arguments = request.files = {}
+    request.connection = request.server_connection = None
+    handler.ui = None  # template helpers; a WebSocket renders none
+    # A dict built anew holds just what is left (~460 bytes). The handshake
+    # leaves one sized for all 27 attributes Tornado set (~830 bytes): CPython
+    # keeps attributes out of a dict of their own only when the class's first
+    # instances set them all before others are made, and handshakes interleave.
+    handler.__dict__ = {name: value for name, value in vars(handler).items()
+                        if name not in _HANDSHAKE_ONLY}
+    stream = handler.ws_connection.stream  # type: ignore[union-attr]
+    stream._write_futures = _LazyDeque(stream._write_futures)  # type: ignore[assignment]  # noqa: SLF001
+    buffer = stream._write_buffer  # noqa: SLF001
+    buffer._buffers = _LazyDeque(buffer._buffers)  # type: ignore[assignment]  # noqa: SLF001
+
+
+class _OwnTaskProtocol(tornado.websocket.WebSocketProtocol13):
+    """Reads frames in a Task of its own instead of at the bottom of the handshake's coroutines.
+
+    ``_accept_connection`` awaits ``_receive_frame_loop`` after ``open``, so
+    the handler's ``_execute`` Task, with ``get``, ``accept_connection`` and
+    their locals (the request headers among them), would live as long as the
+    connection. Returning at once lets them finish.
+    """
+
+    async def _receive_frame_loop(self) -> None:
+        task = asyncio.ensure_future(super()._receive_frame_loop())
+        _frame_loops.add(task)
+        task.add_done_callback(self._frame_loop_done)
+
+    def _frame_loop_done(self, task: asyncio.Task[None]) -> None:
+        _frame_loops.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:  # what RequestHandler._execute logs, had the loop run in it
+            self.handler.log_exception(type(error), error, error.__traceback__)
+
+
+#: The running frame loops. asyncio keeps only weak references to Tasks; Tornado
+#: keeps its own in a set like this one (IOLoop._pending_tasks).
+_frame_loops: set[asyncio.Task[None]] = set()
+
+
+def frames_read_in_own_task(protocol: tornado.websocket.WebSocketProtocol | None
+                            ) -> tornado.websocket.WebSocketProtocol | None:
+    """The protocol ``get_websocket_protocol`` made, remade to read frames in its own Task."""
+    if type(protocol) is not tornado.websocket.WebSocketProtocol13:
+        return protocol
+    return _OwnTaskProtocol(protocol.handler, protocol.mask_outgoing, protocol.params)

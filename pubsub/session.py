@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 _PONG = protocol.encode_event(protocol.PONG, {})
 _PING = protocol.encode_event(protocol.PING, {})
+#: One float for every session that has not been told it floods (a float is 24 bytes).
+_NEVER = float("-inf")
 
 
 class Transport(Protocol):
@@ -63,10 +65,11 @@ class Session:
         self.last_activity = now
         self.ping_sent_at: float | None = None
         self.is_closed = False
-        self._client_events = TokenBucket(app.client_event_rate, app.client_event_burst, now)
+        #: Made at the first client event: most connections never send one.
+        self._client_events: TokenBucket | None = None
         options = hub.options
         self._inbound = TokenBucket(options.max_inbound_rate, options.max_inbound_burst, now)
-        self._flood_reported_at = float("-inf")
+        self._flood_reported_at = _NEVER
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -295,13 +298,21 @@ class Session:
             raise rejected("only private and presence channels (not encrypted ones) take them")
         if len(frame.event) > app.max_event_name_length:
             raise rejected(f"event name over {app.max_event_name_length} characters")
-        if not self._client_events.take(self.last_activity):
+        if not self._take_client_event():
             raise rejected(f"rate limit of {app.client_event_rate:g} per second exceeded")
         data = protocol.data_string(frame.data)
         if len(data.encode()) > app.max_event_bytes:
             raise rejected(f"data over {app.max_event_bytes} bytes")
         member = self.channels[name]
         await self.hub.relay(self, name, frame.event, data, member.user_id if member else None)
+
+    def _take_client_event(self) -> bool:
+        # A bucket made now is as full as one made at open: it never holds more than its burst.
+        if self._client_events is None:
+            app = self.app
+            self._client_events = TokenBucket(app.client_event_rate, app.client_event_burst,
+                                              self.last_activity)
+        return self._client_events.take(self.last_activity)
 
     _HANDLERS: dict[str, Callable[[Session, ClientFrame], Awaitable[None]]] = {
         protocol.PING: _on_ping,

@@ -1,12 +1,17 @@
 """The Tornado internals handlers/tornado_internals.py relies on, checked on this Tornado.
 
-If one of these fails after a Tornado upgrade, the fast write path needs
-adapting before that version enters requirements.txt's range.
+If one of these fails after a Tornado upgrade, the fast write path or the
+idle-connection trimming needs adapting before that version enters
+requirements.txt's range.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import inspect
+import logging
+import re
 import socket
 
 import pytest
@@ -14,14 +19,21 @@ import tornado
 import tornado.iostream
 import tornado.websocket
 
-from conftest import MAIN, SMALL_BUFFER
-from tornado_push.handlers.tornado_internals import (unsent_bytes, websocket_compresses,
-                                                     websocket_stream, write)
+from conftest import MAIN, SMALL_BUFFER, TINY
+from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, unsent_bytes,
+                                                     websocket_compresses, websocket_stream, write)
 
 
 def handler_of(hub, app=MAIN):
     (session,) = list(hub.sessions(app))
     return session.transport
+
+
+def frame_loop_of(handler) -> asyncio.Task:
+    """The running Task that reads the handler's frames."""
+    (task,) = [task for task in _frame_loops
+               if task.get_coro().cr_frame.f_locals["self"] is handler.ws_connection]
+    return task
 
 
 def test_tornado_is_in_the_tested_range():
@@ -89,3 +101,124 @@ async def test_write_goes_straight_to_the_socket_then_queues_in_order(server_por
         received += data
     assert unsent_bytes(stream) == 0
     reader.close()
+
+
+# -- idle connections ---------------------------------------------------------------
+
+#: What a handler holds once its handshake is released. A Tornado that sets
+#: more must be checked for attributes only the handshake reads.
+KEPT_HANDLER_ATTRIBUTES = {
+    "application", "request", "_headers_written", "_finished", "_auto_finish",
+    "_prepared_future", "ui", "_status_code", "_reason", "ws_connection", "close_code",
+    "close_reason", "_on_close_called",
+    # _detach_stream makes these raise on a WebSocket
+    "write", "redirect", "set_header", "set_cookie", "set_status", "flush", "finish"}
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_open_connection_keeps_only_what_tornado_reads_after_the_handshake(raw, hub):
+    await raw()
+    handler = handler_of(hub)
+    assert set(vars(handler)) == KEPT_HANDLER_ATTRIBUTES
+    request = handler.request
+    assert request.connection is None and request.server_connection is None
+    assert not request.headers
+    assert (request.method, request.uri) == ("GET", "/app/app-key?protocol=7")
+    assert request.remote_ip == "127.0.0.1"
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_connection_the_hub_refuses_is_closed_without_an_error_logged(raw, caplog):
+    for _ in range(TINY.max_connections):
+        await raw(TINY.key)
+    refused = await raw(TINY.key, established=False)
+    assert (await refused.receive())["event"] == "pusher:error"
+    assert await refused.closed() == 4004
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_iostream_uses_only_the_queue_operations_the_lighter_queue_has():
+    # _LazyDeque stands in for the deques of a stream's write Futures and
+    # unsent chunks; besides these methods it offers len, bool, indexing and
+    # iteration.
+    source = inspect.getsource(tornado.iostream)
+    used = set(re.findall(r"(?:_write_futures|_buffers|\bbuffers)\.(\w+)", source))
+    assert used == {"append", "popleft", "clear"}
+
+
+def test_the_lighter_queue_behaves_as_a_deque_and_lets_its_deque_go_when_empty():
+    queue, deque = _LazyDeque(), collections.deque()
+    for step in ("a", "b", None, "c", None, None, "d", "clear"):
+        for each in (queue, deque):
+            if step is None:
+                each.popleft()
+            elif step == "clear":
+                each.clear()
+            else:
+                each.append(step)
+        assert list(queue) == list(deque) and len(queue) == len(deque)
+        assert bool(queue) == bool(deque)
+        if deque:
+            assert (queue[0], queue[-1]) == (deque[0], deque[-1])
+    for empty in (queue, deque):
+        with pytest.raises(IndexError):
+            empty[0]
+        with pytest.raises(IndexError):
+            empty.popleft()
+    assert queue._items is None
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_stream_that_caught_up_holds_no_deque(server_port, hub):
+    reader, stream = await slow_reader(server_port, hub)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    chunk = b"x" * 65536
+    write(stream, chunk)
+    write(stream, chunk)  # behind the first: queued, with its Future
+    assert unsent_bytes(stream) > 0 and stream._write_futures
+    reader.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received = 0
+    while received < 2 * len(chunk):
+        data = await loop.sock_recv(reader, 1 << 20)
+        assert data, "the server closed the connection"
+        received += len(data)
+    assert unsent_bytes(stream) == 0
+    assert stream._write_futures._items is None and stream._write_buffer._buffers._items is None
+    reader.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_the_handshake_finishes_and_frames_are_read_in_a_task_of_their_own(raw, hub):
+    socket = await raw()
+    handler = handler_of(hub)
+    handshakes = [task for task in asyncio.all_tasks()
+                  if task.get_coro().__qualname__ == "RequestHandler._execute"]
+    assert handshakes == []
+    frame_loop = frame_loop_of(handler)
+    await socket.send({"event": "pusher:ping", "data": {}})
+    await socket.expect("pusher:pong")
+    session = handler.session
+    socket.close()
+    await frame_loop
+    assert session.is_closed and frame_loop not in _frame_loops
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_error_in_the_frame_loop_is_logged_as_tornado_logs_it(raw, hub, caplog):
+    socket = await raw()
+    handler = handler_of(hub)
+    protocol = handler.ws_connection
+    frame_loop = frame_loop_of(handler)
+
+    async def broken() -> None:
+        raise RuntimeError("broken frame reader")
+
+    protocol._receive_frame = broken  # the loop's next read, after the frame it waits for
+    await socket.send({"event": "pusher:ping", "data": {}})
+    with caplog.at_level(logging.ERROR, logger="tornado.application"):
+        await asyncio.wait([frame_loop], timeout=5)
+    (record,) = [r for r in caplog.records if "Uncaught exception" in r.getMessage()]
+    assert "GET /app/app-key?protocol=7 (127.0.0.1)" in record.getMessage()
+    assert record.exc_info[1].args == ("broken frame reader",)
+    assert handler.session.is_closed
