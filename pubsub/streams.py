@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import protocol
 from .broker import Publication
-from .errors import BrokerUnavailable, MessageRejected
+from .errors import BrokerUnavailable, ErrorCode, MessageRejected
 from .history import Entry, HistoryStore, Page, Retention
 
 if TYPE_CHECKING:
@@ -219,21 +219,40 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 
 class Joiner:
-    """A session joining a history channel, holding the live frames until it is caught up."""
+    """A session joining a history channel, holding the live frames until it is caught up.
 
-    __slots__ = ("session", "start", "held")
+    What it holds is bounded like a connection's outbound buffer (the app's
+    ``max_outbound_bytes``): past it, while the store is slow and the channel
+    busy, the session is closed with 4100 so that it reconnects and resumes.
+    """
+
+    __slots__ = ("session", "start", "held", "held_bytes")
 
     def __init__(self, session: Session, start: Position) -> None:
         self.session = session
         #: The stream's position when the session joined: live frames follow it.
         self.start = start
-        self.held: list[tuple[Publication | None, bytes]] = []
+        self.held: list[tuple[Publication | None, bytes]] | None = []
+        self.held_bytes = 0
 
     def hold(self, publication: Publication | None, frame: bytes) -> None:
+        if self.held is None:
+            return  # over its bound: closing
+        self.held_bytes += len(frame)
+        limit = self.session.app.max_outbound_bytes
+        if limit and self.held_bytes > limit:
+            self.held = None
+            # Not now: the channel is iterating over its joining sessions.
+            asyncio.get_running_loop().call_soon(
+                self.session.close, ErrorCode.OVER_CAPACITY,
+                "Too many messages while catching up: reconnect and resume")
+            return
         self.held.append((publication, frame))
 
     def release(self, sent: Position) -> None:
         """Send the held frames, but not the offsets ``sent`` already covers nor excluded ones."""
+        if self.held is None:
+            return
         session = self.session
         for publication, frame in self.held:
             if publication is not None:

@@ -49,7 +49,7 @@ SIGNIN_REQUIRED = App(id="5", key="signin-key", secret="signin-secret",
                       user_authentication_timeout=0.3)
 COUNTED = App(id="6", key="count-key", secret="count-secret", subscription_count_events=True)
 SMALL_BUFFER = App(id="7", key="small-buffer-key", secret="small-buffer-secret",
-                   max_outbound_bytes=256 * 1024)
+                   max_outbound_bytes=256 * 1024, history_channels=("history-*",))
 #: Every channel keeps history, but only three messages for a minute.
 SHORT_HISTORY = App(id="8", key="short-history-key", secret="short-history-secret",
                     history_channels=("*",), history_size=3, history_ttl=60)
