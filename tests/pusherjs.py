@@ -330,10 +330,6 @@ class JSClient:
     async def disconnect(self) -> Any:
         await self._request("disconnect")
 
-    async def reconnect(self) -> Any:
-        """``pusher.connect()`` again on the same (disconnected) client."""
-        return await self._request("reconnect")
-
     async def send_raw(self, event: str, data: Any = None, channel: str | None = None) -> bool:
         """``pusher.send_event(event, data, channel)``: any frame over the socket."""
         fields: dict[str, Any] = {"event": event, "data": data}

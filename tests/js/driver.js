@@ -13,7 +13,7 @@
 //
 // Commands: connect {key, host, port, authEndpoint?, userAuthEndpoint?,
 // options?}, subscribe/unsubscribe/members {channel}, trigger {channel, event,
-// data}, signin, disconnect, reconnect, send_raw {event, data, channel?}, state.
+// data}, signin, disconnect, send_raw {event, data, channel?}, state.
 //
 // Asynchronous events written by the driver:
 //   state           {client, previous, current}        connection state_change
@@ -313,12 +313,6 @@ function disconnect(cmd) {
   return { state: client.pusher.connection.state };
 }
 
-function reconnect(cmd) {
-  const client = getClient(cmd);
-  client.pusher.connect();
-  return { state: client.pusher.connection.state };
-}
-
 function sendRaw(cmd) {
   const client = getClient(cmd);
   if (typeof cmd.event !== 'string') throw new Error('missing "event"');
@@ -338,7 +332,6 @@ const commands = {
   trigger,
   signin,
   disconnect,
-  reconnect,
   send_raw: sendRaw,
   state,
 };
