@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .embed import Push, TriggerRefused
+    from .handlers.front import PushHTTPServer
     from .pubsub.apps import App
     from .pubsub.errors import BrokerUnavailable
     from .pubsub.history.mongo import MongoHistoryStore
     from .settings import Settings, SettingsError, load_settings
 
 #: The public names, each from its module.
-_EXPORTS = {"Push": ".embed", "TriggerRefused": ".embed", "App": ".pubsub.apps",
+_EXPORTS = {"Push": ".embed", "TriggerRefused": ".embed", "PushHTTPServer": ".handlers.front",
+            "App": ".pubsub.apps",
             "BrokerUnavailable": ".pubsub.errors", "Settings": ".settings",
             "SettingsError": ".settings", "load_settings": ".settings",
             "MongoHistoryStore": ".pubsub.history.mongo"}

@@ -2,11 +2,12 @@
 
 ::
 
-    from tornado_push import App, Push
+    from tornado_push import App, Push, PushHTTPServer
 
     push = Push(apps=[App(id="1", key="app-key", secret=SECRET)], redis_url=None)
     application = tornado.web.Application(my_routes + push.routes())
     await push.start()
+    PushHTTPServer(application).listen(8888)  # publishes answered faster than by app.listen
     ...
     await push.trigger("presence-room", "message", {"text": "hi"}, exclude=socket_id)
     self.write(push.authorize_channel(socket_id, channel, user_id=user, user_info={...}))

@@ -30,6 +30,7 @@ import tornado.web
 
 from .embed import Push
 from .handlers import demo
+from .handlers.front import PushHTTPServer
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ async def serve(settings: Settings) -> None:
     application = make_application(push)
     tune_gc(settings.gc_threshold)
     tls = tls_context(settings)
-    server = application.listen(
-        settings.port, address=settings.host, ssl_options=tls,
-        max_body_size=settings.max_body_bytes, xheaders=settings.xheaders)
+    server = PushHTTPServer(application, ssl_options=tls, max_body_size=settings.max_body_bytes,
+                            xheaders=settings.xheaders)
+    server.listen(settings.port, address=settings.host)
     log.info("listening on %s://%s:%d with %d app(s), node %d, %s",
              "https" if tls else "http", settings.host, settings.port, len(settings.apps),
              push.hub.node_id, "in-process broker" if settings.redis is None else "Redis broker")

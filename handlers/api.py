@@ -19,6 +19,66 @@ from ..pubsub.signing import verify_request
 log = logging.getLogger(__name__)
 
 
+def refusal(error: Exception) -> tuple[int, str] | None:
+    """The status and message answering ``error``, or None for an unexpected one."""
+    if isinstance(error, ApiError):
+        return error.status, error.message
+    if isinstance(error, BrokerUnavailable):
+        # Never 200 for an event that was not published: the SDK can retry.
+        return 503, f"Service unavailable: {error.message}"
+    return None
+
+
+def authenticate(hub: Hub, app_id: str | None, method: str, path: str,
+                 query: dict[str, str], body: bytes) -> App:
+    """The enabled app that signed this request; :class:`ApiError` otherwise.
+
+    The app is ``app_id``'s or, on the prefix-less paths some SDKs use, the
+    signed ``auth_key``'s; ``path`` is the one the SDKs sign, without any prefix.
+    """
+    app = (hub.apps.by_id(app_id) if app_id is not None
+           else hub.apps.by_key(query.get("auth_key", "")))
+    if app is None:
+        raise ApiError(404, f"Unknown app {app_id or query.get('auth_key', '')!r}")
+    verify_request(app, method, path, query, body, time.time())
+    if not app.enabled:
+        raise ApiError(403, "App is disabled")
+    return app
+
+
+async def channel_info(hub: Hub, app: App, channel: str,
+                       attributes: frozenset[str]) -> dict[str, Any]:
+    """The requested ``info`` attributes of one channel (``occupied`` among them)."""
+    info = await hub.queries.channel_info(app, channel)
+    selected = {name: info[name] for name in attributes if name in info}
+    if "cache" in attributes:
+        cached = await hub.cached_event(app, channel)
+        if cached is not None:
+            selected["cache"] = {"data": cached.data, "ttl": int(cached.ttl)}
+    return selected
+
+
+async def publish_events(hub: Hub, app: App, body: bytes) -> dict[str, Any]:
+    """``POST /apps/{id}/events``: one event on up to 100 channels; the answer's body."""
+    trigger = rest.parse_events_body(app, body)
+    await hub.trigger(app, trigger.channels, trigger.event, trigger.data, trigger.socket_id)
+    if not trigger.info:
+        return {}
+    return {"channels": {name: await channel_info(hub, app, name, trigger.info)
+                         for name in trigger.channels}}
+
+
+async def publish_batch(hub: Hub, app: App, body: bytes) -> dict[str, Any]:
+    """``POST /apps/{id}/batch_events``: up to 10 events, each on one channel, in order."""
+    triggers = rest.parse_batch_body(app, body)
+    for trigger in triggers:
+        await hub.trigger(app, trigger.channels, trigger.event, trigger.data, trigger.socket_id)
+    if not any(trigger.info for trigger in triggers):
+        return {}
+    return {"batch": [await channel_info(hub, app, trigger.channels[0], trigger.info)
+                      for trigger in triggers]}
+
+
 class JsonHandler(tornado.web.RequestHandler):
     """Answers JSON; a refusal (:class:`ApiError`) answers ``{"error": message}`` with its status."""
 
@@ -27,16 +87,12 @@ class JsonHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(value))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(error, ApiError):
-            self.set_status(error.status)
-            message = error.message
-        elif isinstance(error, BrokerUnavailable):
-            # Never 200 for an event that was not published: the SDK can retry.
-            self.set_status(503)
-            message = f"Service unavailable: {error.message}"
-        else:
+        answer = refusal(kwargs.get("exc_info", (None, None))[1])
+        if answer is None:
             message = self._reason
+        else:
+            status, message = answer
+            self.set_status(status)
         self.write_json({"error": message})
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -47,13 +103,12 @@ class JsonHandler(tornado.web.RequestHandler):
 
 
 class ApiHandler(JsonHandler):
-    """Base of the HTTP API: finds the app and checks the request signature.
+    """Base of the HTTP API: finds the app and checks the request signature
+    (:func:`authenticate`) before any method runs.
 
-    The app comes from the ``app_id`` path group, or, on the prefix-less
-    paths some SDKs use, from the signed ``auth_key``. The signature covers
-    the path without the ``prefix`` the routes are mounted under, as the SDKs
-    sign it. Refusals are :class:`ApiError` and answer ``{"error": message}``
-    with their status.
+    The signature covers the path without the ``prefix`` the routes are
+    mounted under, as the SDKs sign it. Refusals are :class:`ApiError` and
+    answer ``{"error": message}`` with their status.
     """
 
     def initialize(self, hub: Hub, in_flight: InFlightRequests, prefix: str = "") -> None:
@@ -76,63 +131,28 @@ class ApiHandler(JsonHandler):
     def prepare(self) -> None:
         query = {name: self.get_query_argument(name, strip=False)
                  for name in self.request.query_arguments}
-        app = self._find_app(query)
         path = self.request.path[len(self.prefix):]  # the route matched, so it starts with it
-        verify_request(app, self.request.method or "", path, query,
-                       self.request.body, time.time())
-        if not app.enabled:
-            raise ApiError(403, "App is disabled")
-        self.app_config = app
-
-    def _find_app(self, query: dict[str, str]) -> App:
-        app_id = self.path_kwargs.get("app_id")
-        app = (self.hub.apps.by_id(app_id) if app_id is not None
-               else self.hub.apps.by_key(query.get("auth_key", "")))
-        if app is None:
-            raise ApiError(404, f"Unknown app {app_id or query.get('auth_key', '')!r}")
-        return app
+        self.app_config = authenticate(self.hub, self.path_kwargs.get("app_id"),
+                                       self.request.method or "", path, query, self.request.body)
 
     @property
     def app(self) -> App:
         assert self.app_config is not None, "prepare() sets the app"
         return self.app_config
 
-    async def channel_info(self, channel: str, attributes: frozenset[str]) -> dict[str, Any]:
-        """The requested ``info`` attributes of one channel (``occupied`` among them)."""
-        info = await self.hub.queries.channel_info(self.app, channel)
-        selected = {name: info[name] for name in attributes if name in info}
-        if "cache" in attributes:
-            cached = await self.hub.cached_event(self.app, channel)
-            if cached is not None:
-                selected["cache"] = {"data": cached.data, "ttl": int(cached.ttl)}
-        return selected
-
 
 class EventsHandler(ApiHandler):
-    """``POST /apps/{id}/events``: one event on up to 100 channels."""
+    """``POST /apps/{id}/events`` (:func:`publish_events`)."""
 
     async def post(self, app_id: str) -> None:
-        trigger = rest.parse_events_body(self.app, self.request.body)
-        await self.hub.trigger(self.app, trigger.channels, trigger.event, trigger.data,
-                               trigger.socket_id)
-        if not trigger.info:
-            return self.write_json({})
-        self.write_json({"channels": {name: await self.channel_info(name, trigger.info)
-                                      for name in trigger.channels}})
+        self.write_json(await publish_events(self.hub, self.app, self.request.body))
 
 
 class BatchEventsHandler(ApiHandler):
-    """``POST /apps/{id}/batch_events``: up to 10 events, each on one channel, in order."""
+    """``POST /apps/{id}/batch_events`` (:func:`publish_batch`)."""
 
     async def post(self, app_id: str) -> None:
-        triggers = rest.parse_batch_body(self.app, self.request.body)
-        for trigger in triggers:
-            await self.hub.trigger(self.app, trigger.channels, trigger.event, trigger.data,
-                                   trigger.socket_id)
-        if not any(trigger.info for trigger in triggers):
-            return self.write_json({})
-        self.write_json({"batch": [await self.channel_info(trigger.channels[0], trigger.info)
-                                   for trigger in triggers]})
+        self.write_json(await publish_batch(self.hub, self.app, self.request.body))
 
 
 class ChannelsHandler(ApiHandler):
@@ -152,7 +172,7 @@ class ChannelHandler(ApiHandler):
 
     async def get(self, app_id: str, channel: str) -> None:
         attributes = rest.parse_channel_query(channel, self.get_query_argument("info", None))
-        self.write_json(await self.channel_info(channel, attributes | {"occupied"}))
+        self.write_json(await channel_info(self.hub, self.app, channel, attributes | {"occupied"}))
 
 
 class ChannelUsersHandler(ApiHandler):

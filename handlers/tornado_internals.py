@@ -1,4 +1,5 @@
-"""The Tornado internals the fast write path and the idle-connection trimming rely on.
+"""The Tornado internals the fast write path, the idle-connection trimming and the
+HTTP front's hand-off rely on.
 
 Tornado's ``write_message`` costs a Task, a Future and a copy for every
 message sent, and buffers without limit for a client that never reads. The
@@ -9,6 +10,9 @@ An idle connection is most of a server's memory, and Tornado keeps much of
 its HTTP handshake for the connection's lifetime. :func:`release_handshake`
 and :func:`frames_read_in_own_task` let that go; they depend on which of its
 attributes Tornado reads after the handshake.
+
+The HTTP front hands a connection to Tornado with bytes it has already read:
+:func:`preload` puts them in the IOStream's read buffer.
 
 They live here so that ``tests/test_tornado_internals.py`` can check each one
 against the pinned Tornado range (see requirements.txt) and fail loudly on an
@@ -65,6 +69,16 @@ def write(stream: tornado.iostream.IOStream, data: bytes) -> None:
             return
         data = data[sent:]
     stream.write(data)  # its Future retrieves its own error: nothing to await
+
+
+def preload(stream: tornado.iostream.IOStream, data: bytes) -> None:
+    """Put ``data`` in the stream's read buffer, as if it had been read from the socket.
+
+    The HTTP front (handlers/front.py) has read these bytes from the
+    connection before handing it to Tornado, which must see them first.
+    """
+    stream._read_buffer += data  # noqa: SLF001
+    stream._read_buffer_size += len(data)  # noqa: SLF001
 
 
 # -- idle connections --------------------------------------------------------------

@@ -31,6 +31,7 @@ pytest_plugins = ["redis_server", "server_processes", "browser", "mongo_server"]
 from pusherjs import JSClient, PusherJS  # noqa: E402
 
 from tornado_push.handlers import routes  # noqa: E402
+from tornado_push.handlers.front import PushHTTPServer  # noqa: E402
 from tornado_push.pubsub.apps import App, AppRegistry  # noqa: E402
 from tornado_push.pubsub.history import HistoryStore  # noqa: E402
 from tornado_push.pubsub.history.memory import MemoryHistoryStore  # noqa: E402
@@ -89,6 +90,17 @@ def app(hub: Hub) -> tornado.web.Application:
     """The application pytest-tornado serves on ``http_port`` (127.0.0.1)."""
     return tornado.web.Application(routes(hub) + auth_routes(APPS),
                                    websocket_max_message_size=MAX_MESSAGE_BYTES)
+
+
+@pytest.fixture
+def http_server(io_loop, _unused_port, app: tornado.web.Application):
+    """pytest-tornado's fixture, serving ``app`` as server.py does: publishes through
+    the HTTP front (handlers/front.py), everything else through Tornado."""
+    server = PushHTTPServer(app)
+    server.add_socket(_unused_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import tornado.iostream
 import tornado.websocket
 
 from conftest import MAIN, SMALL_BUFFER, TINY
-from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, unsent_bytes,
+from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, preload, unsent_bytes,
                                                      websocket_compresses, websocket_stream, write)
 
 
@@ -222,3 +222,18 @@ async def test_an_error_in_the_frame_loop_is_logged_as_tornado_logs_it(raw, hub,
     assert "GET /app/app-key?protocol=7 (127.0.0.1)" in record.getMessage()
     assert record.exc_info[1].args == ("broken frame reader",)
     assert handler.session.is_closed
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_preloaded_bytes_are_read_first_even_past_one_read_chunk():
+    # The HTTP front hands Tornado a connection with bytes it already read;
+    # Tornado reads them before the socket's, however many there are.
+    ours, theirs = socket.socketpair()
+    stream = tornado.iostream.IOStream(ours)
+    preloaded = b"x" * (stream.read_chunk_size + 1000) + b"\r\n\r\n"
+    preload(stream, preloaded)
+    theirs.sendall(b"after")
+    assert await stream.read_until(b"\r\n\r\n") == preloaded
+    assert await stream.read_bytes(5) == b"after"
+    stream.close()
+    theirs.close()

@@ -1,0 +1,431 @@
+"""The HTTP front: publishes answered without Tornado's HTTP/1 layer, everything else by Tornado.
+
+Tornado spends most of an HTTP API request in Python around the handler:
+header parsing, ``HTTPServerRequest``, ``RequestHandler`` setup and finish
+(profiled in docs/benchmarks.md). That caps the publishes one process takes
+from the SDKs at a few thousand a second. :class:`PushHTTPServer` is Tornado's
+``HTTPServer`` whose plain-TCP connections start in a :class:`FrontConnection`.
+There, requests are framed and their header blocks parsed by httptools
+(llhttp, Node's HTTP parser, in C), and ``POST {prefix}/apps/{id}/events`` and
+``.../batch_events`` are answered through the functions the Tornado handlers
+call (``handlers/api.py``), with the same bytes Tornado would send.
+
+The first request the front does not take goes to Tornado with every byte
+after it, on the same socket, and the connection is Tornado's from then on:
+a WebSocket handshake, a page, a query, and any publish out of the ordinary
+(chunked, ``Expect``, ``Content-Encoding``, HTTP/1.0, an escaped path or query,
+over a size limit, malformed). So Tornado keeps answering all of those as
+before. TLS connections are Tornado's from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import enum
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, NamedTuple
+
+import httptools
+import tornado
+import tornado.httpserver
+import tornado.httputil
+import tornado.iostream
+import tornado.web
+
+from ..pubsub.apps import App
+from ..pubsub.hub import Hub
+from . import api
+from .health import InFlightRequests
+from .tornado_internals import preload
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("tornado.access")  # where Tornado logs each request
+
+Publish = Callable[[Hub, App, bytes], Awaitable[dict[str, Any]]]
+_PUBLISHERS: dict[str, Publish] = {"events": api.publish_events,
+                                   "batch_events": api.publish_batch}
+#: Headers whose presence sends a request to Tornado, which handles what they ask for.
+_TORNADO_HEADERS = frozenset((b"transfer-encoding", b"expect", b"content-encoding", b"upgrade"))
+#: A query the front reads as is: the SDKs' (hex, digits, keys) need no unescaping.
+_PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~=&-]*")
+#: Tornado's defaults for what HTTPServer's ``max_header_size`` and
+#: ``idle_connection_timeout`` leave unset.
+_MAX_HEADER_BYTES = 65536
+_IDLE_SECONDS = 3600.0
+#: What is read ahead of the request being answered (pipelined requests) before reading pauses.
+_READ_AHEAD_BYTES = 65536
+
+
+class _Endpoint(NamedTuple):
+    """A publish path matched: what answers it and how it was signed."""
+
+    signed_path: str  # without the prefix, as the SDKs sign it
+    app_id: str
+    publish: Publish
+    hub: Hub
+    in_flight: InFlightRequests
+
+
+class PublishEndpoints:
+    """The publish routes an Application mounts (``handlers.routes``), under each prefix,
+    with the engine and in-flight count each was mounted with."""
+
+    def __init__(self, mounts: dict[str, tuple[Hub, InFlightRequests]]) -> None:
+        self._mounts = mounts
+        prefixes = "|".join(re.escape(prefix) for prefix in sorted(mounts, key=len, reverse=True))
+        self._path = re.compile(rf"(?P<prefix>{prefixes})"
+                                r"(?P<signed>/apps/(?P<app_id>[^/%]+)/(?P<kind>events|batch_events))")
+
+    @classmethod
+    def of(cls, application: tornado.web.Application) -> PublishEndpoints | None:
+        """The publish routes among ``application``'s, or None if it has none."""
+        mounts = {}
+        for rule in application.wildcard_router.rules:
+            if rule.target in (api.EventsHandler, api.BatchEventsHandler):
+                options = rule.target_kwargs
+                mounts[options.get("prefix", "")] = (options["hub"], options["in_flight"])
+        return cls(mounts) if mounts else None
+
+    def match(self, path: str) -> _Endpoint | None:
+        found = self._path.fullmatch(path)
+        if found is None:
+            return None
+        hub, in_flight = self._mounts[found["prefix"]]
+        return _Endpoint(found["signed"], found["app_id"], _PUBLISHERS[found["kind"]],
+                         hub, in_flight)
+
+
+class PushHTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's ``HTTPServer``, with the front (:class:`FrontConnection`) answering the
+    publish routes of the ``Application`` it serves; same arguments as ``HTTPServer``."""
+
+    def initialize(self, request_callback: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().initialize(request_callback, **kwargs)
+        self.endpoints = (PublishEndpoints.of(request_callback)
+                          if isinstance(request_callback, tornado.web.Application) else None)
+        self._fronts: set[FrontConnection] = set()
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
+        if self.endpoints is None or isinstance(stream, tornado.iostream.SSLIOStream):
+            return super().handle_stream(stream, address)
+        front = FrontConnection(self, self.endpoints, stream, address)
+        self._fronts.add(front)
+        front.start()
+
+    def hand_off(self, front: FrontConnection, stream: tornado.iostream.IOStream,
+                 address: tuple) -> None:
+        """Serve ``stream`` with Tornado's HTTP/1 connection from now on."""
+        self._fronts.discard(front)
+        super().handle_stream(stream, address)
+
+    def forget(self, front: FrontConnection) -> None:
+        self._fronts.discard(front)
+
+    async def close_all_connections(self) -> None:
+        for front in list(self._fronts):
+            front.close()
+        await super().close_all_connections()
+
+
+@dataclass(slots=True)
+class _Request:
+    """A publish the front answers."""
+
+    uri: str
+    endpoint: _Endpoint
+    query: dict[str, str]
+    body: bytes
+    keep_alive: bool
+    started: float
+
+
+class _Head:
+    """What httptools reports of a header block: the target, the length, anything unusual."""
+
+    __slots__ = ("url", "length", "unusual")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.length: bytes | None = None
+        self.unusual = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self.length = value
+        elif name in _TORNADO_HEADERS:
+            self.unusual = True
+
+
+class _NotOurs(Exception):
+    """The request is Tornado's to answer."""
+
+
+class FrontState(enum.Enum):
+    SERVING = "serving"  # the front answers the requests
+    DRAINING = "draining"  # handing off once the answers written have left
+    HANDED_OFF = "handed off"  # the connection is Tornado's
+    CLOSED = "closed"
+
+
+class FrontConnection(asyncio.Protocol):
+    """One client connection while the front answers its requests, one at a time, in order.
+
+    The front reads through an asyncio transport on a duplicate of the
+    socket, so that closing the transport at the hand-off leaves the
+    original, and the IOStream Tornado made for it, untouched.
+    """
+
+    def __init__(self, server: PushHTTPServer, endpoints: PublishEndpoints,
+                 stream: tornado.iostream.IOStream, address: tuple) -> None:
+        self._server = server
+        self._endpoints = endpoints
+        self._stream = stream
+        self._address = address
+        params = server.conn_params
+        self._max_header_bytes = params.max_header_size or _MAX_HEADER_BYTES
+        self._max_body_bytes = params.max_body_size or stream.max_buffer_size
+        self._idle_seconds = params.header_timeout or _IDLE_SECONDS
+        self._keep_alive_allowed = not params.no_keep_alive
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self.state = FrontState.SERVING
+        self._starting: asyncio.Task[None] | None = None
+        self._answering: asyncio.Task[None] | None = None
+        self._writing_paused = False
+        self._last_read = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._starting = asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> None:
+        duplicate = None
+        try:
+            duplicate = self._stream.socket.dup()
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: self, duplicate)
+        except OSError:  # out of descriptors, or the client already left
+            if duplicate is not None:
+                duplicate.close()
+            self.state = FrontState.CLOSED
+            self._stream.close()
+            self._server.forget(self)
+        self._starting = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        self._idle_timer = loop.call_later(self._idle_seconds, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._last_read = asyncio.get_running_loop().time()
+        if self._answering is None:
+            self._serve_buffered()
+        self._update_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self.state is FrontState.HANDED_OFF:
+            return  # only the duplicate socket closed: the connection is Tornado's
+        self.state = FrontState.CLOSED
+        self._stream.close()
+        self._server.forget(self)
+
+    def pause_writing(self) -> None:
+        # A client that sends requests without reading answers: stop reading too.
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self.state is FrontState.DRAINING:
+            self._finish_hand_off()
+        else:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read while the client takes its answers and the buffer holds no more than
+        a request of the largest size, or, while one is answered, the read-ahead."""
+        if self.state is not FrontState.SERVING:
+            return
+        limit = (_READ_AHEAD_BYTES if self._answering is not None
+                 else self._max_header_bytes + self._max_body_bytes)
+        if len(self._buffer) > limit or self._writing_paused:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        """Close the connection (flushing what was written), unless it is Tornado's now."""
+        if self._transport is not None and self.state is not FrontState.HANDED_OFF:
+            self._transport.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _serve_buffered(self) -> None:
+        """Answer the next complete request in the buffer, or hand the connection to Tornado."""
+        if self.state is not FrontState.SERVING:
+            return
+        try:
+            request = self._take_request()
+        except _NotOurs:
+            return self._hand_off()
+        if request is not None:
+            self._answering = asyncio.ensure_future(self._answer(request))
+
+    def _take_request(self) -> _Request | None:
+        """The first buffered request, once complete; None while bytes are missing.
+
+        Raises :class:`_NotOurs` for a request Tornado should answer.
+        """
+        buffer = self._buffer
+        if not buffer.startswith(b"POST /"[:len(buffer)]):
+            raise _NotOurs  # a WebSocket handshake, most often: no need to parse it
+        end = buffer.find(b"\r\n\r\n", 0, self._max_header_bytes)
+        if end < 0:
+            if len(buffer) >= self._max_header_bytes:
+                raise _NotOurs
+            return None
+        head_end = end + 4
+        head = _Head()
+        parser = httptools.HttpRequestParser(head)
+        try:
+            parser.feed_data(bytes(buffer[:head_end]))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            raise _NotOurs from None
+        if (head.unusual or head.length is None or parser.get_method() != b"POST"
+                or parser.get_http_version() != "1.1"):
+            raise _NotOurs
+        length = int(head.length)  # llhttp accepts digits only
+        if length > self._max_body_bytes:
+            raise _NotOurs
+        if len(buffer) < head_end + length:
+            return None
+        request = self._publish_request(head.url, bytes(buffer[head_end:head_end + length]),
+                                        parser.should_keep_alive())
+        del buffer[:head_end + length]
+        return request
+
+    def _publish_request(self, url: bytes, body: bytes, keep_alive: bool) -> _Request:
+        uri = url.decode("latin-1")  # as Tornado decodes the start line
+        path, _, query = uri.partition("?")
+        endpoint = self._endpoints.match(path)
+        if endpoint is None or not _PLAIN_QUERY.fullmatch(query):
+            raise _NotOurs
+        arguments = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        return _Request(uri, endpoint, arguments, body, keep_alive and self._keep_alive_allowed,
+                        time.perf_counter())
+
+    async def _answer(self, request: _Request) -> None:
+        in_flight = request.endpoint.in_flight
+        in_flight.enter()
+        try:
+            status, value = 200, await self._publish(request)
+        except Exception as error:  # noqa: BLE001  (every failure is answered, as Tornado does)
+            status, value = self._failure(request, error)
+        finally:
+            in_flight.leave()
+        self._write_answer(request, status, json.dumps(value).encode())
+
+    @staticmethod
+    async def _publish(request: _Request) -> dict[str, Any]:
+        endpoint = request.endpoint
+        app = api.authenticate(endpoint.hub, endpoint.app_id, "POST", endpoint.signed_path,
+                               request.query, request.body)
+        return await endpoint.publish(endpoint.hub, app, request.body)
+
+    def _failure(self, request: _Request, error: Exception) -> tuple[int, dict[str, str]]:
+        refused = api.refusal(error)
+        if refused is None:
+            log.error("Uncaught exception POST %s (%s)", request.uri, self._address[0],
+                      exc_info=error)
+            return 500, {"error": "Internal Server Error"}
+        status, message = refused
+        log.info("POST %s refused: %s", request.uri.partition("?")[0], message)
+        return status, {"error": message}
+
+    def _write_answer(self, request: _Request, status: int, body: bytes) -> None:
+        self._answering = None
+        if self.state is not FrontState.SERVING:
+            return
+        self._transport.write(_answer_bytes(status, body, request.keep_alive))
+        _log_request(status, request, self._address)
+        if not request.keep_alive:
+            self._transport.close()
+        elif self._buffer:
+            self._serve_buffered()
+        self._update_reading()
+
+    # -- hand-off and idle -----------------------------------------------------------------
+
+    def _hand_off(self) -> None:
+        """Give the connection, with every byte not answered, to Tornado's HTTP/1 server."""
+        self._transport.pause_reading()
+        self.state = FrontState.DRAINING
+        if self._transport.get_write_buffer_size():
+            # Answers written before must reach the client first: resume_writing
+            # finishes the hand-off once the buffer is empty.
+            self._transport.set_write_buffer_limits(high=0)
+            return
+        self._finish_hand_off()
+
+    def _finish_hand_off(self) -> None:
+        self.state = FrontState.HANDED_OFF
+        self._transport.abort()  # closes the duplicate socket only, unread bytes stay queued
+        self._stream.set_nodelay(False)  # asyncio turned it on; Tornado starts with it off
+        preload(self._stream, bytes(self._buffer))
+        self._buffer = bytearray()
+        self._server.hand_off(self, self._stream, self._address)
+
+    def _check_idle(self) -> None:
+        """Close a connection silent for the idle timeout, as Tornado's HTTP/1 server does."""
+        loop = asyncio.get_running_loop()
+        remaining = self._idle_seconds - (loop.time() - self._last_read)
+        if remaining <= 0 and self._answering is None:
+            self.close()
+        else:  # one timer per connection, moved on lazily rather than at every read
+            self._idle_timer = loop.call_later(max(remaining, 1.0), self._check_idle)
+
+
+def _answer_bytes(status: int, body: bytes, keep_alive: bool) -> bytes:
+    """A JSON answer with the headers, in the order, that Tornado's ``JsonHandler`` sends."""
+    reason = tornado.httputil.responses.get(status, "Unknown")
+    close = "" if keep_alive else "Connection: close\r\n"
+    return (f"HTTP/1.1 {status} {reason}\r\nServer: TornadoServer/{tornado.version}\r\n"
+            f"Content-Type: application/json; charset=UTF-8\r\nDate: {_http_date()}\r\n"
+            f"Content-Length: {len(body)}\r\n{close}\r\n").encode("latin-1") + body
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The current time as an HTTP date, formatted once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def _log_request(status: int, request: _Request, address: tuple) -> None:
+    """The line Tornado's ``Application.log_request`` writes for a request."""
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        elapsed = 1000.0 * (time.perf_counter() - request.started)
+        access_log.log(level, "%d POST %s (%s) %.2fms", status, request.uri, address[0], elapsed)
+
+
