@@ -141,18 +141,21 @@ class _Request:
     query: dict[str, str]
     body: bytes
     keep_alive: bool
+    remote_ip: str
     started: float
 
 
 class _Head:
-    """What httptools reports of a header block: the target, the length, anything unusual."""
+    """What httptools reports of a header block: the target, the length, anything
+    unusual, and the client's address as a proxy gives it (for the access log)."""
 
-    __slots__ = ("url", "length", "unusual")
+    __slots__ = ("url", "length", "unusual", "forwarded_for")
 
     def __init__(self) -> None:
         self.url = b""
         self.length: bytes | None = None
         self.unusual = False
+        self.forwarded_for: bytes | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -163,6 +166,8 @@ class _Head:
             self.length = value
         elif name in _TORNADO_HEADERS:
             self.unusual = True
+        elif name == b"x-real-ip" or (name == b"x-forwarded-for" and self.forwarded_for is None):
+            self.forwarded_for = value.rsplit(b",", 1)[-1].strip()
 
 
 class _NotOurs(Exception):
@@ -314,20 +319,23 @@ class FrontConnection(asyncio.Protocol):
             raise _NotOurs
         if len(buffer) < head_end + length:
             return None
-        request = self._publish_request(head.url, bytes(buffer[head_end:head_end + length]),
+        request = self._publish_request(head, bytes(buffer[head_end:head_end + length]),
                                         parser.should_keep_alive())
         del buffer[:head_end + length]
         return request
 
-    def _publish_request(self, url: bytes, body: bytes, keep_alive: bool) -> _Request:
-        uri = url.decode("latin-1")  # as Tornado decodes the start line
+    def _publish_request(self, head: _Head, body: bytes, keep_alive: bool) -> _Request:
+        uri = head.url.decode("latin-1")  # as Tornado decodes the start line
         path, _, query = uri.partition("?")
         endpoint = self._endpoints.match(path)
         if endpoint is None or not _PLAIN_QUERY.fullmatch(query):
             raise _NotOurs
         arguments = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        # Like Tornado with xheaders: X-Real-Ip, else the last X-Forwarded-For.
+        forwarded = head.forwarded_for if self._server.xheaders else None
+        remote_ip = forwarded.decode("latin-1") if forwarded else self._address[0]
         return _Request(uri, endpoint, arguments, body, keep_alive and self._keep_alive_allowed,
-                        time.perf_counter())
+                        remote_ip, time.perf_counter())
 
     async def _answer(self, request: _Request) -> None:
         in_flight = request.endpoint.in_flight
@@ -350,7 +358,7 @@ class FrontConnection(asyncio.Protocol):
     def _failure(self, request: _Request, error: Exception) -> tuple[int, dict[str, str]]:
         refused = api.refusal(error)
         if refused is None:
-            log.error("Uncaught exception POST %s (%s)", request.uri, self._address[0],
+            log.error("Uncaught exception POST %s (%s)", request.uri, request.remote_ip,
                       exc_info=error)
             return 500, {"error": "Internal Server Error"}
         status, message = refused
@@ -362,7 +370,7 @@ class FrontConnection(asyncio.Protocol):
         if self.state is not FrontState.SERVING:
             return
         self._transport.write(_answer_bytes(status, body, request.keep_alive))
-        _log_request(status, request, self._address)
+        _log_request(status, request)
         if not request.keep_alive:
             self._transport.close()
         elif self._buffer:
@@ -421,11 +429,12 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
-def _log_request(status: int, request: _Request, address: tuple) -> None:
+def _log_request(status: int, request: _Request) -> None:
     """The line Tornado's ``Application.log_request`` writes for a request."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if access_log.isEnabledFor(level):
         elapsed = 1000.0 * (time.perf_counter() - request.started)
-        access_log.log(level, "%d POST %s (%s) %.2fms", status, request.uri, address[0], elapsed)
+        access_log.log(level, "%d POST %s (%s) %.2fms", status, request.uri, request.remote_ip,
+                       elapsed)
 
 

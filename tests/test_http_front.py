@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 from typing import Any
@@ -356,3 +357,27 @@ async def test_each_mounted_push_is_served_under_its_prefix_with_its_own_engine(
 
 def test_an_application_without_push_routes_is_all_tornados():
     assert PushHTTPServer(tornado.web.Application([])).endpoints is None
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("xheaders", [False, True])
+async def test_access_log_lines_are_tornados(app, client, caplog, xheaders):
+    lines = []
+    for server in (PushHTTPServer(app, xheaders=xheaders),
+                   tornado.httpserver.HTTPServer(app, xheaders=xheaders)):
+        listener, port = tornado.testing.bind_unused_port()
+        server.add_sockets([listener])
+        http = await client(port)
+        with caplog.at_level(logging.INFO, logger="tornado.access"):
+            caplog.clear()
+            await http.send(publish(headers="X-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"
+                                            "X-Real-Ip: 10.0.0.3\r\n"))
+            assert (await http.answer()).status == 200
+            await http.send(publish(timestamp=1))
+            assert (await http.answer()).status == 401
+        lines.append([(record.levelname, re.sub(r"[\d.]+ms$", "", record.getMessage()))
+                      for record in caplog.records if record.name == "tornado.access"])
+        server.stop()
+        await server.close_all_connections()
+    assert lines[0] == lines[1]
+    assert lines[0][0][1].endswith(f"({'10.0.0.3' if xheaders else '127.0.0.1'}) ")
