@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import tornado.iostream
 import tornado.websocket
 
 from .outbound import FrameCache, Flusher
-from .tornado_internals import (frames_read_in_own_task, release_handshake, unsent_bytes,
-                                websocket_compresses, websocket_stream, write)
+from .tornado_internals import (frames_read_in_own_task, release_handshake, websocket_compresses,
+                                write_frames)
 from ..pubsub import protocol
 from ..pubsub.apps import App
 from ..pubsub.errors import ConnectionRefused, ErrorCode
@@ -140,19 +139,14 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     def write_queued(self) -> None:
         """Write the frames queued this iteration as one write, unless the client is too slow."""
         queued, self._queued = self._queued, None
-        stream = websocket_stream(self)
-        if stream is None or not queued:
+        if not queued:
             return
         data = queued[0] if len(queued) == 1 else b"".join(queued)
-        limit = self.session.app.max_outbound_bytes if self.session is not None else 0
-        if limit and unsent_bytes(stream) + len(data) > limit:
-            assert self.session is not None
-            self.session.too_slow()
-            return
-        try:
-            write(stream, data)
-        except tornado.iostream.StreamClosedError:
-            pass  # on_close follows
+        session = self.session
+        limit = session.app.max_outbound_bytes if session is not None else 0
+        if not write_frames(self.ws_connection, data, limit):
+            assert session is not None
+            session.too_slow()
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         self.write_queued()  # what was queued (a pusher:error, say) goes before the close frame

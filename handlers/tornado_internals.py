@@ -4,7 +4,8 @@ HTTP front's hand-off rely on.
 Tornado's ``write_message`` costs a Task, a Future and a copy for every
 message sent, and buffers without limit for a client that never reads. The
 broadcast path writes pre-framed bytes straight to the connection's IOStream
-instead, which needs four things Tornado does not expose publicly.
+instead (:func:`write_frames`), which reaches into the WebSocket protocol
+and its IOStream.
 
 An idle connection is most of a server's memory, and Tornado keeps much of
 its HTTP handshake for the connection's lifetime. :func:`release_handshake`
@@ -30,45 +31,47 @@ import tornado.iostream
 import tornado.websocket
 
 
-def websocket_stream(handler: tornado.websocket.WebSocketHandler) -> tornado.iostream.IOStream | None:
-    """The open connection's stream, or None once it is closing or closed."""
-    connection = handler.ws_connection
-    if connection is None or connection.is_closing():
-        return None
-    return connection.stream  # WebSocketProtocol13.stream
-
-
 def websocket_compresses(handler: tornado.websocket.WebSocketHandler) -> bool:
     """Whether the connection negotiated permessage-deflate (frames differ per connection)."""
     connection = handler.ws_connection
     return connection is not None and connection._compressor is not None  # noqa: SLF001
 
 
-def unsent_bytes(stream: tornado.iostream.IOStream) -> int:
-    """Bytes written to the stream that the kernel has not taken yet."""
-    return len(stream._write_buffer)  # noqa: SLF001  (_StreamBuffer.__len__)
-
-
-def write(stream: tornado.iostream.IOStream, data: bytes) -> None:
-    """Write ``data``: straight to the socket while nothing is queued, else through the stream.
+def write_frames(connection: tornado.websocket.WebSocketProtocol | None, data: bytes,
+                 limit: int) -> bool:
+    """Write framed ``data`` to an open connection; False, writing nothing, if that would
+    leave more than ``limit`` bytes (0: no limit) unsent: the client is too slow.
 
     ``IOStream.write`` makes a Future and a buffer entry for every call, though
-    a peer that keeps up takes nearly every write whole at once. Sending
-    directly while the stream's buffer is empty keeps the order; a remainder,
-    or any error, goes to ``IOStream.write``, which queues it or closes the
-    stream as usual. TLS streams always go through the stream: records are
-    its business. Raises StreamClosedError like ``IOStream.write``.
+    a peer that keeps up takes nearly every write whole at once. While the
+    stream's buffer is empty, ``data`` goes straight to the socket, which keeps
+    the order; a remainder, or any error, goes to ``IOStream.write``, which
+    queues it or closes the stream as usual. TLS streams always go through the
+    stream: records are its business. A connection that is closing (its close
+    frame sent or received) or closed gets nothing. This runs once per
+    delivery, so it reads the few attributes it needs directly.
     """
-    sock = stream.socket
-    if sock is not None and type(stream) is tornado.iostream.IOStream and not stream._write_buffer:  # noqa: SLF001
+    if connection is None or connection.client_terminated or connection.server_terminated:
+        return True
+    stream = connection.stream  # WebSocketProtocol13.stream
+    if stream._closed:  # noqa: SLF001
+        return True
+    unsent = stream._write_buffer._size  # noqa: SLF001  (what _StreamBuffer.__len__ returns)
+    if limit and unsent + len(data) > limit:
+        return False
+    if not unsent and type(stream) is tornado.iostream.IOStream:
         try:
-            sent = sock.send(data)
+            sent = stream.socket.send(data)
         except OSError:  # EAGAIN, or an error IOStream.write reports in its own way
             sent = 0
         if sent == len(data):
-            return
+            return True
         data = data[sent:]
-    stream.write(data)  # its Future retrieves its own error: nothing to await
+    try:
+        stream.write(data)  # its Future retrieves its own error: nothing to await
+    except tornado.iostream.StreamClosedError:
+        pass  # the handler's on_close follows
+    return True
 
 
 def preload(stream: tornado.iostream.IOStream, data: bytes) -> None:

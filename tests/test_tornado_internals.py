@@ -20,8 +20,14 @@ import tornado.iostream
 import tornado.websocket
 
 from conftest import MAIN, SMALL_BUFFER, TINY
-from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, preload, unsent_bytes,
-                                                     websocket_compresses, websocket_stream, write)
+from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, preload,
+                                                     websocket_compresses, write_frames)
+
+
+def unsent_bytes(stream: tornado.iostream.IOStream) -> int:
+    """What write_frames reads as the bytes the kernel has not taken yet."""
+    assert stream._write_buffer._size == len(stream._write_buffer)
+    return stream._write_buffer._size
 
 
 def handler_of(hub, app=MAIN):
@@ -45,14 +51,15 @@ async def test_stream_and_compression_flag_of_a_plain_connection(raw, hub):
     # The flag's True case: tests/test_fast_path.py, with a deflate client.
     await raw()
     handler = handler_of(hub)
-    stream = websocket_stream(handler)
+    stream = handler.ws_connection.stream
     assert isinstance(stream, tornado.iostream.IOStream)
     assert websocket_compresses(handler) is False
     assert unsent_bytes(stream) == 0
 
 
-async def slow_reader(port: int, hub) -> tuple[socket.socket, tornado.iostream.IOStream]:
-    """A raw WebSocket client with a small receive buffer that reads nothing yet; its stream."""
+async def slow_reader(port: int, hub) -> tuple[socket.socket, tornado.websocket.WebSocketProtocol]:
+    """A raw WebSocket client with a small receive buffer that reads nothing yet; its
+    connection on the server."""
     reader = socket.create_connection(("127.0.0.1", port))
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     reader.sendall(b"GET /app/small-buffer-key?protocol=7 HTTP/1.1\r\nHost: x\r\n"
@@ -63,12 +70,13 @@ async def slow_reader(port: int, hub) -> tuple[socket.socket, tornado.iostream.I
         await asyncio.sleep(0.01)
         sessions = list(hub.sessions(SMALL_BUFFER))
         handler = sessions[0].transport if sessions else None
-    return reader, websocket_stream(handler)
+    return reader, handler.ws_connection
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_unsent_bytes_grow_while_the_peer_does_not_read(server_port, hub):
-    reader, stream = await slow_reader(server_port, hub)
+    reader, connection = await slow_reader(server_port, hub)
+    stream = connection.stream
     chunk = b"x" * 65536
     while unsent_bytes(stream) == 0:  # the kernel's buffers fill first, then Tornado's
         stream.write(chunk)
@@ -79,16 +87,17 @@ async def test_unsent_bytes_grow_while_the_peer_does_not_read(server_port, hub):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_write_goes_straight_to_the_socket_then_queues_in_order(server_port, hub):
-    reader, stream = await slow_reader(server_port, hub)
+    reader, connection = await slow_reader(server_port, hub)
+    stream = connection.stream
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # full after a few KB
     written = []
     while unsent_bytes(stream) == 0:  # straight to the kernel until it is full
         chunk = b"%08d" % len(written) * 1000
-        write(stream, chunk)
+        assert write_frames(connection, chunk, 0)
         written.append(chunk)
     for extra in range(3):  # behind a queue, writes queue too: the order holds
         chunk = b"%08d" % len(written) * 1000
-        write(stream, chunk)
+        assert write_frames(connection, chunk, 0)
         written.append(chunk)
     assert unsent_bytes(stream) >= 3 * 8000
     expected = b"".join(written)
@@ -102,6 +111,24 @@ async def test_write_goes_straight_to_the_socket_then_queues_in_order(server_por
     assert unsent_bytes(stream) == 0
     reader.close()
 
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_write_frames_refuses_past_the_limit_and_skips_a_closing_connection(server_port, hub):
+    reader, connection = await slow_reader(server_port, hub)
+    stream = connection.stream
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    while unsent_bytes(stream) == 0:  # the peer reads nothing: Tornado's buffer fills
+        assert write_frames(connection, b"x" * 65536, 0)
+    unsent = unsent_bytes(stream)
+    assert write_frames(connection, b"y" * 10, unsent + 10)  # up to the limit: queued
+    assert not write_frames(connection, b"z", unsent + 10)  # one byte past: refused
+    assert unsent_bytes(stream) == unsent + 10
+    connection.close(1000)  # the close frame is the last thing the client may get
+    closing = unsent_bytes(stream)
+    assert write_frames(connection, b"late", 0)
+    assert unsent_bytes(stream) == closing
+    reader.close()
 
 # -- idle connections ---------------------------------------------------------------
 
@@ -170,11 +197,12 @@ def test_the_lighter_queue_behaves_as_a_deque_and_lets_its_deque_go_when_empty()
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_stream_that_caught_up_holds_no_deque(server_port, hub):
-    reader, stream = await slow_reader(server_port, hub)
+    reader, connection = await slow_reader(server_port, hub)
+    stream = connection.stream
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     chunk = b"x" * 65536
-    write(stream, chunk)
-    write(stream, chunk)  # behind the first: queued, with its Future
+    write_frames(connection, chunk, 0)
+    write_frames(connection, chunk, 0)  # behind the first: queued, with its Future
     assert unsent_bytes(stream) > 0 and stream._write_futures
     reader.setblocking(False)
     loop = asyncio.get_running_loop()
