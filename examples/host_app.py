@@ -41,7 +41,7 @@ import tornado.escape
 import tornado.template
 import tornado.web
 
-from tornado_push import Push, load_settings
+from tornado_push import Push, PushHTTPServer, load_settings
 
 log = logging.getLogger("host_app")
 LOBBY = "presence-lobby"
@@ -180,7 +180,10 @@ async def serve(host: str, port: int) -> None:
     push = Push.from_settings(load_settings())
     await push.start()
     # A fresh secret per start: logins end with the process. Keep a fixed one in production.
-    server = make_application(push, secrets.token_hex(32)).listen(port, address=host)
+    # PushHTTPServer answers the SDKs' publishes before Tornado parses them; the
+    # rest (this app's own pages included) is Tornado's. application.listen works too.
+    server = PushHTTPServer(make_application(push, secrets.token_hex(32)))
+    server.listen(port, address=host)
     log.info("host app listening on http://%s:%d", host, port)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
