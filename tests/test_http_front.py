@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import re
 import socket
 from typing import Any
@@ -381,3 +382,45 @@ async def test_access_log_lines_are_tornados(app, client, caplog, xheaders):
         await server.close_all_connections()
     assert lines[0] == lines[1]
     assert lines[0][0][1].endswith(f"({'10.0.0.3' if xheaders else '127.0.0.1'}) ")
+
+
+def mutations(valid: bytes, count: int, seed: int = 7) -> list[bytes]:
+    """``count`` damaged copies of ``valid``: bytes flipped, cut, doubled or inserted."""
+    chooser = random.Random(seed)
+    damaged = []
+    for _ in range(count):
+        data = bytearray(valid)
+        for _ in range(chooser.randint(1, 4)):
+            at = chooser.randrange(len(data))
+            kind = chooser.choice(("flip", "cut", "double", "insert"))
+            if kind == "flip":
+                data[at] ^= 1 << chooser.randrange(8)
+            elif kind == "cut":
+                del data[at:at + chooser.randint(1, 40)]
+            elif kind == "double":
+                data[at:at] = data[at:at + chooser.randint(1, 40)]
+            else:
+                data[at:at] = chooser.choice((b"\r\n", b"\n", b"\x00", b":", b" ", b"\r\n\r\n",
+                                              b"Transfer-Encoding: chunked\r\n",
+                                              b"Upgrade: x\r\nConnection: upgrade\r\n"))
+        damaged.append(bytes(data))
+    return damaged
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_damaged_requests_never_break_the_server(client, caplog):
+    # Every damaged request gets an answer or a closed connection, never an
+    # error the server did not mean; a good request is answered after them all.
+    with caplog.at_level(logging.ERROR):
+        for damaged in mutations(publish() + publish(), 300):
+            http = await client()
+            await http.send(damaged + b"\r\n\r\n")
+            http.writer.write_eof()
+            assert await http.closed(), damaged
+            http.close()
+    unexpected = [record for record in caplog.records
+                  if record.levelno >= logging.ERROR and record.name != "tornado.access"]
+    assert not unexpected, [record.getMessage() for record in unexpected]
+    good = await client()
+    await good.send(publish())
+    assert (await good.answer()).status == 200
