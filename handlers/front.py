@@ -10,9 +10,11 @@ There, requests are framed and their header blocks parsed by httptools
 ``.../batch_events`` are answered through the functions the Tornado handlers
 call (``handlers/api.py``), with the same bytes Tornado would send.
 
-The first request the front does not take goes to Tornado with every byte
-after it, on the same socket, and the connection is Tornado's from then on:
-a WebSocket handshake, a page, a query, and any publish out of the ordinary
+A connection that does not start with ``POST`` (a WebSocket handshake, most
+often) goes to Tornado before anything is read from it. On a connection that
+does, the first request the front does not take goes to Tornado with every
+byte after it, on the same socket, and the connection is Tornado's from then
+on: a page, a query, and any publish out of the ordinary
 (chunked, ``Expect``, ``Content-Encoding``, HTTP/1.0, an escaped path or query,
 over a size limit, malformed). So Tornado keeps answering all of those as
 before. TLS connections are Tornado's from the start.
@@ -26,6 +28,7 @@ import enum
 import json
 import logging
 import re
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, NamedTuple
@@ -57,6 +60,8 @@ _PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~=&-]*")
 #: ``idle_connection_timeout`` leave unset.
 _MAX_HEADER_BYTES = 65536
 _IDLE_SECONDS = 3600.0
+#: How a connection that publishes starts.
+_POST = b"POST "
 #: What is read ahead of the request being answered (pipelined requests) before reading pauses.
 _READ_AHEAD_BYTES = 65536
 
@@ -109,13 +114,43 @@ class PushHTTPServer(tornado.httpserver.HTTPServer):
         self.endpoints = (PublishEndpoints.of(request_callback)
                           if isinstance(request_callback, tornado.web.Application) else None)
         self._fronts: set[FrontConnection] = set()
+        #: Connections whose first bytes have not come yet, each with its idle timer.
+        self._undecided: dict[tornado.iostream.IOStream, asyncio.TimerHandle] = {}
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
         if self.endpoints is None or isinstance(stream, tornado.iostream.SSLIOStream):
             return super().handle_stream(stream, address)
-        front = FrontConnection(self, self.endpoints, stream, address)
-        self._fronts.add(front)
-        front.start()
+        # Wait for the first bytes before choosing, so that a WebSocket handshake
+        # (most connections) goes to Tornado untouched, with no front made for it.
+        loop = asyncio.get_running_loop()
+        idle = self.conn_params.header_timeout or _IDLE_SECONDS
+        self._undecided[stream] = loop.call_later(idle, self._drop_silent, stream)
+        loop.add_reader(stream.socket.fileno(), self._choose, stream, address)
+
+    def _choose(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
+        """A publishing connection (it starts with ``POST``) gets a front; any other is Tornado's."""
+        try:
+            first = stream.socket.recv(len(_POST), socket.MSG_PEEK)
+        except BlockingIOError:
+            return  # woken for nothing: wait on
+        except OSError:
+            first = b""  # Tornado meets the error itself
+        self._decided(stream)
+        if first and _POST.startswith(first):  # a client may send "PO" now, "ST /apps..." later
+            front = FrontConnection(self, self.endpoints, stream, address)
+            self._fronts.add(front)
+            front.start()
+        else:
+            super().handle_stream(stream, address)
+
+    def _decided(self, stream: tornado.iostream.IOStream) -> None:
+        asyncio.get_running_loop().remove_reader(stream.socket.fileno())
+        self._undecided.pop(stream).cancel()
+
+    def _drop_silent(self, stream: tornado.iostream.IOStream) -> None:
+        """Close a connection that sent nothing for the idle timeout, as Tornado would."""
+        self._decided(stream)
+        stream.close()
 
     def hand_off(self, front: FrontConnection, stream: tornado.iostream.IOStream,
                  address: tuple) -> None:
@@ -127,6 +162,8 @@ class PushHTTPServer(tornado.httpserver.HTTPServer):
         self._fronts.discard(front)
 
     async def close_all_connections(self) -> None:
+        for stream in list(self._undecided):
+            self._drop_silent(stream)
         for front in list(self._fronts):
             front.close()
         await super().close_all_connections()

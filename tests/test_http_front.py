@@ -25,6 +25,7 @@ from tornado_push.pubsub.apps import App
 from test_http_api import signed_query
 from tornado_push import Push
 from tornado_push.handlers import api
+from tornado_push.handlers import front as front_module
 from tornado_push.handlers.front import PushHTTPServer
 
 
@@ -121,6 +122,19 @@ def tornado_port(app, io_loop):
     yield port
     server.stop()
     io_loop.run_sync(server.close_all_connections)
+
+
+@pytest.fixture
+def fronts_made(monkeypatch) -> list:
+    """Every FrontConnection started from here on."""
+    made = []
+    start = front_module.FrontConnection.start
+
+    def recorded(front) -> None:
+        made.append(front)
+        start(front)
+    monkeypatch.setattr(front_module.FrontConnection, "start", recorded)
+    return made
 
 
 @pytest.fixture
@@ -315,16 +329,40 @@ async def test_idle_connections_are_closed_after_the_idle_timeout(app, client):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_closing_all_connections_closes_the_fronts(app, client):
+async def test_closing_all_connections_closes_the_fronts_and_the_silent(app, client):
     listener, port = tornado.testing.bind_unused_port()
     server = PushHTTPServer(app)
     server.add_sockets([listener])
-    http = await client(port)
+    http, silent = await client(port), await client(port)
     await http.send(publish())
     assert (await http.answer()).status == 200
     server.stop()
     await server.close_all_connections()
-    assert await http.closed()
+    assert await http.closed() and await silent.closed()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_websockets_and_pages_never_meet_the_front(raw, client, fronts_made):
+    await raw()
+    page = await client()
+    await page.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await page.answer()).status == 200
+    assert fronts_made == []
+    await page.send(publish())  # Tornado's connection now: Tornado answers it
+    assert (await page.answer()).status == 200
+    assert fronts_made == []
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_connection_that_sends_po_then_waits_is_still_fronted(client, fronts_made):
+    raw = publish()
+    http = await client()
+    await http.send(raw[:2])
+    while not fronts_made:  # until the server has looked at "PO"
+        await asyncio.sleep(0.001)
+    await http.send(raw[2:])
+    assert (await http.answer()).status == 200
+    assert len(fronts_made) == 1
 
 
 @pytest.mark.gen_test(timeout=30)
