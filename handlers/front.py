@@ -232,6 +232,9 @@ class FrontConnection(asyncio.Protocol):
         self._endpoints = endpoints
         self._stream = stream
         self._address = address
+        # What Tornado's HTTP/1 server calls the peer (a Unix socket's address is "").
+        inet = stream.socket.family in (socket.AF_INET, socket.AF_INET6)
+        self._peer_ip = address[0] if inet and address else "0.0.0.0"
         params = server.conn_params
         self._max_header_bytes = params.max_header_size or _MAX_HEADER_BYTES
         self._max_body_bytes = params.max_body_size or stream.max_buffer_size
@@ -370,7 +373,7 @@ class FrontConnection(asyncio.Protocol):
         arguments = dict(part.partition("=")[::2] for part in query.split("&") if part)
         # Like Tornado with xheaders: X-Real-Ip, else the last X-Forwarded-For.
         forwarded = head.forwarded_for if self._server.xheaders else None
-        remote_ip = forwarded.decode("latin-1") if forwarded else self._address[0]
+        remote_ip = forwarded.decode("latin-1") if forwarded else self._peer_ip
         return _Request(uri, endpoint, arguments, body, keep_alive and self._keep_alive_allowed,
                         remote_ip, time.perf_counter())
 

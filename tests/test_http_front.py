@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import tornado.httpserver
+import tornado.netutil
 import tornado.testing
 import tornado.web
 
@@ -462,3 +463,20 @@ async def test_damaged_requests_never_break_the_server(client, caplog):
     good = await client()
     await good.send(publish())
     assert (await good.answer()).status == 200
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_publishes_over_a_unix_socket_are_fronted(app, tmp_path, fronts_made):
+    path = str(tmp_path / "push.sock")
+    server = PushHTTPServer(app)
+    server.add_socket(tornado.netutil.bind_unix_socket(path))
+    try:
+        reader, writer = await asyncio.open_unix_connection(path)
+        http = Client(reader, writer)
+        await http.send(publish())
+        assert (await http.answer()).status == 200
+        assert len(fronts_made) == 1
+        http.close()
+    finally:
+        server.stop()
+        await server.close_all_connections()
