@@ -269,6 +269,9 @@ class FrontConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if self.state is FrontState.CLOSED:  # closed while its transport was being made
+            transport.close()
+            return
         loop = asyncio.get_running_loop()
         self._last_read = loop.time()
         self._idle_timer = loop.call_later(self._idle_seconds, self._check_idle)
@@ -315,7 +318,13 @@ class FrontConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the connection (flushing what was written), unless it is Tornado's now."""
-        if self._transport is not None and self.state is not FrontState.HANDED_OFF:
+        if self.state in (FrontState.HANDED_OFF, FrontState.CLOSED):
+            return
+        if self._transport is None:  # still being made: connection_made closes it
+            self.state = FrontState.CLOSED
+            self._stream.close()
+            self._server.forget(self)
+        else:
             self._transport.close()
 
     # -- requests --------------------------------------------------------------------------

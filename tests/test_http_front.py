@@ -92,8 +92,12 @@ class Client:
         return Answer(head[:-4], body)
 
     async def closed(self, timeout: float = 5.0) -> bool:
-        """True once the server has closed the connection (after any answer bytes)."""
-        while await asyncio.wait_for(self.reader.read(65536), timeout):
+        """True once the server has closed the connection (after any answer bytes),
+        or reset it (closed with a request still unread)."""
+        try:
+            while await asyncio.wait_for(self.reader.read(65536), timeout):
+                pass
+        except ConnectionResetError:
             pass
         return True
 
@@ -480,3 +484,18 @@ async def test_publishes_over_a_unix_socket_are_fronted(app, tmp_path, fronts_ma
     finally:
         server.stop()
         await server.close_all_connections()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_closing_all_connections_while_a_front_is_being_made(app, client, fronts_made):
+    listener, port = tornado.testing.bind_unused_port()
+    server = PushHTTPServer(app)
+    server.add_sockets([listener])
+    http = await client(port)
+    await http.send(publish())
+    while not fronts_made:  # the front exists, its transport not yet
+        await asyncio.sleep(0)
+    assert fronts_made[0]._transport is None
+    server.stop()
+    await server.close_all_connections()
+    assert await http.closed()
