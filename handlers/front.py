@@ -260,9 +260,7 @@ class FrontConnection(asyncio.Protocol):
         except OSError:  # out of descriptors, or the client already left
             if duplicate is not None:
                 duplicate.close()
-            self.state = FrontState.CLOSED
-            self._stream.close()
-            self._server.forget(self)
+            self._closed()
         self._starting = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -286,8 +284,11 @@ class FrontConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        if self.state is FrontState.HANDED_OFF:
-            return  # only the duplicate socket closed: the connection is Tornado's
+        if self.state is not FrontState.HANDED_OFF:  # else only the duplicate closed
+            self._closed()
+
+    def _closed(self) -> None:
+        """The connection is over: close the socket Tornado accepted too."""
         self.state = FrontState.CLOSED
         self._stream.close()
         self._server.forget(self)
@@ -321,9 +322,7 @@ class FrontConnection(asyncio.Protocol):
         if self.state in (FrontState.HANDED_OFF, FrontState.CLOSED):
             return
         if self._transport is None:  # still being made: connection_made closes it
-            self.state = FrontState.CLOSED
-            self._stream.close()
-            self._server.forget(self)
+            self._closed()
         else:
             self._transport.close()
 

@@ -119,14 +119,35 @@ def client(server_port: int):
 
 
 @pytest.fixture
-def tornado_port(app, io_loop):
-    """The same application behind Tornado's own HTTPServer, without the front."""
-    listener, port = tornado.testing.bind_unused_port()
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets([listener])
-    yield port
+def serve(io_loop):
+    """``serve(server)``: listen on a free loopback port (or on ``sockets``); the port.
+    Each server stops, with every connection closed, when the test ends."""
+    servers = []
+
+    def listen(server: tornado.httpserver.HTTPServer, sockets: list | None = None) -> int:
+        if sockets is None:
+            listener, port = tornado.testing.bind_unused_port()
+            sockets = [listener]
+        server.add_sockets(sockets)
+        servers.append(server)
+        return sockets[0].getsockname()[1] if sockets[0].family != socket.AF_UNIX else 0
+
+    yield listen
+    for server in servers:
+        server.stop()
+        io_loop.run_sync(server.close_all_connections)
+
+
+async def stop(server: tornado.httpserver.HTTPServer) -> None:
+    """Stop accepting and close every connection, as a drain does."""
     server.stop()
-    io_loop.run_sync(server.close_all_connections)
+    await server.close_all_connections()
+
+
+@pytest.fixture
+def tornado_port(app, serve):
+    """The same application behind Tornado's own HTTPServer, without the front."""
+    return serve(tornado.httpserver.HTTPServer(app))
 
 
 @pytest.fixture
@@ -319,30 +340,22 @@ async def test_a_client_that_never_reads_answers_is_bounded_and_delays_no_one(cl
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_idle_connections_are_closed_after_the_idle_timeout(app, client):
-    listener, port = tornado.testing.bind_unused_port()
-    server = PushHTTPServer(app, idle_connection_timeout=0.3)
-    server.add_sockets([listener])
-    try:
-        silent, served = await client(port), await client(port)
-        await served.send(publish())
-        assert (await served.answer()).status == 200
-        assert await silent.closed() and await served.closed()
-    finally:
-        server.stop()
-        await server.close_all_connections()
+async def test_idle_connections_are_closed_after_the_idle_timeout(app, client, serve):
+    port = serve(PushHTTPServer(app, idle_connection_timeout=0.3))
+    silent, served = await client(port), await client(port)
+    await served.send(publish())
+    assert (await served.answer()).status == 200
+    assert await silent.closed() and await served.closed()
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_closing_all_connections_closes_the_fronts_and_the_silent(app, client):
-    listener, port = tornado.testing.bind_unused_port()
+async def test_closing_all_connections_closes_the_fronts_and_the_silent(app, client, serve):
     server = PushHTTPServer(app)
-    server.add_sockets([listener])
+    port = serve(server)
     http, silent = await client(port), await client(port)
     await http.send(publish())
     assert (await http.answer()).status == 200
-    server.stop()
-    await server.close_all_connections()
+    await stop(server)
     assert await http.closed() and await silent.closed()
 
 
@@ -372,14 +385,12 @@ async def test_a_connection_that_sends_po_then_waits_is_still_fronted(client, fr
 
 @pytest.mark.gen_test(timeout=30)
 async def test_each_mounted_push_is_served_under_its_prefix_with_its_own_engine(
-        client, io_loop, tornado_handlers_fail):
+        client, serve, tornado_handlers_fail):
     standard, prefixed = Push(apps=[MAIN]), Push(apps=[App(id="7", key="k7", secret="s7")])
     for push in (standard, prefixed):
         await push.start()
     application = tornado.web.Application(standard.routes() + prefixed.routes("/push"))
-    listener, port = tornado.testing.bind_unused_port()
-    server = PushHTTPServer(application)
-    server.add_sockets([listener])
+    port = serve(PushHTTPServer(application))
     try:
         http = await client(port)
         await http.send(publish())
@@ -393,8 +404,6 @@ async def test_each_mounted_push_is_served_under_its_prefix_with_its_own_engine(
         await http.send(publish().replace(b"POST /apps/", b"POST /elsewhere/apps/", 1))
         assert (await http.answer()).status == 404
     finally:
-        server.stop()
-        await server.close_all_connections()
         for push in (standard, prefixed):
             await push.close()
 
@@ -405,13 +414,11 @@ def test_an_application_without_push_routes_is_all_tornados():
 
 @pytest.mark.gen_test(timeout=30)
 @pytest.mark.parametrize("xheaders", [False, True])
-async def test_access_log_lines_are_tornados(app, client, caplog, xheaders):
+async def test_access_log_lines_are_tornados(app, client, serve, caplog, xheaders):
     lines = []
     for server in (PushHTTPServer(app, xheaders=xheaders),
                    tornado.httpserver.HTTPServer(app, xheaders=xheaders)):
-        listener, port = tornado.testing.bind_unused_port()
-        server.add_sockets([listener])
-        http = await client(port)
+        http = await client(serve(server))
         with caplog.at_level(logging.INFO, logger="tornado.access"):
             caplog.clear()
             await http.send(publish(headers="X-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"
@@ -421,8 +428,6 @@ async def test_access_log_lines_are_tornados(app, client, caplog, xheaders):
             assert (await http.answer()).status == 401
         lines.append([(record.levelname, re.sub(r"[\d.]+ms$", "", record.getMessage()))
                       for record in caplog.records if record.name == "tornado.access"])
-        server.stop()
-        await server.close_all_connections()
     assert lines[0] == lines[1]
     assert lines[0][0][1].endswith(f"({'10.0.0.3' if xheaders else '127.0.0.1'}) ")
 
@@ -470,32 +475,24 @@ async def test_damaged_requests_never_break_the_server(client, caplog):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_publishes_over_a_unix_socket_are_fronted(app, tmp_path, fronts_made):
+async def test_publishes_over_a_unix_socket_are_fronted(app, tmp_path, serve, fronts_made):
     path = str(tmp_path / "push.sock")
-    server = PushHTTPServer(app)
-    server.add_socket(tornado.netutil.bind_unix_socket(path))
-    try:
-        reader, writer = await asyncio.open_unix_connection(path)
-        http = Client(reader, writer)
-        await http.send(publish())
-        assert (await http.answer()).status == 200
-        assert len(fronts_made) == 1
-        http.close()
-    finally:
-        server.stop()
-        await server.close_all_connections()
+    serve(PushHTTPServer(app), [tornado.netutil.bind_unix_socket(path)])
+    http = Client(*await asyncio.open_unix_connection(path))
+    await http.send(publish())
+    assert (await http.answer()).status == 200
+    assert len(fronts_made) == 1
+    http.close()
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_closing_all_connections_while_a_front_is_being_made(app, client, fronts_made):
-    listener, port = tornado.testing.bind_unused_port()
+async def test_closing_all_connections_while_a_front_is_being_made(app, client, serve,
+                                                                   fronts_made):
     server = PushHTTPServer(app)
-    server.add_sockets([listener])
-    http = await client(port)
+    http = await client(serve(server))
     await http.send(publish())
     while not fronts_made:  # the front exists, its transport not yet
         await asyncio.sleep(0)
     assert fronts_made[0]._transport is None
-    server.stop()
-    await server.close_all_connections()
+    await stop(server)
     assert await http.closed()
