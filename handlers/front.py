@@ -253,6 +253,8 @@ class FrontConnection(asyncio.Protocol):
         self._starting = asyncio.ensure_future(self._connect())
 
     async def _connect(self) -> None:
+        if self.state is FrontState.CLOSED:  # closed before its turn came
+            return
         duplicate = None
         try:
             duplicate = self._stream.socket.dup()
