@@ -15,9 +15,10 @@ arrive: Tornado decodes WebSocket text frames with the strict UTF-8 codec
 bodies) strictly itself, where ``json.loads`` would let ``surrogatepass``
 through. Raw surrogates in a ``str`` are refused all the same.
 
-Cost on the hot path: one regular-expression scan and two ``str.count``
-calls, in C; the parsed value is walked only when they find an escape of a
-surrogate or more brackets than :data:`MAX_DEPTH`.
+Cost on the hot path: a one-character search and two ``str.count`` calls, in
+C (a regular expression scans only text holding a backslash; a ``str`` that is
+not ASCII is also encoded once); the parsed value is walked only when they
+find an escaped surrogate or more brackets than :data:`MAX_DEPTH`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ from typing import Any
 
 #: Deepest nesting of arrays and objects accepted; the Pusher protocol needs a few levels.
 MAX_DEPTH = 64
-#: An escaped surrogate (valid in a pair) or a raw one: the cue to look at the strings.
-_SURROGATE_CUE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
-#: A surrogate left in a decoded string: one without its pair.
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: An escaped surrogate (valid in a pair or not): the cue to look at the decoded strings.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class InvalidText(ValueError):
@@ -50,19 +49,25 @@ def loads(text: str | bytes) -> Any:
     """
     if isinstance(text, (bytes, bytearray)):
         try:
-            text = text.decode("utf-8")
+            text = text.decode("utf-8")  # strict: no surrogate can be in the result
         except UnicodeDecodeError:
             raise InvalidText("Text is not valid UTF-8") from None
+    elif not text.isascii():
+        check_string(text)
     try:
         value = json.loads(text)
     except RecursionError:
         raise InvalidText(f"JSON is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError:
         raise InvalidText("Invalid JSON") from None
-    surrogates = _SURROGATE_CUE.search(text) is not None
-    if surrogates or text.count("[") + text.count("{") > MAX_DEPTH:
+    if _has_escaped_surrogate(text) or text.count("[") + text.count("{") > MAX_DEPTH:
         check_value(value)
     return value
+
+
+def _has_escaped_surrogate(text: str) -> bool:
+    # A one-character test first: memchr, far faster than the regular expression.
+    return "\\" in text and _ESCAPED_SURROGATE.search(text) is not None
 
 
 def check_value(value: Any) -> None:
@@ -84,7 +89,9 @@ def check_value(value: Any) -> None:
 
 def check_string(text: str) -> str:
     """``text``, or :class:`InvalidText` if it holds a lone surrogate (no UTF-8 for it)."""
-    if _LONE_SURROGATE.search(text) is not None:
+    try:
+        text.encode("utf-8")  # in C: several times faster than a regular-expression scan
+    except UnicodeEncodeError:
         raise InvalidText("Text holds a lone UTF-16 surrogate (such as \\ud800), "
-                          "which UTF-8 cannot carry")
+                          "which UTF-8 cannot carry") from None
     return text
