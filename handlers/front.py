@@ -17,10 +17,10 @@ byte after it, on the same socket, and the connection is Tornado's from then
 on: a page, a query, and any publish out of the ordinary
 (chunked, ``Expect``, ``Content-Encoding``, HTTP/1.0, an escaped path or query,
 headers over the size limit, malformed). So Tornado keeps answering all of those as
-before. TLS connections are Tornado's from the start. One exception: a request
-whose declared body is over ``max_body_size`` (whatever its path) is answered
-413 with a JSON body by the front, then the connection closed, where Tornado
-would answer a bare 400.
+before. TLS connections are Tornado's from the start. One exception: a ``POST``
+(HTTP/1.1, ``Content-Length``) whose declared body is over ``max_body_size``,
+whatever its path, is answered 413 with a JSON body by the front, unread, and
+the connection closed, where Tornado would answer a bare 400.
 """
 
 from __future__ import annotations
@@ -405,7 +405,7 @@ class FrontConnection(asyncio.Protocol):
 
     def _refuse_too_large(self, head: _Head) -> None:
         """413 with a JSON body, then close: the body is not read, so the
-        connection cannot go on. Whatever path, as Tornado's limit covers all."""
+        connection cannot go on. Whatever the path, as Tornado's limit covers all."""
         started = time.perf_counter()
         message = f"Request body is over {self._max_body_bytes} bytes"
         self._transport.write(_answer_bytes(413, json.dumps({"error": message}).encode(),
