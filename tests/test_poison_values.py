@@ -268,3 +268,25 @@ async def test_an_unencodable_cached_event_is_a_miss(raw, hub):
     await socket.expect("pusher_internal:subscription_succeeded")
     await socket.expect("pusher:cache_miss")
     await assert_still_usable(socket)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_subscribe_that_fails_inside_the_hub_after_the_join_is_undone(
+        raw, sdk, hub, monkeypatch):
+    """Past the cluster state's join (announcing it fails): no member is left behind."""
+    announcer = hub._announcer
+    real = announcer.arrived
+
+    async def fails_once(*args, **kwargs):
+        monkeypatch.setattr(announcer, "arrived", real)
+        raise RuntimeError("a bug while announcing the arrival")
+
+    monkeypatch.setattr(announcer, "arrived", fails_once)
+    socket = await raw()
+    await subscribe_presence(socket, MAIN, "presence-room", {"user_id": "cid"})
+    assert (await socket.expect("pusher:error"))["data"]["code"] == 4300
+    assert (await in_thread(sdk.users_info, "presence-room"))["users"] == []
+    other = await raw()
+    await subscribe_presence(other, MAIN, "presence-room", {"user_id": "dan"})
+    succeeded = await other.expect("pusher_internal:subscription_succeeded")
+    assert json.loads(succeeded["data"])["presence"]["ids"] == ["dan"]
