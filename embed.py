@@ -28,7 +28,7 @@ import tornado.httpclient
 
 from .handlers import routes
 from .handlers.health import InFlightRequests
-from .pubsub import protocol, rest
+from .pubsub import protocol, rest, text
 from .pubsub.apps import App, AppRegistry
 from .pubsub.errors import ApiError, PushError
 from .pubsub.history import HistoryStore, MemoryHistoryStore
@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 class TriggerRefused(ValueError):
     """:meth:`Push.trigger` refused the event; ``status`` is what the HTTP API would answer.
 
-    400 for an invalid channel or event name, too many channels or a bad
-    ``exclude``; 413 for data over the app's ``max_event_bytes``; 403 for a
+    400 for an invalid channel or event name, too many channels, a bad
+    ``exclude`` or text UTF-8 cannot carry (a lone surrogate); 413 for data over the app's ``max_event_bytes``; 403 for a
     disabled app.
     """
 
@@ -213,7 +213,13 @@ class Push:
         body = {"channels": names, "name": event, "data": protocol.data_string(data),
                 "socket_id": exclude}
         try:
+            # The host's strings arrive here, not through text.loads: check them as it would.
+            if isinstance(event, str):
+                text.check_string(event)
+            text.check_string(body["data"])
             checked = rest.parse_trigger(app, body, multi_channel=True)
+        except text.InvalidText as error:
+            raise TriggerRefused(error.message, 400) from None
         except ApiError as error:
             raise TriggerRefused(error.message, error.status) from None
         await self.hub.trigger(app, checked.channels, checked.event, checked.data,

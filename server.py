@@ -31,6 +31,7 @@ import tornado.web
 from .embed import Push
 from .handlers import demo
 from .handlers.front import PushHTTPServer
+from .pubsub import lograte
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every logger's records (ours, Tornado's, asyncio's) reach these handlers.
+    lograte.limit(logging.getLogger().handlers)
     asyncio.run(serve(settings))
     return 0
 

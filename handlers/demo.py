@@ -65,13 +65,7 @@ class _DemoHandler(JsonHandler):
             raise ApiError(413, f"Request body is over {MAX_BODY_BYTES} bytes")
 
     def json_body(self) -> dict[str, Any]:
-        try:
-            body = json.loads(self.request.body)
-        except ValueError:
-            raise ApiError(400, "Request body must be JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "Request body must be a JSON object")
-        return body
+        return rest.load_object(self.request.body)
 
     async def publish(self, channel: str, event: str, payload: dict[str, Any]) -> None:
         """Publish with an id and a server time, so every page orders and dedupes alike."""

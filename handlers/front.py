@@ -16,8 +16,11 @@ does, the first request the front does not take goes to Tornado with every
 byte after it, on the same socket, and the connection is Tornado's from then
 on: a page, a query, and any publish out of the ordinary
 (chunked, ``Expect``, ``Content-Encoding``, HTTP/1.0, an escaped path or query,
-over a size limit, malformed). So Tornado keeps answering all of those as
-before. TLS connections are Tornado's from the start.
+headers over the size limit, malformed). So Tornado keeps answering all of those as
+before. TLS connections are Tornado's from the start. One exception: a ``POST``
+(HTTP/1.1, ``Content-Length``) whose declared body is over ``max_body_size``,
+whatever its path, is answered 413 with a JSON body by the front, unread, and
+the connection closed, where Tornado would answer a bare 400.
 """
 
 from __future__ import annotations
@@ -211,6 +214,15 @@ class _NotOurs(Exception):
     """The request is Tornado's to answer."""
 
 
+class _TooLarge(Exception):
+    """The request declares a body over the limit: answered 413 unread, then closed
+    (Tornado would answer a bare 400)."""
+
+    def __init__(self, head: _Head) -> None:
+        super().__init__()
+        self.head = head
+
+
 class FrontState(enum.Enum):
     SERVING = "serving"  # the front answers the requests
     DRAINING = "draining"  # handing off once the answers written have left
@@ -338,6 +350,8 @@ class FrontConnection(asyncio.Protocol):
             request = self._take_request()
         except _NotOurs:
             return self._hand_off()
+        except _TooLarge as refusal:
+            return self._refuse_too_large(refusal.head)
         if request is not None:
             self._answering = asyncio.ensure_future(self._answer(request))
 
@@ -366,7 +380,7 @@ class FrontConnection(asyncio.Protocol):
             raise _NotOurs
         length = int(head.length)  # llhttp accepts digits only
         if length > self._max_body_bytes:
-            raise _NotOurs
+            raise _TooLarge(head)
         if len(buffer) < head_end + length:
             return None
         request = self._publish_request(head, bytes(buffer[head_end:head_end + length]),
@@ -381,11 +395,23 @@ class FrontConnection(asyncio.Protocol):
         if endpoint is None or not _PLAIN_QUERY.fullmatch(query):
             raise _NotOurs
         arguments = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        return _Request(uri, endpoint, arguments, body, keep_alive and self._keep_alive_allowed,
+                        self._remote_ip(head), time.perf_counter())
+
+    def _remote_ip(self, head: _Head) -> str:
         # Like Tornado with xheaders: X-Real-Ip, else the last X-Forwarded-For.
         forwarded = head.forwarded_for if self._server.xheaders else None
-        remote_ip = forwarded.decode("latin-1") if forwarded else self._peer_ip
-        return _Request(uri, endpoint, arguments, body, keep_alive and self._keep_alive_allowed,
-                        remote_ip, time.perf_counter())
+        return forwarded.decode("latin-1") if forwarded else self._peer_ip
+
+    def _refuse_too_large(self, head: _Head) -> None:
+        """413 with a JSON body, then close: the body is not read, so the
+        connection cannot go on. Whatever the path, as Tornado's limit covers all."""
+        started = time.perf_counter()
+        message = f"Request body is over {self._max_body_bytes} bytes"
+        self._transport.write(_answer_bytes(413, json.dumps({"error": message}).encode(),
+                                            keep_alive=False))
+        _log_request(413, head.url.decode("latin-1"), self._remote_ip(head), started)
+        self._transport.close()
 
     async def _answer(self, request: _Request) -> None:
         in_flight = request.endpoint.in_flight
@@ -420,7 +446,7 @@ class FrontConnection(asyncio.Protocol):
         if self.state is not FrontState.SERVING:
             return
         self._transport.write(_answer_bytes(status, body, request.keep_alive))
-        _log_request(status, request)
+        _log_request(status, request.uri, request.remote_ip, request.started)
         if not request.keep_alive:
             self._transport.close()
         elif self._buffer:
@@ -479,12 +505,11 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
-def _log_request(status: int, request: _Request) -> None:
+def _log_request(status: int, uri: str, remote_ip: str, started: float) -> None:
     """The line Tornado's ``Application.log_request`` writes for a request."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if access_log.isEnabledFor(level):
-        elapsed = 1000.0 * (time.perf_counter() - request.started)
-        access_log.log(level, "%d POST %s (%s) %.2fms", status, request.uri, request.remote_ip,
-                       elapsed)
+        elapsed = 1000.0 * (time.perf_counter() - started)
+        access_log.log(level, "%d POST %s (%s) %.2fms", status, uri, remote_ip, elapsed)
 
 

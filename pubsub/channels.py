@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from . import protocol
 from .broker import Publication
 from .protocol import ChannelKind
-from .streams import ChannelStream, Joiner, Position
+from .streams import MESSAGES_LOST, ChannelStream, Joiner, Position
 
 if TYPE_CHECKING:
     from .session import Session
+
+log = logging.getLogger(__name__)
 
 
 class LocalChannel:
@@ -52,9 +55,13 @@ class LocalChannel:
     def send(self, publication: Publication) -> int:
         """Write one publication to the subscribers: encode once, send to each.
         Returns how many live subscribers it was written to."""
-        frame = protocol.encode_frame(
-            publication.event, publication.data, publication.channel, publication.user_id,
-            publication.epoch, publication.offset)
+        try:
+            frame = protocol.encode_frame(
+                publication.event, publication.data, publication.channel, publication.user_id,
+                publication.epoch, publication.offset)
+        except UnicodeEncodeError:
+            self._skip(publication)
+            return 0
         excluded = publication.exclude
         # No copy of the subscribers: send() only queues (transports write at the
         # end of the loop iteration), so nothing here can change the dict.
@@ -64,6 +71,15 @@ class LocalChannel:
         for joiner in self.joining.values():
             joiner.hold(publication, frame)
         return len(self.subscribers) - (excluded in self.subscribers)
+
+    def _skip(self, publication: Publication) -> None:
+        """Drop a publication that cannot be encoded (older data in a store, from before
+        :mod:`.text` refused such text at the edge); on a history channel, announce the gap
+        with ``continuity_lost``, so that no subscriber waits for it."""
+        log.warning("dropped an event on %s: it holds text UTF-8 cannot carry", self.name)
+        if publication.epoch is not None and publication.offset is not None:
+            self.send_frame(Position(publication.epoch, publication.offset).frame(
+                protocol.CONTINUITY_LOST, self.name, reason=MESSAGES_LOST))
 
     def send_frame(self, frame: bytes) -> None:
         """Write a frame that is no publication (``continuity_lost``) to every session."""

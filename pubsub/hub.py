@@ -101,6 +101,8 @@ class Hub:
         self._connections_per_ip: dict[str, int] = {}
         #: Set by :meth:`drain`: closing down, with departures held for a grace window.
         self.draining = False
+        #: Set by :meth:`close`: publishes are refused (503), the broker being gone.
+        self.closed = False
         #: Connections closed because they did not read what they were sent.
         self.slow_consumers = 0
         #: Frames handed to this process's connections by :meth:`deliver`, ever.
@@ -135,7 +137,8 @@ class Hub:
                 self._announcer.reap_forever(self.state.reap_interval)))
 
     async def close(self) -> None:
-        """Stop background work and leave the cluster."""
+        """Stop background work and leave the cluster; later publishes are refused."""
+        self.closed = True
         for task in self._periodic:
             task.cancel()
         for task in list(self._tasks):
@@ -311,8 +314,12 @@ class Hub:
             await self._drop_if_empty(app, channel)
             raise
         channel.add(session)
-        await self._announcer.arrived(app, channel, arrival, member, session.socket_id)
-        return await self.presence_snapshot(app, name) if member is not None else None
+        try:
+            await self._announcer.arrived(app, channel, arrival, member, session.socket_id)
+            return await self.presence_snapshot(app, name) if member is not None else None
+        except Exception:
+            await self.unsubscribe(session, name)  # recorded: take it back before refusing
+            raise
 
     async def _check_room(self, app: App, name: str, member: Member) -> None:
         members = await self.state.members(app.id, name)
@@ -399,7 +406,12 @@ class Hub:
 
     async def trigger(self, app: App, channels: Iterable[str], event: str, data: str,
                       exclude: str | None = None) -> None:
-        """Publish a server event (HTTP API) on each channel, in order; caches where due."""
+        """Publish a server event (HTTP API) on each channel, in order; caches where due.
+
+        Raises :class:`BrokerUnavailable` once the hub is closed (a keep-alive
+        connection may still publish during a drain): the SDK retries elsewhere.
+        """
+        self._check_open()
         for name in channels:
             if protocol.channel_kind(name).cache:
                 await self.state.cache_put(app.id, name, event, data, app.cache_ttl)
@@ -412,9 +424,14 @@ class Hub:
         await self._publish(session.app, Publication(
             session.app.id, name, event, data, exclude=session.socket_id, user_id=user_id))
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise BrokerUnavailable("the server is shutting down: nothing was published")
+
     async def _publish(self, app: App, publication: Publication) -> None:
         """Hand a publication to the broker; on a history channel, store it first,
         which gives it its offset."""
+        self._check_open()
         await self._broker.publish(await self._history_channels.stamp(app, publication))
 
     async def cached_event(self, app: App, name: str) -> CacheEntry | None:

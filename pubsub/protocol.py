@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import text
 from .errors import MessageRejected
 
 PROTOCOL_VERSION = 7
@@ -118,6 +119,15 @@ def encode_frame(event: str, data: str | None = None, channel: str | None = None
     return dumps(frame).encode()
 
 
+def encode_error(code: int | None, message: str, channel: str | None = None) -> bytes:
+    """A ``pusher:error`` frame; ASCII JSON, so that it encodes whatever ``message`` holds:
+    the reply to a bad message cannot fail on what the message carried."""
+    frame: dict[str, Any] = {"event": ERROR, "data": {"code": code, "message": message}}
+    if channel is not None:
+        frame["channel"] = channel
+    return json.dumps(frame, separators=(",", ":")).encode("ascii")
+
+
 def encode_event(event: str, payload: Any, channel: str | None = None) -> bytes:
     """Encode a frame whose ``data`` is ``payload`` as a JSON string."""
     return encode_frame(event, dumps(payload), channel)
@@ -141,22 +151,27 @@ class ClientFrame:
         data = self.data
         if isinstance(data, str):
             try:
-                data = json.loads(data)
-            except ValueError:
-                raise MessageRejected(f"{self.event}: data is not valid JSON") from None
+                data = text.loads(data)
+            except text.InvalidText as error:
+                raise MessageRejected(f"{self.event}: data is not valid JSON: {error.message}"
+                                      ) from None
         if not isinstance(data, dict):
             raise MessageRejected(f"{self.event}: data must be an object")
         return data
 
 
 def parse_client_frame(message: str | bytes) -> ClientFrame:
-    """Parse one inbound WebSocket message, raising :class:`MessageRejected`."""
+    """Parse one inbound WebSocket message, raising :class:`MessageRejected`.
+
+    The whole message goes through :func:`text.loads`, so every string of the
+    frame (event, channel, data) encodes as UTF-8.
+    """
     if isinstance(message, bytes):
         raise MessageRejected("Binary frames are not supported: send UTF-8 JSON text")
     try:
-        frame = json.loads(message)
-    except ValueError:
-        raise MessageRejected("Invalid JSON") from None
+        frame = text.loads(message)
+    except text.InvalidText as error:
+        raise MessageRejected(error.message) from None
     if not isinstance(frame, dict):
         raise MessageRejected("A message must be a JSON object")
     event = frame.get("event")

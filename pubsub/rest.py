@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import protocol
+from . import protocol, text
 from .apps import App
 from .errors import ApiError, MessageRejected
 from .history import Retention
@@ -33,11 +32,12 @@ class Trigger:
     info: frozenset[str] = frozenset()
 
 
-def _load_object(body: bytes) -> dict[str, Any]:
+def load_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (:func:`text.loads`), or a 400."""
     try:
-        parsed = json.loads(body)
-    except ValueError:
-        raise ApiError(400, "Body is not valid JSON") from None
+        parsed = text.loads(body)
+    except text.InvalidText as error:
+        raise ApiError(400, f"Body is not valid JSON: {error.message}") from None
     if not isinstance(parsed, dict):
         raise ApiError(400, "Body must be a JSON object")
     return parsed
@@ -105,12 +105,12 @@ def _event_channels(app: App, event: dict[str, Any], multi_channel: bool) -> tup
 
 def parse_events_body(app: App, body: bytes) -> Trigger:
     """The body of ``POST /apps/{id}/events``."""
-    return parse_trigger(app, _load_object(body), multi_channel=True)
+    return parse_trigger(app, load_object(body), multi_channel=True)
 
 
 def parse_batch_body(app: App, body: bytes) -> list[Trigger]:
     """The body of ``POST /apps/{id}/batch_events``."""
-    batch = _load_object(body).get("batch")
+    batch = load_object(body).get("batch")
     if not isinstance(batch, list) or not batch:
         raise ApiError(400, "'batch' must be a non-empty list of events")
     if len(batch) > app.max_batch_size:

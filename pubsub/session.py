@@ -8,11 +8,10 @@ messages into hub calls and writes replies through the transport.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Awaitable, Callable, Protocol
 
-from . import protocol
+from . import protocol, text
 from .apps import App
 from .errors import (BrokerUnavailable, ConnectionRefused, ErrorCode,
                            MessageRejected, SubscriptionRefused)
@@ -95,10 +94,8 @@ class Session:
             self.transport.send(frame)
 
     def send_error(self, code: int | None, message: str, channel: str | None = None) -> None:
-        frame: dict[str, Any] = {"event": protocol.ERROR, "data": {"code": code, "message": message}}
-        if channel is not None:
-            frame["channel"] = channel
-        self.send(protocol.dumps(frame).encode())
+        """Send ``pusher:error``; never raises, whatever ``message`` and ``channel`` hold."""
+        self.send(protocol.encode_error(code, message, channel))
 
     def close(self, code: int, message: str) -> None:
         """Tell the client why with ``pusher:error``, then close with the same code."""
@@ -134,11 +131,21 @@ class Session:
     # -- inbound -----------------------------------------------------------------
 
     async def receive(self, message: str | bytes) -> None:
-        """Handle one inbound message. Never raises: refusals go back to the client."""
+        """Handle one inbound message. Never raises: refusals go back to the client, and
+        a bug costs that message one error reply (which cannot fail: see
+        :func:`protocol.encode_error`), never the connection."""
         self.mark_activity()
         if not self._inbound.take(self.last_activity):
             self._report_flood()
             return
+        try:
+            await self._handle(message)
+        except Exception:
+            log.exception("bug while handling a message from %s", self.socket_id)
+            self.send_error(ErrorCode.INVALID_MESSAGE, "Internal error handling this message")
+
+    async def _handle(self, message: str | bytes) -> None:
+        """Parse and dispatch one message, answering each refusal as the protocol says."""
         channel = None
         try:
             frame = protocol.parse_client_frame(message)
@@ -152,9 +159,6 @@ class Session:
             # The connection stays: the client may retry once the broker is back.
             self.send_error(ErrorCode.OVER_CAPACITY, f"Temporarily unavailable: {outage.message}",
                             channel)
-        except Exception:
-            log.exception("bug while handling a message from %s", self.socket_id)
-            self.send_error(ErrorCode.INVALID_MESSAGE, "Internal error handling this message")
 
     def _report_flood(self) -> None:
         # One error a second at most, so a flood cannot turn into an outbound flood.
@@ -209,6 +213,18 @@ class Session:
         member = self._authorize(name, kind, data)
         snapshot = await self.hub.subscribe(self, name, kind, member)
         self.channels[name] = member
+        try:
+            await self._welcome(name, kind, snapshot, resume)
+        except Exception:
+            # The hub has it: take it back, so that no member or subscriber is left behind.
+            if name in self.channels:
+                self.channels.pop(name)
+                await self.hub.unsubscribe(self, name)
+            raise
+
+    async def _welcome(self, name: str, kind: protocol.ChannelKind,
+                       snapshot: dict[str, Any] | None, resume: Position | None) -> None:
+        """Answer a subscription the hub recorded; undo it if the session closed meanwhile."""
         if self.is_closed:  # closed while the hub was busy: undo
             self.channels.pop(name)
             await self.hub.unsubscribe(self, name)
@@ -254,11 +270,17 @@ class Session:
 
     async def _replay_cache(self, name: str) -> None:
         cached = await self.hub.cached_event(self.app, name)
-        if cached is None:
+        frame = None
+        if cached is not None:
+            try:
+                frame = protocol.encode_frame(cached.event, cached.data, name)
+            except UnicodeEncodeError:  # cached before the edge refused such text: a miss
+                log.warning("cached event on %s holds text UTF-8 cannot carry", name)
+        if frame is None:
             self.send(protocol.encode_frame(protocol.CACHE_MISS, channel=name))
             self.hub.webhooks.cache_miss(self.app, name)
         else:
-            self.send(protocol.encode_frame(cached.event, cached.data, name))
+            self.send(frame)
 
     async def _on_unsubscribe(self, frame: ClientFrame) -> None:
         name = frame.data_object().get("channel")
@@ -326,9 +348,10 @@ class Session:
 def parse_member(app: App, channel_data: str) -> Member:
     """The presence member a signed ``channel_data`` names, or :class:`SubscriptionRefused`."""
     try:
-        parsed = json.loads(channel_data)
-    except ValueError:
-        parsed = None
+        parsed = text.loads(channel_data)
+    except text.InvalidText as error:
+        raise SubscriptionRefused(f"channel_data must be a JSON object: {error.message}",
+                                  status=400) from None
     if not isinstance(parsed, dict):
         raise SubscriptionRefused("channel_data must be a JSON object", status=400)
     user_id = parsed.get("user_id")
@@ -349,9 +372,10 @@ def parse_member(app: App, channel_data: str) -> Member:
 def parse_user(app: App, user_data: str) -> tuple[str, tuple[str, ...]]:
     """The user id and watchlist of a signed ``user_data``, or :class:`ConnectionRefused`."""
     try:
-        user = json.loads(user_data)
-    except ValueError:
-        user = None
+        user = text.loads(user_data)
+    except text.InvalidText as error:
+        raise ConnectionRefused(ErrorCode.UNAUTHORIZED,
+                                f"user_data must be a JSON object: {error.message}") from None
     user_id = user.get("id") if isinstance(user, dict) else None
     if not protocol.is_valid_name(user_id, app.max_user_id_length):
         raise ConnectionRefused(ErrorCode.UNAUTHORIZED,

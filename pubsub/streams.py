@@ -270,7 +270,8 @@ async def replay(store: HistoryStore, app_id: str, channel: str, retention: Rete
     and the position it is at after them.
 
     The frames are exactly the offsets after ``resume`` up to ``start`` and then
-    ``resume_succeeded``; or only ``resume_failed``: a replay is never partial.
+    ``resume_succeeded``; or only ``resume_failed``: a replay is never partial. An
+    entry that cannot be encoded fails it with ``messages_lost``, like a lost one.
     """
 
     def failed(reason: str) -> tuple[Position, list[bytes]]:
@@ -297,8 +298,12 @@ async def replay(store: HistoryStore, app_id: str, channel: str, retention: Rete
         entries = page.entries
         if [entry.offset for entry in entries] != list(range(resume.offset + 1, start.offset + 1)):
             return failed(MESSAGES_LOST)
-    frames = [protocol.encode_frame(entry.event, entry.data, channel, epoch=start.epoch,
-                                    offset=entry.offset) for entry in entries]
+    try:
+        frames = [protocol.encode_frame(entry.event, entry.data, channel, epoch=start.epoch,
+                                        offset=entry.offset) for entry in entries]
+    except UnicodeEncodeError:  # an entry stored before the edge refused such text
+        log.warning("history of %s holds an entry UTF-8 cannot carry: resume failed", channel)
+        return failed(MESSAGES_LOST)
     return start, [*frames, start.frame(protocol.RESUME_SUCCEEDED, channel)]
 
 

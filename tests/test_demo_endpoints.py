@@ -113,8 +113,8 @@ async def test_trigger_sends_a_chat_message_to_the_whole_room_sender_included(ra
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("body, status, error", [
-    ("not json", 400, "Request body must be JSON"),
-    ("[1, 2]", 400, "Request body must be a JSON object"),
+    ("not json", 400, "Body is not valid JSON"),
+    ("[1, 2]", 400, "Body must be a JSON object"),
     (json.dumps({"channel": "news", "event": "message", "data": MESSAGE}), 400,
      "channel must be presence-chat-{room}"),
     (json.dumps({"channel": ROOM, "event": "client-typing", "data": MESSAGE}), 400,

@@ -147,6 +147,10 @@ async def test_trigger_chooses_the_app_by_id_and_refuses_invalid_events(
     assert refused.value.status == 413
     with pytest.raises(TriggerRefused, match="socket_id"):
         await push.trigger("news", "e", "x", exclude="not-a-socket")
+    for event, data in (("e", "bad \ud800"), ("e", {"text": "bad \udfff"}), ("e\ud800", "x")):
+        with pytest.raises(TriggerRefused, match="lone UTF-16 surrogate") as refused:
+            await push.trigger("history-news", event, data)
+        assert refused.value.status == 400
     with pytest.raises(LookupError, match="'99'"):
         await push.trigger("news", "e", "x", app_id="99")
     reader, _ = await connect_as(js, "reader", server_port)
