@@ -23,6 +23,9 @@ BURST = 10
 INTERVAL = 10.0
 #: Kinds remembered at most; past it, windows that are over are forgotten.
 MAX_KINDS = 1024
+#: Loggers never limited: an access log is one line per request by contract, and
+#: each of its lines cost the client a whole request.
+UNLIMITED = frozenset({"tornado.access"})
 
 
 class _Window:
@@ -48,6 +51,8 @@ class RateLimitFilter(logging.Filter):
         self._windows: dict[Hashable, _Window] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in UNLIMITED:
+            return True
         template = record.msg if isinstance(record.msg, str) else type(record.msg)
         key = (record.name, record.levelno, template)
         now = self.clock()
