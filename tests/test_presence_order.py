@@ -1,0 +1,167 @@
+"""Presence across two ``python server.py`` processes on one Redis: events in cluster order.
+
+A user who reconnects to the other process (what nginx does after any drop)
+makes two transitions on two processes: the new connection's join and the old
+one's leave. Whatever their order, every observer's member list, kept from the
+events it receives, must end equal to the cluster's (the HTTP API's), and
+the webhooks must leave the app believing the right final state.
+
+"Ended" is proven with a sentinel: once both transitions are recorded (the
+channel's subscription count says so), a publication on the channel comes
+after every announcement they made, on every process, because an
+announcement is published by the transition itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any, Awaitable, Callable, Iterator
+
+import pytest
+import tornado.websocket
+
+from app_server import sdk_client
+from conftest import MAIN, RawSocket, in_thread
+from server_processes import ServerProcess
+from webhook_receiver import WebhookReceiver
+
+CHANNEL = "presence-room"
+#: Webhook settings: leaves held long enough that a rejoin elsewhere lands inside the hold.
+HELD_WEBHOOKS = {"PUSH_WEBHOOK_LEAVE_DELAY": "1.0", "PUSH_WEBHOOK_BATCH_SECONDS": "0.05"}
+
+
+# -- clients -----------------------------------------------------------------------------
+
+async def connect(server: ServerProcess) -> RawSocket:
+    """A bare WebSocket to ``server``, its ``connection_established`` read."""
+    connection = await tornado.websocket.websocket_connect(
+        f"ws://127.0.0.1:{server.port}/app/{MAIN.key}?protocol=7")
+    socket = RawSocket(connection)
+    frame = await socket.receive(timeout=10)
+    assert frame is not None and frame["event"] == "pusher:connection_established", frame
+    socket.socket_id = json.loads(frame["data"])["socket_id"]
+    return socket
+
+
+async def join(socket: RawSocket, user: str, channel: str = CHANNEL) -> None:
+    """Send a presence subscription as ``user``, signed as the app's server would."""
+    signed = sdk_client(MAIN, 0).authenticate(channel, socket.socket_id,
+                                              {"user_id": user, "user_info": {"name": user}})
+    await socket.send({"event": "pusher:subscribe", "data": {
+        "channel": channel, "auth": signed["auth"], "channel_data": signed["channel_data"]}})
+
+
+async def present(server: ServerProcess, user: str) -> RawSocket:
+    """A connection to ``server`` that is a member of the channel as ``user``."""
+    socket = await connect(server)
+    await join(socket, user)
+    await socket.expect("pusher_internal:subscription_succeeded", timeout=10)
+    return socket
+
+
+class Observer:
+    """A member of the channel that keeps its member list from the events, as pusher-js does."""
+
+    def __init__(self, socket: RawSocket) -> None:
+        self.socket = socket
+        self.members: set[str] = set()
+
+    @classmethod
+    async def on(cls, server: ServerProcess, name: str) -> Observer:
+        observer = cls(await connect(server))
+        await join(observer.socket, name)
+        await observer.until("pusher_internal:subscription_succeeded")
+        return observer
+
+    async def until(self, event: str, timeout: float = 10.0) -> None:
+        """Apply every presence event up to the next ``event`` (which is applied too)."""
+        while True:
+            frame = await self.socket.receive(timeout)
+            assert frame is not None, f"closed while waiting for {event}"
+            data = frame.get("data")
+            if frame["event"] == "pusher_internal:subscription_succeeded":
+                self.members = set(json.loads(data)["presence"]["ids"])
+            elif frame["event"] == "pusher_internal:member_added":
+                self.members.add(json.loads(data)["user_id"])
+            elif frame["event"] == "pusher_internal:member_removed":
+                self.members.discard(json.loads(data)["user_id"])
+            if frame["event"] == event:
+                return
+
+
+# -- the cluster's answers ---------------------------------------------------------------
+
+async def cluster_members(server: ServerProcess) -> set[str]:
+    users = await in_thread(sdk_client(MAIN, server.port).users_info, CHANNEL)
+    return {user["id"] for user in users["users"]}
+
+
+async def subscriptions(server: ServerProcess, channel: str = CHANNEL) -> int:
+    info = await in_thread(sdk_client(MAIN, server.port).channel_info, channel,
+                           ["subscription_count"])
+    return info.get("subscription_count", 0)
+
+
+async def poll_until(condition: Callable[[], Awaitable[bool]], what: str,
+                     timeout: float = 10.0) -> None:
+    """Poll ``condition`` (bounded): for a change that announces nothing, such as a
+    connection's leave that removed nobody."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        await asyncio.sleep(0.01)  # a polling period, not synchronisation
+
+
+async def settled(server: ServerProcess, observers: list[Observer], connections: int) -> None:
+    """Wait until the channel has ``connections`` subscriptions (every join and leave
+    recorded), then until every observer has seen a sentinel published after them."""
+    async def recorded() -> bool:
+        return await subscriptions(server) == connections
+
+    await poll_until(recorded, f"{connections} subscriptions on {CHANNEL}")
+    await in_thread(sdk_client(MAIN, server.port).trigger, CHANNEL, "sentinel", {})
+    for observer in observers:
+        await observer.until("sentinel")
+
+
+# -- handover ----------------------------------------------------------------------------
+
+ROUNDS = 300
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_observers_lists_stay_right_over_hundreds_of_handovers(
+        redis_server, server_processes):
+    servers = list(await server_processes(2, PUSH_REDIS_URL=redis_server.url))
+    observers = [await Observer.on(server, f"observer-{number}")
+                 for number, server in enumerate(servers)]
+    old = await present(servers[0], "alice")
+    await settled(servers[0], observers, 3)
+    wrong: list[tuple[int, str, set[str], set[str]]] = []
+    started = time.monotonic()
+    for number in range(ROUNDS):
+        # alice moves to the other process: new connection first, or old one closed first.
+        target = servers[(number + 1) % 2]
+        new = await connect(target)
+        if number % 2:
+            await join(new, "alice")
+            await new.expect("pusher_internal:subscription_succeeded", timeout=10)
+            old.close()
+        else:
+            old.close()
+            await join(new, "alice")
+            await new.expect("pusher_internal:subscription_succeeded", timeout=10)
+        old = new
+        await settled(target, observers, 3)
+        cluster = await cluster_members(target)
+        assert "alice" in cluster, f"round {number}: the cluster lost alice"
+        for index, observer in enumerate(observers):
+            if observer.members != cluster:
+                wrong.append((number, f"observer-{index}", observer.members, cluster))
+                observer.members = set(cluster)  # count each wrong list once
+    elapsed = time.monotonic() - started
+    assert not wrong, f"{len(wrong)} wrong list(s) in {ROUNDS} handovers: {wrong[:5]}"
+    assert elapsed < 90, f"{ROUNDS} handovers took {elapsed:.1f} s"
