@@ -165,3 +165,137 @@ async def test_observers_lists_stay_right_over_hundreds_of_handovers(
     elapsed = time.monotonic() - started
     assert not wrong, f"{len(wrong)} wrong list(s) in {ROUNDS} handovers: {wrong[:5]}"
     assert elapsed < 90, f"{ROUNDS} handovers took {elapsed:.1f} s"
+
+
+# -- churn -------------------------------------------------------------------------------
+
+CHURN_USERS = 5
+CHECKPOINTS = 12
+STEPS_PER_CHECKPOINT = 24
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_observers_lists_match_the_cluster_through_churn_over_two_processes(
+        redis_server, server_processes):
+    servers = list(await server_processes(2, PUSH_REDIS_URL=redis_server.url))
+    observers = [await Observer.on(server, f"observer-{number}")
+                 for number, server in enumerate(servers)]
+    shuffle = random.Random(13)
+    sockets: dict[str, list[RawSocket]] = {f"user-{n}": [] for n in range(CHURN_USERS)}
+
+    async def step() -> None:
+        """A user opens a connection on either process, drops one, or both at once
+        (a reconnect); nobody waits for a close to be recorded."""
+        user = shuffle.choice(list(sockets))
+        mine = sockets[user]
+        leaving = mine.pop(shuffle.randrange(len(mine))) if mine and shuffle.random() < 0.7 else None
+        joining = await connect(shuffle.choice(servers)) if not mine or shuffle.random() < 0.7 else None
+        if leaving is not None:
+            leaving.close()
+        if joining is not None:
+            await join(joining, user)
+            await joining.expect("pusher_internal:subscription_succeeded", timeout=10)
+            mine.append(joining)
+
+    started = time.monotonic()
+    wrong = []
+    for checkpoint in range(CHECKPOINTS):
+        for _ in range(STEPS_PER_CHECKPOINT // 4):
+            await asyncio.gather(*(step() for _ in range(4)))
+        connections = sum(len(mine) for mine in sockets.values()) + len(observers)
+        await settled(servers[checkpoint % 2], observers, connections)
+        cluster = await cluster_members(servers[0])
+        assert cluster == {user for user, mine in sockets.items() if mine} | {
+            f"observer-{number}" for number in range(len(observers))}
+        for number, observer in enumerate(observers):
+            if observer.members != cluster:
+                wrong.append((checkpoint, number, observer.members ^ cluster))
+                observer.members = set(cluster)
+    assert not wrong, f"wrong lists (checkpoint, observer, difference): {wrong}"
+    assert time.monotonic() - started < 90
+
+
+# -- webhooks ----------------------------------------------------------------------------
+
+@pytest.fixture
+def receiver(io_loop) -> Iterator[WebhookReceiver]:
+    receiver = io_loop.run_sync(WebhookReceiver.start)
+    receiver.trust(MAIN)
+    yield receiver
+    io_loop.run_sync(receiver.close)
+
+
+class AppView:
+    """What the app believes from its webhooks, applied in the order they arrive."""
+
+    def __init__(self, receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        self.occupied: set[str] = set()
+        self.members: set[tuple[str, str]] = set()
+
+    async def until(self, name: str, channel: str, timeout: float = 10.0) -> None:
+        """Apply every accepted webhook event up to the first ``name`` on ``channel``."""
+        events = await self.receiver.events_until("hooks", name, timeout, channel=channel)
+        for event in events:
+            key = event["channel"]
+            if event["name"] == "channel_occupied":
+                self.occupied.add(key)
+            elif event["name"] == "channel_vacated":
+                self.occupied.discard(key)
+            elif event["name"] == "member_added":
+                self.members.add((key, event["user_id"]))
+            elif event["name"] == "member_removed":
+                self.members.discard((key, event["user_id"]))
+
+    async def flushed(self, server: ServerProcess, marker: RawSocket) -> None:
+        """Every webhook ``server`` holds or has queued has been sent or dropped:
+        its marker channel's vacated, held as long, comes after them."""
+        name = f"marker-{server.port}"
+        marker.close()
+        await self.until("channel_vacated", name)
+
+
+async def subscribe(socket: RawSocket, channel: str) -> None:
+    await socket.send({"event": "pusher:subscribe", "data": {"channel": channel}})
+    await socket.expect("pusher_internal:subscription_succeeded", timeout=10)
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_webhooks_leave_the_app_with_the_cluster_state_after_a_handover(
+        redis_server, receiver, server_processes):
+    first, second = await server_processes(2, PUSH_REDIS_URL=redis_server.url,
+                                           PUSH_APP_WEBHOOKS=receiver.url("hooks"),
+                                           **HELD_WEBHOOKS)
+    view = AppView(receiver)
+
+    async def marker(server: ServerProcess) -> RawSocket:
+        socket = await connect(server)
+        await subscribe(socket, f"marker-{server.port}")
+        await view.until("channel_occupied", f"marker-{server.port}")
+        return socket
+
+    async def absent_from_the_cluster() -> bool:
+        info = await in_thread(sdk_client(MAIN, second.port).channel_info, "news")
+        return not info["occupied"] and "alice" not in await cluster_members(second)
+
+    old = await present(first, "alice")
+    await subscribe(old, "news")
+    await view.until("channel_occupied", "news")  # after alice's member_added: one process
+    assert ("news" in view.occupied, (CHANNEL, "alice") in view.members) == (True, True)
+
+    # alice drops off the first process; the cluster records her leave there (its
+    # webhooks are held), and she comes back through the second within the hold.
+    first_marker = await marker(first)
+    old.close()
+    await poll_until(absent_from_the_cluster, "alice's leave recorded")
+    new = await present(second, "alice")
+    await subscribe(new, "news")
+    await view.until("channel_occupied", "news")
+    await view.flushed(first, first_marker)
+    assert "news" in view.occupied and (CHANNEL, "alice") in view.members
+
+    # She leaves for good: the app ends believing it.
+    second_marker = await marker(second)
+    new.close()
+    await view.flushed(second, second_marker)
+    assert "news" not in view.occupied and (CHANNEL, "alice") not in view.members
