@@ -21,7 +21,9 @@ import time
 from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 import tornado.websocket
+from tornado.httpclient import AsyncHTTPClient
 
 from app_server import sdk_client
 from conftest import MAIN, RawSocket, in_thread
@@ -188,8 +190,11 @@ async def test_observers_lists_match_the_cluster_through_churn_over_two_processe
         (a reconnect); nobody waits for a close to be recorded."""
         user = shuffle.choice(list(sockets))
         mine = sockets[user]
-        leaving = mine.pop(shuffle.randrange(len(mine))) if mine and shuffle.random() < 0.7 else None
-        joining = await connect(shuffle.choice(servers)) if not mine or shuffle.random() < 0.7 else None
+        leaving = joining = None
+        if mine and shuffle.random() < 0.7:
+            leaving = mine.pop(shuffle.randrange(len(mine)))
+        if not mine or shuffle.random() < 0.7:
+            joining = await connect(shuffle.choice(servers))
         if leaving is not None:
             leaving.close()
         if joining is not None:
@@ -299,3 +304,62 @@ async def test_webhooks_leave_the_app_with_the_cluster_state_after_a_handover(
     new.close()
     await view.flushed(second, second_marker)
     assert "news" not in view.occupied and (CHANNEL, "alice") not in view.members
+
+
+# -- a process killed ----------------------------------------------------------------------
+
+#: A longer heartbeat than the other tests', so that the margin below is small beside it.
+BEAT = 2.0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_killed_process_is_reaped_when_its_deadline_passes(redis_server, server_processes):
+    """Members of a process killed with SIGKILL are removed within two heartbeats of its
+    last one, so within two of its death: as its deadline passes, not up to an interval later."""
+    survivor, *doomed = await server_processes(3, PUSH_REDIS_URL=redis_server.url,
+                                               PUSH_NODE_HEARTBEAT=str(BEAT))
+    started = time.monotonic()
+    observer = await Observer.on(survivor, "observer")
+    members = {f"doomed-{number}": server for number, server in enumerate(doomed)}
+    for user, server in members.items():
+        await present(server, user)
+    await settled(survivor, [observer], 3)
+    nodes = {user: json.loads((await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{server.port}/health")).body)["node"] for user, server in members.items()}
+    # A survivor reaps only once its own heartbeats have got through for two intervals,
+    # and the doomed processes' deadlines are at least 5/3 of one away: the survivor
+    # must have run a third of an interval by the kill (a whole one, for a loaded machine).
+    await asyncio.sleep(max(0.0, started + BEAT - time.monotonic()))
+
+    client = aioredis.from_url(redis_server.url)
+    nodes_key = f"{survivor.env['PUSH_REDIS_PREFIX']}:nodes"
+
+    async def deadline(user: str) -> float:
+        return await client.zscore(nodes_key, nodes[user])
+
+    first, second = members
+    killed_at = {first: time.time()}
+    await members[first].kill()
+    deadlines = {first: await deadline(first)}
+    # The second dies just after a heartbeat that puts its deadline a quarter to three
+    # quarters of an interval after the first's. A reaper that looks once an interval,
+    # whatever its phase, is then over a quarter of an interval late for one of them.
+    while await deadline(second) < deadlines[first] + BEAT / 4:
+        await asyncio.sleep(0.01)  # a polling period: heartbeats announce nothing
+    killed_at[second] = time.time()
+    await members[second].kill()
+    deadlines[second] = await deadline(second)
+    await client.aclose()
+    assert BEAT / 4 <= deadlines[second] - deadlines[first] <= 3 * BEAT / 4, deadlines
+    removed_at: dict[str, float] = {}
+    while len(removed_at) < len(members):
+        await observer.until("pusher_internal:member_removed", timeout=4 * BEAT)
+        for user in set(members) - observer.members - set(removed_at):
+            removed_at[user] = time.time()
+
+    for user in members:
+        assert deadlines[user] - killed_at[user] <= 2 * BEAT
+        # Reaped as the deadline passed (before: up to an interval later, 40.6 s after a
+        # kill with the defaults). The margin is for a loaded machine.
+        assert removed_at[user] - deadlines[user] < BEAT / 4, (user, removed_at, deadlines)
+        assert removed_at[user] - killed_at[user] < 2 * BEAT + BEAT / 4
