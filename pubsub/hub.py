@@ -6,8 +6,9 @@ encodes the Pusher frame once and hands the same bytes to each local
 subscriber. On a history channel the origin first appends the publication to
 the history store, which gives it its offset, and each process delivers in
 offset order (see :mod:`.history_channels`). What spans processes (counts,
-presence, online users, cache) is asked of the :class:`~pubsub.state.ClusterState`;
-the process whose call changed it cluster-wide sends the event or webhook
+presence, online users, cache) is asked of the :class:`~pubsub.state.ClusterState`,
+whose presence transitions publish their own member events (in the cluster's
+order); the process whose call changed it cluster-wide sends the webhook
 (see :mod:`.announcements`), so each goes out once.
 """
 

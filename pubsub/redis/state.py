@@ -41,8 +41,8 @@ from typing import Any, AsyncIterator, Iterable
 
 import redis.asyncio as aioredis
 
-from ..errors import BrokerUnavailable
 from .. import protocol
+from ..errors import BrokerUnavailable
 from ..presence import Member, member_added
 from .broker import encode_publication
 from .client import UNREACHABLE, channel_key, describe, pubsub_channel
