@@ -18,7 +18,7 @@ import asyncio
 import json
 import random
 import time
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
