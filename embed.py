@@ -87,7 +87,8 @@ def make_hub(settings: Settings, history: HistoryStore | None = None) -> Hub:
         return Hub(apps, options=settings.hub, webhooks=webhooks, history=history)
     broker = RedisBroker(settings.redis)
     state = RedisState(connect(settings.redis), prefix=settings.redis.prefix,
-                       heartbeat_interval=settings.redis.heartbeat_interval)
+                       heartbeat_interval=settings.redis.heartbeat_interval,
+                       sharded_pubsub=settings.redis.cluster)
     hub = Hub(apps, broker=broker, state=state, options=settings.hub, webhooks=webhooks,
               history=history)
     # Redis may have restarted empty: put this process's connections back.

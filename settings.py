@@ -47,7 +47,9 @@ Environment:
                                     20000; Python's own is 700, 0 keeps it): see server.py
     PUSH_WEBHOOK_BATCH_SECONDS      seconds that collect webhook events into one POST (default 0.25)
     PUSH_WEBHOOK_LEAVE_DELAY        seconds channel_vacated and member_removed wait, dropped
-                                    if the channel or user is back meanwhile (default 3)
+                                    if the channel or user is back meanwhile (default 3); any
+                                    of the four occupancy and member events is also dropped if
+                                    the cluster state no longer bears it out when it is posted
     PUSH_WEBHOOK_RETRY_FOR          seconds a failed webhook batch is retried (default 300)
     PUSH_WEBHOOK_QUEUE_SIZE         webhook events waiting per URL; beyond, the oldest are
                                     dropped (default 10000)
@@ -70,7 +72,9 @@ Redis (many processes as one cluster; off unless PUSH_REDIS_URL or PUSH_REDIS_HO
     PUSH_REDIS_PREFIX               start of every key and channel name, so deployments can
                                     share one Redis; no spaces or braces (default push)
     PUSH_NODE_HEARTBEAT             seconds between a process's heartbeats; a process silent
-                                    for two is dead and its connections removed (default 15)
+                                    for two is dead, and its connections are removed as that
+                                    deadline passes: within two heartbeats of its death, once
+                                    the survivors have run for two (default 15)
 
 History store: MongoDB when PUSH_MONGO_URL is set, else Redis when configured, else memory:
     PUSH_MONGO_URL                  mongodb:// or mongodb+srv:// URL (credentials percent-encoded)

@@ -1,12 +1,14 @@
-"""Presence events, webhooks and subscription counts: what a cluster-wide change sends.
+"""Webhooks and subscription counts: what a cluster-wide change sends besides presence events.
 
 Each join or leave goes to the :class:`~.state.ClusterState`, which reports
 whether it changed something for the whole cluster: the channel's first or
 last subscriber, a user's first or last connection on a presence channel.
-Only the process whose call caused the change announces it, so each event
-and webhook goes out once per cluster. What a dead process left behind is
-removed by a surviving process (:meth:`Announcer.reap_forever`), which then
-announces it the same way.
+Only the process whose call caused the change sends its webhook, so each
+goes out once per cluster. The presence events (``member_added``,
+``member_removed``) are published by the transition itself, so that they
+reach every process in the cluster's order (see :meth:`.ClusterState.join`).
+What a dead process left behind is removed by a surviving process
+(:meth:`Announcer.reap_forever`), which then announces it the same way.
 """
 
 from __future__ import annotations
@@ -50,26 +52,19 @@ class Announcer:
         """Drop the subscription counts still waiting for their window."""
         self._counts.close()
 
-    async def arrived(self, app: App, channel: LocalChannel, arrival: Arrival,
-                      member: Member | None, socket_id: str) -> None:
-        """A session (``socket_id``, ``member`` on presence) subscribed here."""
+    def arrived(self, app: App, channel: LocalChannel, arrival: Arrival,
+                member: Member | None) -> None:
+        """A session (``member`` on presence) subscribed here."""
         if arrival.occupied:
             self._webhooks.channel_occupied(app, channel.name)
         self.subscribers_changed(app, channel)
         if member is not None and arrival.member_added:
             self._webhooks.member_added(app, channel.name, member.user_id)
-            added = {"user_id": member.user_id, "user_info": member.user_info}
-            await self._broker.publish(Publication(
-                app.id, channel.name, protocol.MEMBER_ADDED, protocol.dumps(added),
-                exclude=socket_id))
 
-    async def departed(self, app: App, name: str, departure: Departure) -> None:
+    def departed(self, app: App, name: str, departure: Departure) -> None:
         """A subscription ended, here or (reaped) on a dead process."""
-        user_id = departure.removed_user
-        if user_id is not None:
-            self._webhooks.member_removed(app, name, user_id)
-            await self._broker.publish(Publication(
-                app.id, name, protocol.MEMBER_REMOVED, protocol.dumps({"user_id": user_id})))
+        if departure.removed_user is not None:
+            self._webhooks.member_removed(app, name, departure.removed_user)
         if departure.vacated:
             self._webhooks.channel_vacated(app, name)
 
@@ -90,14 +85,15 @@ class Announcer:
                 app.id, name, protocol.SUBSCRIPTION_COUNT,
                 protocol.dumps({"subscription_count": count})))
 
-    async def reap_forever(self, interval: float) -> None:
-        """Every ``interval`` seconds, remove dead processes' leftovers and announce them."""
+    async def reap_forever(self) -> None:
+        """Remove dead processes' leftovers as their deadlines pass, and announce them."""
         while True:
-            await asyncio.sleep(interval)
             try:
+                await asyncio.sleep(await self._state.until_reap())
                 orphans = await self._state.reap()
             except BrokerUnavailable as outage:  # the next round tries again
                 log.warning("could not reap dead processes' state: %s", outage.message)
+                await asyncio.sleep(self._state.reap_interval or 0)
                 continue
             for orphan in orphans:
                 await self._announce_orphan(orphan)
@@ -107,6 +103,6 @@ class Announcer:
         if app is None:
             return
         if orphan.channel is not None and orphan.departure is not None:
-            await self.departed(app, orphan.channel, orphan.departure)
+            self.departed(app, orphan.channel, orphan.departure)
         if orphan.offline_user is not None:
             await self._users.announce(app.id, orphan.offline_user, "offline")

@@ -6,8 +6,9 @@ encodes the Pusher frame once and hands the same bytes to each local
 subscriber. On a history channel the origin first appends the publication to
 the history store, which gives it its offset, and each process delivers in
 offset order (see :mod:`.history_channels`). What spans processes (counts,
-presence, online users, cache) is asked of the :class:`~pubsub.state.ClusterState`;
-the process whose call changed it cluster-wide sends the event or webhook
+presence, online users, cache) is asked of the :class:`~pubsub.state.ClusterState`,
+whose presence transitions publish their own member events (in the cluster's
+order); the process whose call changed it cluster-wide sends the webhook
 (see :mod:`.announcements`), so each goes out once.
 """
 
@@ -110,11 +111,13 @@ class Hub:
         self._drain_grace = 0.0
         self._broker = broker or MemoryBroker()
         self.state = state or MemoryState(clock)
+        self.state.publish = self._broker.publish
         self.users = Users(apps, self._broker, self.state)
         #: The HTTP API's channel queries (cluster-wide).
         self.queries = ChannelQueries(self.state)
         self._broker.attach(self.deliver, self.users.on_control)
         self.webhooks = webhooks or Webhooks()
+        self.webhooks.cluster = self.state
         self.history = history or MemoryHistoryStore()
         self._history_channels = HistoryChannels(self.history, self._broker)
         self._announcer = Announcer(apps, self._broker, self.state, self.webhooks, self.users,
@@ -133,8 +136,7 @@ class Hub:
         await self.webhooks.start()
         self._periodic.append(asyncio.ensure_future(self._check_activity_forever()))
         if self.state.reap_interval is not None:
-            self._periodic.append(asyncio.ensure_future(
-                self._announcer.reap_forever(self.state.reap_interval)))
+            self._periodic.append(asyncio.ensure_future(self._announcer.reap_forever()))
 
     async def close(self) -> None:
         """Stop background work and leave the cluster; later publishes are refused."""
@@ -244,7 +246,8 @@ class Hub:
     async def _register(self, session: Session) -> int:
         """One connection's subscriptions and sign-in, back into the cluster state."""
         channels = list(session.channels.items())
-        await asyncio.gather(*(self.state.join(session.app.id, name, session.socket_id, member)
+        await asyncio.gather(*(self.state.join(session.app.id, name, session.socket_id, member,
+                                               announce=False)
                                for name, member in channels))
         if session.user_id is not None:
             await self.state.sign_in(session.app.id, session.user_id, session.socket_id)
@@ -315,7 +318,7 @@ class Hub:
             raise
         channel.add(session)
         try:
-            await self._announcer.arrived(app, channel, arrival, member, session.socket_id)
+            self._announcer.arrived(app, channel, arrival, member)
             return await self.presence_snapshot(app, name) if member is not None else None
         except Exception:
             await self.unsubscribe(session, name)  # recorded: take it back before refusing
@@ -383,7 +386,7 @@ class Hub:
         if channel is not None:
             channel.remove(session.socket_id)
         departure = await self.state.leave(app.id, name, session.socket_id)
-        await self._announcer.departed(app, name, departure)
+        self._announcer.departed(app, name, departure)
         if channel is not None:
             await self._drop_if_empty(app, channel)
             self._announcer.subscribers_changed(app, channel)

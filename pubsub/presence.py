@@ -1,9 +1,12 @@
-"""Presence rosters: members counted per user, not per connection."""
+"""Presence rosters: members counted per user, not per connection; the events they send."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from . import protocol
+from .broker import Publication
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +54,15 @@ class PresenceRoster:
     def members(self) -> dict[str, Any]:
         """user_id → user_info, the ``hash`` of a presence subscription."""
         return {user_id: member.user_info for user_id, member in self._members.items()}
+
+
+def member_added(app_id: str, channel: str, member: Member, joiner: str) -> Publication:
+    """``member_added`` for everyone on the channel but the joining connection ``joiner``."""
+    data = protocol.dumps({"user_id": member.user_id, "user_info": member.user_info})
+    return Publication(app_id, channel, protocol.MEMBER_ADDED, data, exclude=joiner)
+
+
+def member_removed(app_id: str, channel: str, user_id: str) -> Publication:
+    """``member_removed`` for everyone on the channel (the Redis state's Lua builds the same)."""
+    return Publication(app_id, channel, protocol.MEMBER_REMOVED,
+                       protocol.dumps({"user_id": user_id}))

@@ -8,7 +8,10 @@ every HTTP API answer and every webhook is cluster-wide.
 
 Every transition method answers whether it changed something cluster-wide
 (first subscriber, last member...), so that exactly one process, the one
-that caused it, sends the event or webhook.
+that caused it, sends the webhook or watchlist notice. The presence events
+themselves (``member_added``, ``member_removed``) are part of the transition:
+:meth:`ClusterState.join` and :meth:`ClusterState.leave` publish them, so that
+every process receives a user's events in the order the cluster state changed.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
+from .broker import Publication
 from .cache import MemoryCache
-from .presence import Member, PresenceRoster
+from .presence import Member, PresenceRoster, member_added, member_removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +69,14 @@ class ChannelCounts:
 class ClusterState(ABC):
     """The shared bookkeeping; every method may raise BrokerUnavailable."""
 
-    #: Seconds between :meth:`reap` calls; None when no process can die unseen.
+    #: The longest wait between two :meth:`reap` calls; None when no process can die unseen.
     reap_interval: float | None = None
     #: Set by the hub: called when this process's registrations were lost, so
     #: that it registers its connections again.
     on_registration_lost: Callable[[], Awaitable[None]] | None = None
+    #: Set by the hub: the broker's publish, for a state whose transitions cannot
+    #: publish their presence events themselves (the memory state, in one process).
+    publish: Callable[[Publication], Awaitable[None]] | None = None
 
     async def start(self) -> int:
         """Register this process; return its node id (unique in the deployment)."""
@@ -80,12 +87,22 @@ class ClusterState(ABC):
 
     @abstractmethod
     async def join(self, app_id: str, channel: str, socket_id: str,
-                   member: Member | None = None) -> Arrival:
-        """Count a subscription (idempotent per socket_id)."""
+                   member: Member | None = None, *, announce: bool = True) -> Arrival:
+        """Count a subscription (idempotent per socket_id).
+
+        When it adds ``member``'s user to the channel cluster-wide, ``member_added``
+        goes to everyone on the channel but ``socket_id``, on every process, in
+        the order of the channel's transitions; ``announce=False`` sends nothing
+        (re-registering after Redis lost its data: nothing changed for clients).
+        """
 
     @abstractmethod
     async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
-        """Forget a subscription (idempotent per socket_id)."""
+        """Forget a subscription (idempotent per socket_id).
+
+        When it removes a user's last connection on the channel, ``member_removed``
+        goes to everyone on the channel, in the order of the transitions, as in :meth:`join`.
+        """
 
     @abstractmethod
     async def members(self, app_id: str, channel: str) -> dict[str, Any]:
@@ -120,8 +137,13 @@ class ClusterState(ABC):
     async def cache_get(self, app_id: str, channel: str) -> CacheEntry | None:
         """The cached event, if it has not expired."""
 
+    async def until_reap(self) -> float:
+        """Seconds until :meth:`reap` may find a dead process, at most :attr:`reap_interval`."""
+        return self.reap_interval or 0.0
+
     async def reap(self) -> list[Orphan]:
-        """Remove what dead processes left behind; what that changed."""
+        """Remove what dead processes left behind, announcing the ``member_removed``
+        it causes as :meth:`leave` does; what that changed."""
         return []
 
     async def was_reaped(self) -> bool:
@@ -137,7 +159,11 @@ class _Channel:
 
 
 class MemoryState(ClusterState):
-    """One process: the state is this process's own view."""
+    """One process: the state is this process's own view.
+
+    A transition and its presence event are one step: nothing is awaited between
+    them (the memory broker delivers at once), so no other transition comes between.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -146,7 +172,7 @@ class MemoryState(ClusterState):
         self._cache = MemoryCache()
 
     async def join(self, app_id: str, channel: str, socket_id: str,
-                   member: Member | None = None) -> Arrival:
+                   member: Member | None = None, *, announce: bool = True) -> Arrival:
         entry = self._channels.setdefault((app_id, channel), _Channel())
         if socket_id in entry.sockets:
             return Arrival(False)
@@ -155,6 +181,8 @@ class MemoryState(ClusterState):
         if member is not None:
             entry.member_of[socket_id] = member.user_id
             added = entry.roster.join(member)
+            if added and announce and self.publish is not None:
+                await self.publish(member_added(app_id, channel, member, socket_id))
         return Arrival(len(entry.sockets) == 1, added)
 
     async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
@@ -166,6 +194,8 @@ class MemoryState(ClusterState):
         removed = user_id if user_id is not None and entry.roster.leave(user_id) else None
         if not entry.sockets:
             del self._channels[(app_id, channel)]
+        if removed is not None and self.publish is not None:
+            await self.publish(member_removed(app_id, channel, removed))
         return Departure(not entry.sockets, removed)
 
     async def members(self, app_id: str, channel: str) -> dict[str, Any]:

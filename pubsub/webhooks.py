@@ -11,8 +11,16 @@ Cluster seam: these methods describe cluster-wide transitions (first
 subscriber anywhere, last member anywhere). With one process the hub's local
 view is the cluster's. A multi-process broker must call them only from the
 process that observes the cluster-wide transition (e.g. the one whose Redis
-counter went 0 → 1), so that each webhook fires once per cluster; nothing in
-this module needs to change for that.
+counter went 0 → 1), so that each webhook fires once per cluster.
+
+Different processes' outboxes are not ordered with each other: a leave held on
+one process may expire after the user (or channel) came back through another,
+which has already sent its ``member_added``. So right before each POST
+(first attempt or retry) the occupancy and membership events of the batch are
+checked against the cluster state, and those it no longer bears out are
+dropped (counted as ``superseded``): what the app receives last for a channel
+or member is what the cluster state said when it was sent, at the batch's
+``time_ms``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .apps import App, WebhookTarget
+from .errors import BrokerUnavailable
 from .signing import webhook_signature
+from .state import ClusterState
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,10 @@ Poster = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
 
 #: Seconds between two "queue full" warnings for one URL: a flood logs a count, not a line per event.
 _OVERFLOW_LOG_INTERVAL = 10.0
+#: Events that state something of the cluster state, checked before each POST: whether
+#: the channel is occupied, or the user a member, as each says.
+_STATES = {"channel_occupied": True, "channel_vacated": False,
+           "member_added": True, "member_removed": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,9 @@ class WebhookStats:
     dropped: int = 0
     #: Dropped after ``retry_for`` of failed attempts.
     failed: int = 0
+    #: Dropped unsent because the cluster state no longer said what they said (the
+    #: channel or user came back, or left, through another process meanwhile).
+    superseded: int = 0
 
 
 class _Outbox:
@@ -110,6 +127,9 @@ class Webhooks:
         #: Held leaves, by (app id, channel) or (app id, channel, user id).
         self._held: dict[tuple[str, ...], asyncio.TimerHandle] = {}
         self._closed = False
+        #: Set by the hub: what occupancy and membership events are checked against
+        #: before each POST (None: sent as they are).
+        self.cluster: ClusterState | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -262,6 +282,9 @@ class Webhooks:
         delay, attempt = options.first_retry, 0
         while True:
             attempt += 1
+            batch = await self._still_true(app, batch)
+            if not batch:
+                return
             failure = await self._attempt(url, *self._sign(app, batch))
             if failure is None:
                 self.stats(app).delivered += len(batch)
@@ -275,6 +298,31 @@ class Webhooks:
         self.stats(app).failed += len(batch)
         log.error("app %s: webhook to %s failed (%s) for %g s: dropped %d event(s)",
                   app.id, url, failure, options.retry_for, len(batch))
+
+    async def _still_true(self, app: App, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``batch`` without the occupancy and membership events that the cluster
+        state no longer bears out."""
+        if self.cluster is None or not any(event["name"] in _STATES for event in batch):
+            return batch
+        holds = await asyncio.gather(*(self._holds(app, event) for event in batch))
+        kept = [event for event, true in zip(batch, holds) if true]
+        self.stats(app).superseded += len(batch) - len(kept)
+        return kept
+
+    async def _holds(self, app: App, event: dict[str, Any]) -> bool:
+        claim = _STATES.get(event["name"])
+        if claim is None:
+            return True
+        assert self.cluster is not None
+        channel = event["channel"]
+        try:
+            if "user_id" in event:
+                actual = event["user_id"] in await self.cluster.members(app.id, channel)
+            else:
+                actual = (await self.cluster.counts(app.id, channel)).subscriptions > 0
+        except BrokerUnavailable:  # nothing can change the state while Redis is away either
+            return True
+        return actual == claim
 
     def _sign(self, app: App, batch: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
         """Body and headers of one attempt. ``time_ms`` is when it is sent: the official

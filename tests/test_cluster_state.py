@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import redis.asyncio as aioredis
 
+from tornado_push.pubsub import protocol
+from tornado_push.pubsub.broker import Publication
 from tornado_push.pubsub.presence import Member
+from tornado_push.pubsub.redis.broker import _publication
+from tornado_push.pubsub.redis.client import pubsub_channel
 from tornado_push.pubsub.redis.state import RedisState
 from tornado_push.pubsub.state import Arrival, ChannelCounts, Departure, MemoryState, Orphan
 
@@ -54,6 +59,47 @@ async def test_presence_counts_users_not_connections(state):
     assert await state.leave("1", "presence-r", "1.1") == Departure(False)
     assert await state.leave("1", "presence-r", "1.2") == Departure(False, "alice")
     assert await state.leave("1", "presence-r", "1.3") == Departure(True, "bob")
+
+
+@pytest.mark.gen_test
+async def test_presence_transitions_publish_their_own_events(state, request):
+    """What subscribers of the channel receive, in the order of the transitions
+    (Redis: published by the scripts, on the channel's pub/sub name)."""
+    if isinstance(state, MemoryState):
+        published: list[Publication] = []
+
+        async def publish(publication: Publication) -> None:
+            published.append(publication)
+
+        state.publish = publish
+
+        async def heard(count: int) -> list[Publication]:
+            return published
+    else:
+        listener = request.getfixturevalue("redis_client").pubsub()
+        await listener.subscribe(pubsub_channel("test", "1", "presence-r"))
+
+        async def heard(count: int) -> list[Publication]:
+            got = []
+            while len(got) < count:  # bounded by the test's timeout
+                message = await listener.get_message(timeout=5)
+                if message is not None and message["type"] == "message":
+                    got.append(_publication(("1", "presence-r"), message["data"]))
+            await listener.aclose()
+            return got
+
+    alice = Member("al/ice", {"name": "Alice"})
+    await state.join("1", "presence-r", "1.1", alice)
+    await state.join("1", "presence-r", "1.2", alice)  # not a new member: nothing
+    await state.join("1", "presence-r", "1.3", Member("bob"), announce=False)
+    await state.leave("1", "presence-r", "1.1")
+    await state.leave("1", "presence-r", "1.2")
+    events = [(publication.event, json.loads(publication.data), publication.exclude)
+              for publication in await heard(2)]
+    assert events == [
+        (protocol.MEMBER_ADDED, {"user_id": "al/ice", "user_info": {"name": "Alice"}}, "1.1"),
+        (protocol.MEMBER_REMOVED, {"user_id": "al/ice"}, None),  # the script writes "al\/ice"
+    ]
 
 
 @pytest.mark.gen_test

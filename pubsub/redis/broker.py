@@ -7,7 +7,9 @@ included: Redis then gives every process the same order.
 
 Wire format (compact JSON; app id and channel are in the pub/sub name):
     publication       ``[event, data, exclude, user_id]``, and ``epoch, offset`` after
-                      them on a history channel (older processes read the four alone)
+                      them on a history channel (older processes read the four alone);
+                      presence events are published in this format by the cluster
+                      state's Lua transitions (:mod:`.state`), not by this module
     control message   a JSON object
 """
 
@@ -87,12 +89,7 @@ class RedisBroker(Broker):
 
     async def publish(self, publication: Publication) -> None:
         name = pubsub_channel(self.config.prefix, publication.app_id, publication.channel)
-        fields: list[Any] = [publication.event, publication.data, publication.exclude,
-                             publication.user_id]
-        if publication.epoch is not None:
-            fields += [publication.epoch, publication.offset]
-        payload = _encode(fields)
-        await self._send(name, payload, sharded=self.config.cluster)
+        await self._send(name, encode_publication(publication), sharded=self.config.cluster)
 
     async def broadcast(self, message: dict[str, Any]) -> None:
         # Plain PUBLISH reaches subscribers on every node, in a cluster too.
@@ -135,6 +132,15 @@ class RedisBroker(Broker):
         publication = _publication(where, payload)
         if publication is not None and self._deliver is not None:
             self._deliver(publication)
+
+
+def encode_publication(publication: Publication) -> bytes:
+    """A publication as its channel's pub/sub name carries it (see the wire format above)."""
+    fields: list[Any] = [publication.event, publication.data, publication.exclude,
+                         publication.user_id]
+    if publication.epoch is not None:
+        fields += [publication.epoch, publication.offset]
+    return _encode(fields)
 
 
 def _encode(value: Any) -> bytes:

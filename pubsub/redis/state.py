@@ -2,9 +2,18 @@
 
 Each transition is one Lua script on keys of one hash slot (``{app:channel}``),
 so exactly one process sees "first subscriber" or "last member" and
-announces it. Every process also records what it registered under its node
-id and refreshes a heartbeat; when a process dies, a survivor reaps its
-leftovers within two heartbeat intervals and announces the departures once.
+announces it. A presence transition publishes its ``member_added`` or
+``member_removed`` itself, inside the script, on the channel's pub/sub name
+(same slot; SPUBLISH on Redis Cluster): Redis runs scripts one at a time, so
+every process receives a channel's presence events in the order its state
+changed, however the processes that caused them race. (Published after the
+script, a leave on one process and a rejoin on another could reach observers
+as added, removed: a present user shown as gone.)
+
+Every process also records what it registered under its node id and
+refreshes a heartbeat; when a process dies, a survivor reaps its leftovers
+when its deadline (two heartbeat intervals after its last heartbeat) passes,
+and the same scripts announce the departures once.
 
 Keys (``P`` is the prefix):
     P:node_seq                  INCR: node ids, so socket ids are unique
@@ -17,6 +26,7 @@ Keys (``P`` is the prefix):
     P:{a:c}:conns               HASH user → connections on the channel
     P:{a:c}:member_of           HASH socket → user
     P:{a:c}:cache               STRING [event, data], expiring
+    P:{a:c}:pub                 the channel's pub/sub name (not a key)
     P:{a:#user:u}:sockets       HASH socket → node (a signed-in user's connections)
     P:{a}:channels              SET of occupied channel names (an index for GET /channels)
 """
@@ -31,13 +41,18 @@ from typing import Any, AsyncIterator, Iterable
 
 import redis.asyncio as aioredis
 
+from .. import protocol
 from ..errors import BrokerUnavailable
-from ..presence import Member
-from .client import UNREACHABLE, channel_key, describe
+from ..presence import Member, member_added
+from .broker import encode_publication
+from .client import UNREACHABLE, channel_key, describe, pubsub_channel
 from ..state import Arrival, CacheEntry, ChannelCounts, ClusterState, Departure, Orphan
 
 log = logging.getLogger(__name__)
 
+# KEYS: subs, members, conns, member_of, pub (see _channel_keys).
+# ARGV: socket, node, user ('' off presence), user_info JSON, PUBLISH or SPUBLISH,
+#       the member_added publication ('' to add silently).
 _JOIN = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0} end
 local occupied = redis.call('HLEN', KEYS[1]) == 1 and 1 or 0
@@ -47,11 +62,16 @@ if ARGV[3] ~= '' then
   if redis.call('HINCRBY', KEYS[3], ARGV[3], 1) == 1 then
     redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
     added = 1
+    if ARGV[6] ~= '' then redis.call(ARGV[5], KEYS[5], ARGV[6]) end
   end
 end
 return {occupied, added}
 """
 
+# KEYS as _JOIN. ARGV: socket, PUBLISH or SPUBLISH, the member_removed event name.
+# The publication is built here, where the user is known, in the broker's wire
+# format ([event, data, exclude, user_id]) with data as presence.member_removed
+# makes it; cjson may escape differently ("/" as "\/"), which JSON readers ignore.
 _LEAVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {0, ''} end
 local vacated = redis.call('HLEN', KEYS[1]) == 0 and 1 or 0
@@ -61,6 +81,8 @@ redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('HINCRBY', KEYS[3], user, -1) > 0 then return {vacated, ''} end
 redis.call('HDEL', KEYS[3], user)
 redis.call('HDEL', KEYS[2], user)
+local data = cjson.encode({user_id = user})
+redis.call(ARGV[2], KEYS[5], cjson.encode({ARGV[3], data, cjson.null, cjson.null}))
 return {vacated, user}
 """
 
@@ -85,6 +107,8 @@ return 0
 
 #: How long a reaped node's tombstone waits for the node to come back and read it.
 _TOMBSTONE_SECONDS = 24 * 3600
+#: Seconds a reaper wakes after a deadline, so that Redis's clock has passed it too.
+_REAP_SLACK = 0.01
 
 
 @contextlib.asynccontextmanager
@@ -100,9 +124,12 @@ class RedisState(ClusterState):
     """:class:`~pubsub.state.ClusterState` in Redis, for one process per core and beyond."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = "push",
-                 heartbeat_interval: float = 15.0) -> None:
+                 heartbeat_interval: float = 15.0, sharded_pubsub: bool = False) -> None:
+        """``sharded_pubsub`` (Redis Cluster): presence events go out with SPUBLISH,
+        as the broker's publications do."""
         self._redis = client
         self._prefix = prefix
+        self._publish_command = "SPUBLISH" if sharded_pubsub else "PUBLISH"
         self.heartbeat_interval = heartbeat_interval
         self.reap_interval = heartbeat_interval
         self.node_id = 0
@@ -123,8 +150,11 @@ class RedisState(ClusterState):
         return ":".join((self._prefix, *parts))
 
     def _channel_keys(self, app_id: str, channel: str) -> list[str]:
-        return [channel_key(self._prefix, app_id, channel, suffix)
-                for suffix in ("subs", "members", "conns", "member_of")]
+        """The keys of a transition script: the channel's state, then its pub/sub name
+        (declared like a key so that Redis Cluster checks it is in the same slot)."""
+        return [*(channel_key(self._prefix, app_id, channel, suffix)
+                  for suffix in ("subs", "members", "conns", "member_of")),
+                pubsub_channel(self._prefix, app_id, channel)]
 
     def _user_key(self, app_id: str, user_id: str) -> str:
         return channel_key(self._prefix, app_id, f"#user:{user_id}", "sockets")
@@ -199,12 +229,15 @@ class RedisState(ClusterState):
     # -- channels ------------------------------------------------------------------
 
     async def join(self, app_id: str, channel: str, socket_id: str,
-                   member: Member | None = None) -> Arrival:
+                   member: Member | None = None, *, announce: bool = True) -> Arrival:
         user_id = member.user_id if member else ""
         info = json.dumps(member.user_info, separators=(",", ":")) if member else ""
+        added_event = (encode_publication(member_added(app_id, channel, member, socket_id))
+                       if member and announce else b"")
         async with _reachable():
-            occupied, added = await self._join(keys=self._channel_keys(app_id, channel),
-                                               args=[socket_id, self.node_id, user_id, info])
+            occupied, added = await self._join(
+                keys=self._channel_keys(app_id, channel),
+                args=[socket_id, self.node_id, user_id, info, self._publish_command, added_event])
             await self._redis.sadd(self._node_key(self.node_id, "subs"),
                                    json.dumps([app_id, channel, socket_id]))
             if occupied:
@@ -219,7 +252,9 @@ class RedisState(ClusterState):
         return departure
 
     async def _leave_keys(self, app_id: str, channel: str, socket_id: str) -> Departure:
-        vacated, user = await self._leave(keys=self._channel_keys(app_id, channel), args=[socket_id])
+        vacated, user = await self._leave(
+            keys=self._channel_keys(app_id, channel),
+            args=[socket_id, self._publish_command, protocol.MEMBER_REMOVED])
         if vacated:
             await self._redis.srem(self._index_key(app_id), channel)
         return Departure(bool(vacated), user.decode() if user else None)
@@ -284,6 +319,21 @@ class RedisState(ClusterState):
         return CacheEntry(event, data, ttl_ms / 1000)
 
     # -- dead processes ------------------------------------------------------------
+
+    async def until_reap(self) -> float:
+        """Until just after the earliest node deadline: a node that dies is reaped
+        when its deadline passes, not up to a whole interval later. When that
+        deadline has passed already (another survivor is reaping the node, or this
+        one is not in touch yet), a tenth of an interval."""
+        async with _reachable():
+            earliest = await self._redis.zrange(self._key("nodes"), 0, 0, withscores=True)
+            now = await self._now()
+        if not earliest:
+            return self.reap_interval
+        wait = earliest[0][1] - now
+        if wait <= 0:
+            return self.heartbeat_interval / 10
+        return min(wait + _REAP_SLACK, self.reap_interval)
 
     async def reap(self) -> list[Orphan]:
         """Remove every dead node's registrations; each node is reaped by one survivor."""
