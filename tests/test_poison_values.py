@@ -277,7 +277,7 @@ async def test_a_subscribe_that_fails_inside_the_hub_after_the_join_is_undone(
     announcer = hub._announcer
     real = announcer.arrived
 
-    async def fails_once(*args, **kwargs):
+    def fails_once(*args, **kwargs):
         monkeypatch.setattr(announcer, "arrived", real)
         raise RuntimeError("a bug while announcing the arrival")
 
