@@ -74,6 +74,28 @@ def write_frames(connection: tornado.websocket.WebSocketProtocol | None, data: b
     return True
 
 
+def write_progress(connection: tornado.websocket.WebSocketProtocol | None) -> tuple[int, int]:
+    """Bytes the connection's stream was given to queue, and how many of those the kernel
+    has taken since, both counted from the start; equal while nothing waits in our buffer,
+    and for a connection that is closing or closed (what it still holds is not waited for).
+
+    ``IOStream.write`` counts the first as ``_total_write_index``, ``_handle_write`` the
+    second as ``_total_write_done_index``; what :func:`write_frames` sends straight to the
+    socket counts in neither.
+    """
+    if connection is None or connection.is_closing():
+        return 0, 0
+    stream = connection.stream
+    return stream._total_write_index, stream._total_write_done_index  # noqa: SLF001
+
+
+def abort(connection: tornado.websocket.WebSocketProtocol | None) -> None:
+    """Close the connection's socket at once, writing nothing more (no close frame): what
+    Tornado does on a protocol error. The handler's ``on_close`` follows."""
+    if connection is not None:
+        connection._abort()  # noqa: SLF001
+
+
 def preload(stream: tornado.iostream.IOStream, data: bytes) -> None:
     """Put ``data`` in the stream's read buffer, as if it had been read from the socket.
 
