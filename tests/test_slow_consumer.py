@@ -9,11 +9,10 @@ import json
 import logging
 import socket
 import time
-from typing import Callable, TypeVar
 
 import pytest
 
-from conftest import APPS, MAIN
+from conftest import APPS, MAIN, until
 from raw_websocket import CLOSE, RawWebSocket, subscribe
 from tornado_push.pubsub.apps import App, AppRegistry
 from tornado_push.pubsub.hub import Hub, HubOptions
@@ -22,7 +21,6 @@ from tornado_push.pubsub.session import Session
 
 #: Small enough that a client reading nothing passes it after about a thousand small events.
 FLOOD = App(id="90", key="flood-key", secret="flood-secret", max_outbound_bytes=64 * 1024)
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -32,15 +30,6 @@ def hub(io_loop, hub_options, clock, history_store) -> Hub:
     io_loop.run_sync(hub.start)
     yield hub
     io_loop.run_sync(hub.close)
-
-
-async def until(found: Callable[[], T], timeout: float = 10.0) -> T:
-    """Poll ``found`` until it returns something true (the server acts on its own time)."""
-    deadline = time.monotonic() + timeout
-    while not (result := found()):
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-    return result
 
 
 async def non_reader(port: int, hub: Hub, app: App, channel: str

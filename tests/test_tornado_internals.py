@@ -21,7 +21,7 @@ import tornado.websocket
 
 from conftest import MAIN, SMALL_BUFFER, TINY
 from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, abort, preload,
-                                                     websocket_compresses, write_frames,
+                                                     unread, websocket_compresses, write_frames,
                                                      write_progress)
 
 
@@ -298,5 +298,22 @@ async def test_preloaded_bytes_are_read_first_even_past_one_read_chunk():
     theirs.sendall(b"after")
     assert await stream.read_until(b"\r\n\r\n") == preloaded
     assert await stream.read_bytes(5) == b"after"
+    stream.close()
+    theirs.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_unread_bytes_are_read_again_first():
+    # The frame loop reads a frame's first two bytes to check its mask bit, then puts
+    # them back for Tornado to read the frame as usual.
+    ours, theirs = socket.socketpair()
+    stream = tornado.iostream.IOStream(ours)
+    theirs.sendall(b"headerpayload")
+    header = await stream.read_bytes(6)
+    unread(stream, header)
+    assert await stream.read_bytes(13) == b"headerpayload"
+    unread(stream, b"again")  # into an empty buffer too
+    theirs.sendall(b"!")
+    assert await stream.read_bytes(6) == b"again!"
     stream.close()
     theirs.close()
