@@ -147,9 +147,10 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         queued, self._queued = self._queued, None
         if not queued:
             return
+        data = queued[0] if len(queued) == 1 else b"".join(queued)
         session = self.session
         limit = session.app.max_outbound_bytes if session is not None else 0
-        if not write_frames(self.ws_connection, _joined(queued), limit):
+        if not write_frames(self.ws_connection, data, limit):
             assert session is not None
             session.too_slow(f"over {limit} bytes unread")
 
@@ -163,7 +164,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         """
         queued, self._queued = self._queued, None
         if queued:
-            write_frames(self.ws_connection, _joined(queued), 0)
+            write_frames(self.ws_connection, b"".join(queued), 0)
         if reason is not None:
             reason = reason.encode()[:_MAX_CLOSE_REASON].decode(errors="ignore")
         super().close(code, reason)
@@ -191,7 +192,3 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             self._backlog = (now, written)
             return 0.0
         return now - backlog[0]
-
-
-def _joined(frames: list[bytes]) -> bytes:
-    return frames[0] if len(frames) == 1 else b"".join(frames)
