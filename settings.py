@@ -30,6 +30,11 @@ Environment:
     PUSH_PONG_TIMEOUT               seconds to answer that ping before close 4201 (default 30)
     PUSH_MAX_CONNECTIONS            connections per process, 4100 beyond (default 0: no limit)
     PUSH_MAX_INBOUND_RATE           messages per second per connection (default 100)
+    PUSH_MAX_OUTBOUND_DELAY         seconds what a client is sent may wait unread in the server's
+                                    buffer (its kernel buffers full) before it is closed 4100 as
+                                    a slow consumer, however little it is: closed 1 to 1.5 times
+                                    this after (default 10); an app's max_outbound_bytes (1 MiB
+                                    by default) bounds the bytes meanwhile
     PUSH_MAX_MESSAGE_BYTES          largest WebSocket message; larger closes 1009 (default 65536)
     PUSH_MAX_BODY_BYTES             largest HTTP API body (default 1048576)
     PUSH_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
@@ -182,6 +187,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         max_inbound_burst=max(1, int(2 * inbound_rate)),
         max_connections_per_ip=env.integer("PUSH_MAX_CONNECTIONS_PER_IP",
                                            _HUB_DEFAULTS.max_connections_per_ip),
+        max_outbound_delay=env.number("PUSH_MAX_OUTBOUND_DELAY", _HUB_DEFAULTS.max_outbound_delay,
+                                      positive=True),
     )
     webhooks = WebhookOptions(
         batch_seconds=env.number("PUSH_WEBHOOK_BATCH_SECONDS", _WEBHOOK_DEFAULTS.batch_seconds),

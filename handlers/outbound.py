@@ -12,10 +12,16 @@ however many messages it got.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from typing import Protocol
 
+from ..pubsub.ratelimit import LogThrottle
+
 _FIN_TEXT = 0x81
+log = logging.getLogger(__name__)
+#: A bug that fails every connection's write would otherwise log once per connection per flush.
+_failures = LogThrottle(log)
 
 
 def websocket_text_frame(payload: bytes) -> bytes:
@@ -50,9 +56,17 @@ class Flushable(Protocol):
     def write_queued(self) -> None:
         """Write everything queued on this connection."""
 
+    def abort(self) -> None:
+        """Drop the connection at once, writing nothing more. Never raises."""
+
 
 class Flusher:
-    """Calls ``write_queued`` once per loop iteration on every connection that queued something."""
+    """Calls ``write_queued`` once per loop iteration on every connection that queued something.
+
+    One flush serves every connection, so a connection's failure stays its own: a
+    ``write_queued`` that raises aborts that connection (logged once a minute at most per
+    kind of error) and the flush goes on to the others.
+    """
 
     __slots__ = ("_dirty", "_scheduled")
 
@@ -71,4 +85,9 @@ class Flusher:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
         for connection in dirty:
-            connection.write_queued()
+            try:
+                connection.write_queued()
+            except Exception as error:
+                _failures.error(type(error).__name__, "writing a connection's frames failed: "
+                                "aborting it", exc_info=error)
+                connection.abort()

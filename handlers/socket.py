@@ -7,8 +7,8 @@ import asyncio
 import tornado.websocket
 
 from .outbound import FrameCache, Flusher
-from .tornado_internals import (frames_read_in_own_task, release_handshake, websocket_compresses,
-                                write_frames)
+from .tornado_internals import (abort, frames_read_in_own_task, release_handshake,
+                                websocket_compresses, write_frames, write_progress)
 from ..pubsub import protocol
 from ..pubsub.apps import App
 from ..pubsub.errors import ConnectionRefused, ErrorCode
@@ -41,7 +41,8 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     """
 
     # Ours in slots, 8 bytes each: the instance dict is Tornado's (see release_handshake).
-    __slots__ = ("hub", "session", "_compression", "_max_message_bytes", "_deflates", "_queued")
+    __slots__ = ("hub", "session", "_compression", "_max_message_bytes", "_deflates", "_queued",
+                 "_backlog")
 
     def initialize(self, hub: Hub, compression: bool = False, max_message_bytes: int | None = None,
                    **_: object) -> None:
@@ -52,6 +53,9 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         self._deflates = False
         #: Frames to write at the end of this loop iteration; None, not an empty list, when idle.
         self._queued: list[bytes] | None = None
+        #: When bytes were first seen waiting unread, and the write count they are within
+        #: (see unread_for); None while nothing waits.
+        self._backlog: tuple[float, int] | None = None
 
     @property
     def max_message_size(self) -> int:
@@ -137,7 +141,9 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             self._queued.append(_frames.frame(frame))
 
     def write_queued(self) -> None:
-        """Write the frames queued this iteration as one write, unless the client is too slow."""
+        """Write the frames queued this iteration as one write. If that would leave more than
+        the app's ``max_outbound_bytes`` unread, they are dropped instead and the session is
+        closed as too slow (4100)."""
         queued, self._queued = self._queued, None
         if not queued:
             return
@@ -146,10 +152,43 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         limit = session.app.max_outbound_bytes if session is not None else 0
         if not write_frames(self.ws_connection, data, limit):
             assert session is not None
-            session.too_slow()
+            session.too_slow(f"over {limit} bytes unread")
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        self.write_queued()  # what was queued (a pusher:error, say) goes before the close frame
+        """Close with ``code``, after what was queued (the ``pusher:error`` saying why, say).
+
+        These are the last bytes the connection is sent, so they go past the outbound
+        limit: they are bounded, as the queue holds one loop iteration's frames, and a
+        slow consumer's was dropped before it was closed. Tornado aborts the connection if
+        the client has not answered the close within 5 s, read or not.
+        """
+        queued, self._queued = self._queued, None
+        if queued:
+            write_frames(self.ws_connection, b"".join(queued), 0)
         if reason is not None:
             reason = reason.encode()[:_MAX_CLOSE_REASON].decode(errors="ignore")
         super().close(code, reason)
+
+    def abort(self) -> None:
+        """Drop the connection at once, writing nothing more; ``on_close`` follows."""
+        self._queued = None
+        abort(self.ws_connection)
+
+    def unread_for(self, now: float) -> float:
+        """For how long, at least, bytes written to the client have waited in this process's
+        buffer (the kernel's being full): 0 while the client keeps up.
+
+        Measured between calls (the session's activity checks, ``now`` being the check's
+        time): bytes that waited at one call and still wait at a later one have waited the
+        time between. Costs nothing on the write path; a connection with nothing waiting
+        keeps no mark.
+        """
+        written, taken = write_progress(self.ws_connection)
+        backlog = self._backlog
+        if written == taken:
+            self._backlog = None
+            return 0.0
+        if backlog is None or taken >= backlog[1]:  # what waited at the last call has gone
+            self._backlog = (now, written)
+            return 0.0
+        return now - backlog[0]

@@ -15,6 +15,12 @@ attributes Tornado reads after the handshake.
 The HTTP front hands a connection to Tornado with bytes it has already read:
 :func:`preload` puts them in the IOStream's read buffer.
 
+Tornado's WebSocket protocol is lax in three ways RFC 6455 is not (unmasked
+client frames, text or a close reason that is not UTF-8): the protocol that
+reads frames in its own Task (:func:`frames_read_in_own_task`) closes those
+connections with the codes the RFC names, which ``tests/test_websocket_rfc6455.py``
+checks on the wire.
+
 They live here so that ``tests/test_tornado_internals.py`` can check each one
 against the pinned Tornado range (see requirements.txt) and fail loudly on an
 upgrade that changes them.
@@ -72,6 +78,28 @@ def write_frames(connection: tornado.websocket.WebSocketProtocol | None, data: b
     except tornado.iostream.StreamClosedError:
         pass  # the handler's on_close follows
     return True
+
+
+def write_progress(connection: tornado.websocket.WebSocketProtocol | None) -> tuple[int, int]:
+    """Bytes the connection's stream was given to queue, and how many of those the kernel
+    has taken since, both counted from the start; equal while nothing waits in our buffer,
+    and for a connection that is closing or closed (what it still holds is not waited for).
+
+    ``IOStream.write`` counts the first as ``_total_write_index``, ``_handle_write`` the
+    second as ``_total_write_done_index``; what :func:`write_frames` sends straight to the
+    socket counts in neither.
+    """
+    if connection is None or connection.is_closing():
+        return 0, 0
+    stream = connection.stream
+    return stream._total_write_index, stream._total_write_done_index  # noqa: SLF001
+
+
+def abort(connection: tornado.websocket.WebSocketProtocol | None) -> None:
+    """Close the connection's socket at once, writing nothing more (no close frame): what
+    Tornado does on a protocol error. The handler's ``on_close`` follows."""
+    if connection is not None:
+        connection._abort()  # noqa: SLF001
 
 
 def preload(stream: tornado.iostream.IOStream, data: bytes) -> None:
@@ -160,14 +188,61 @@ def release_handshake(handler: tornado.websocket.WebSocketHandler) -> None:
     buffer._buffers = _LazyDeque(buffer._buffers)  # type: ignore[assignment]  # noqa: SLF001
 
 
+def unread(stream: tornado.iostream.IOStream, data: bytes) -> None:
+    """Put ``data`` back at the front of the stream's read buffer: the next read gets it first."""
+    stream._read_buffer[:0] = data  # noqa: SLF001
+    stream._read_buffer_size += len(data)  # noqa: SLF001
+
+
+#: RFC 6455 5.2: the opcodes checked here, and the bit of a masked frame.
+_TEXT, _CLOSE, _MASKED = 0x1, 0x8, 0x80
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class _OwnTaskProtocol(tornado.websocket.WebSocketProtocol13):
-    """Reads frames in a Task of its own instead of at the bottom of the handshake's coroutines.
+    """Reads frames in a Task of its own instead of at the bottom of the handshake's
+    coroutines, and holds clients to RFC 6455 where Tornado does not.
 
     ``_accept_connection`` awaits ``_receive_frame_loop`` after ``open``, so
     the handler's ``_execute`` Task, with ``get``, ``accept_connection`` and
     their locals (the request headers among them), would live as long as the
     connection. Returning at once lets them finish.
+
+    Tornado accepts a client frame that is not masked, drops the TCP connection
+    on text that is not UTF-8, and raises out of its frame loop on a close whose
+    reason is not UTF-8. Here the server closes as the RFC says: 1002, 1007 and
+    1007 (7.4.1). Once the server has sent its close, the frames that follow are
+    read until the client's close but not acted on (5.5.1). A compressed text
+    message that is not UTF-8 still drops the connection, as in Tornado: it is
+    decompressed only inside ``_handle_message``.
     """
+
+    async def _receive_frame(self) -> None:
+        header = await self.stream.read_bytes(2)
+        unread(self.stream, header)  # Tornado reads the frame as usual, header first
+        if not header[1] & _MASKED:
+            self.close(1002, "Client frames must be masked")
+        await super()._receive_frame()
+
+    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
+        if opcode == _CLOSE:
+            if not _is_utf8(data[2:]):
+                self.client_terminated = True  # the client has closed: nothing more is read
+                self.close(1007, "Close reason is not UTF-8")
+                return None
+        elif self.server_terminated:
+            return None  # closing: only the client's close is still awaited
+        elif opcode == _TEXT and not self._frame_compressed and not _is_utf8(data):
+            self.close(1007, "Text message is not UTF-8")
+            return None
+        return super()._handle_message(opcode, data)
 
     async def _receive_frame_loop(self) -> None:
         task = asyncio.ensure_future(super()._receive_frame_loop())

@@ -63,6 +63,11 @@ class HubOptions:
     #: Inbound messages per second per connection, and the burst allowed above it.
     max_inbound_rate: float = 100
     max_inbound_burst: int = 200
+    #: Seconds bytes written to a connection may wait unread in this process's buffer (the
+    #: kernel's being full) before it is closed 4100 as a slow consumer, however few they
+    #: are. It is closed between this and 1.5 times this (this + 10 s at most) after the
+    #: first byte began to wait; ``App.max_outbound_bytes`` bounds the bytes meanwhile.
+    max_outbound_delay: float = 10
 
 
 class AppState:
@@ -292,7 +297,10 @@ class Hub:
 
     async def _check_activity_forever(self) -> None:
         opts = self.options
-        interval = min(max(min(opts.activity_timeout, opts.pong_timeout) / 4, 0.05), 5.0)
+        # A quarter of the shortest bound apart (5 s at most): a bound passed is noticed
+        # one check later, or two for max_outbound_delay (see PusherSocketHandler.unread_for).
+        shortest = min(opts.activity_timeout, opts.pong_timeout, opts.max_outbound_delay)
+        interval = min(max(shortest / 4, 0.05), 5.0)
         while True:
             await asyncio.sleep(interval)
             now = self.clock()

@@ -37,7 +37,12 @@ class Transport(Protocol):
         """Queue one encoded text frame; drop it silently if the connection is closed."""
 
     def close(self, code: int, reason: str) -> None:
-        """Close the connection with a WebSocket close code."""
+        """Close the connection with a WebSocket close code, after the frames already sent.
+
+        Never held to an outbound limit: it is how a client over one is closed."""
+
+    def unread_for(self, now: float) -> float:
+        """For how long, at least, frames sent have waited unread by the client (0: none wait)."""
 
 
 class Session:
@@ -98,19 +103,30 @@ class Session:
         self.send(protocol.encode_error(code, message, channel))
 
     def close(self, code: int, message: str) -> None:
-        """Tell the client why with ``pusher:error``, then close with the same code."""
+        """Tell the client why with ``pusher:error``, then close with the same code; once."""
+        if self.is_closed:
+            return
         self.send_error(code, message)
         self.transport.close(code, message)
         self.closed()
 
-    def too_slow(self) -> None:
-        """The client does not read what it is sent: drop it (4100) before it costs the others."""
+    def too_slow(self, why: str) -> None:
+        """The client does not read what it is sent: drop it (4100) before it costs the others.
+
+        Counted in ``hub.slow_consumers`` once: a closed session is not closed again."""
+        if self.is_closed:
+            return
         self.hub.slow_consumers += 1
-        log.info("closing %s: over %d unread bytes", self.socket_id, self.app.max_outbound_bytes)
+        log.info("closing %s as a slow consumer: %s", self.socket_id, why)
         self.close(ErrorCode.OVER_CAPACITY, "Slow consumer: messages were not read fast enough")
 
     def check_activity(self, now: float) -> None:
-        """Ping an idle client, close one that did not answer (4201) or did not sign in (4009)."""
+        """Ping an idle client, close one that did not answer (4201), did not sign in (4009) or
+        has left what it was sent unread longer than ``max_outbound_delay`` (4100)."""
+        delay = self.hub.options.max_outbound_delay
+        if self.transport.unread_for(now) >= delay:
+            self.too_slow(f"bytes unread for over {delay:g} s")
+            return
         timeout = self.app.user_authentication_timeout
         if timeout and self.user_id is None and now - self.opened_at >= timeout:
             self.close(ErrorCode.UNAUTHORIZED, f"Sign in within {timeout:g} s of connecting")

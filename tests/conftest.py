@@ -121,6 +121,15 @@ async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         None, functools.partial(call, *args, **kwargs))
 
 
+async def until(found: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``found`` until it returns something true, for what the server does on its own time."""
+    deadline = time.monotonic() + timeout
+    while not (result := found()):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+    return result
+
+
 async def subscribed(client: JSClient, channel: str) -> dict:
     """Subscribe a pusher-js client and wait for pusher-js to report success."""
     await client.subscribe(channel)

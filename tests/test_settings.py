@@ -69,12 +69,13 @@ def test_every_push_variable_overrides_its_default():
         "PUSH_MAX_MESSAGE_BYTES": "4096",
         "PUSH_MAX_BODY_BYTES": "2048",
         "PUSH_LOG_LEVEL": "debug",
+        "PUSH_MAX_OUTBOUND_DELAY": "2.5",
     })
     assert settings == Settings(
         host="0.0.0.0", port=7001,
         apps=(App(id="123", key="my-key", secret="my-secret", client_events=False),),
         hub=HubOptions(activity_timeout=60, pong_timeout=2.5, max_connections=500,
-                       max_inbound_rate=20, max_inbound_burst=40),
+                       max_inbound_rate=20, max_inbound_burst=40, max_outbound_delay=2.5),
         max_message_bytes=4096, max_body_bytes=2048, log_level="DEBUG")
 
 
@@ -128,9 +129,10 @@ def test_port_out_of_range_is_refused():
     refused({"PUSH_PORT": "70000"}, "port", "70000")
 
 
+@pytest.mark.parametrize("name", ["PUSH_PONG_TIMEOUT", "PUSH_MAX_OUTBOUND_DELAY"])
 @pytest.mark.parametrize("value", ["-1", "0", "soon", "nan", "inf"])
-def test_pong_timeout_that_is_not_a_positive_number_is_refused(value):
-    refused({"PUSH_PONG_TIMEOUT": value}, "PUSH_PONG_TIMEOUT")
+def test_timeout_that_is_not_a_positive_number_is_refused(name, value):
+    refused({name: value}, name)
 
 
 def test_negative_max_connections_is_refused():

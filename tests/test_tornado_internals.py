@@ -20,8 +20,9 @@ import tornado.iostream
 import tornado.websocket
 
 from conftest import MAIN, SMALL_BUFFER, TINY
-from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, preload,
-                                                     websocket_compresses, write_frames)
+from tornado_push.handlers.tornado_internals import (_frame_loops, _LazyDeque, abort, preload,
+                                                     unread, websocket_compresses, write_frames,
+                                                     write_progress)
 
 
 def unsent_bytes(stream: tornado.iostream.IOStream) -> int:
@@ -129,6 +130,40 @@ async def test_write_frames_refuses_past_the_limit_and_skips_a_closing_connectio
     assert write_frames(connection, b"late", 0)
     assert unsent_bytes(stream) == closing
     reader.close()
+
+@pytest.mark.gen_test(timeout=30)
+async def test_write_progress_counts_what_waits_in_the_stream_until_the_peer_reads_it(
+        server_port, hub):
+    reader, connection = await slow_reader(server_port, hub)
+    stream = connection.stream
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    start, _ = write_progress(connection)  # the handshake's reply, say: all taken
+    assert write_progress(connection) == (start, start)
+    assert write_frames(connection, b"x" * 100, 0)  # straight to the socket: not counted
+    assert write_progress(connection) == (start, start)
+    while unsent_bytes(stream) == 0:
+        assert write_frames(connection, b"x" * 65536, 0)
+    written, taken = write_progress(connection)
+    assert written - taken == unsent_bytes(stream) > 0
+    reader.setblocking(False)
+    loop = asyncio.get_running_loop()
+    while write_progress(connection)[1] < written:  # the peer reads: the kernel takes it all
+        assert await loop.sock_recv(reader, 1 << 20), "the server closed the connection"
+    assert write_progress(connection) == (written, written)
+    connection.close(1000)
+    assert write_progress(connection) == (0, 0)  # closing: nothing is waited for any more
+    reader.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_abort_drops_the_connection_without_a_close_frame(raw, hub):
+    client = await raw()
+    handler = handler_of(hub)
+    session = handler.session
+    abort(handler.ws_connection)
+    assert await client.closed() is None  # no close frame: no code
+    assert session.is_closed
+
 
 # -- idle connections ---------------------------------------------------------------
 
@@ -263,5 +298,22 @@ async def test_preloaded_bytes_are_read_first_even_past_one_read_chunk():
     theirs.sendall(b"after")
     assert await stream.read_until(b"\r\n\r\n") == preloaded
     assert await stream.read_bytes(5) == b"after"
+    stream.close()
+    theirs.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_unread_bytes_are_read_again_first():
+    # The frame loop reads a frame's first two bytes to check its mask bit, then puts
+    # them back for Tornado to read the frame as usual.
+    ours, theirs = socket.socketpair()
+    stream = tornado.iostream.IOStream(ours)
+    theirs.sendall(b"headerpayload")
+    header = await stream.read_bytes(6)
+    unread(stream, header)
+    assert await stream.read_bytes(13) == b"headerpayload"
+    unread(stream, b"again")  # into an empty buffer too
+    theirs.sendall(b"!")
+    assert await stream.read_bytes(6) == b"again!"
     stream.close()
     theirs.close()
