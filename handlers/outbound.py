@@ -16,12 +16,13 @@ import logging
 import struct
 from typing import Protocol
 
-from ..pubsub.ratelimit import LogThrottle
+from ..pubsub import lograte
 
 _FIN_TEXT = 0x81
 log = logging.getLogger(__name__)
-#: A bug that fails every connection's write would otherwise log once per connection per flush.
-_failures = LogThrottle(log)
+# A bug that fails every connection's write would otherwise log once per connection
+# per flush: limited here, wherever the engine runs, not only under server.py.
+lograte.limit([log])
 
 
 def websocket_text_frame(payload: bytes) -> bytes:
@@ -64,8 +65,8 @@ class Flusher:
     """Calls ``write_queued`` once per loop iteration on every connection that queued something.
 
     One flush serves every connection, so a connection's failure stays its own: a
-    ``write_queued`` that raises aborts that connection (logged once a minute at most per
-    kind of error) and the flush goes on to the others.
+    ``write_queued`` that raises aborts that connection (logged at most ``lograte.BURST`` times
+    per ``lograte.INTERVAL``) and the flush goes on to the others.
     """
 
     __slots__ = ("_dirty", "_scheduled")
@@ -88,6 +89,6 @@ class Flusher:
             try:
                 connection.write_queued()
             except Exception as error:
-                _failures.error(type(error).__name__, "writing a connection's frames failed: "
-                                "aborting it", exc_info=error)
+                log.error("writing a connection's frames failed (%s): aborting it",
+                          type(error).__name__, exc_info=error)
                 connection.abort()
