@@ -71,6 +71,11 @@ Redis (many processes as one cluster; off unless PUSH_REDIS_URL or PUSH_REDIS_HO
                                     share one Redis; no spaces or braces (default push)
     PUSH_NODE_HEARTBEAT             seconds between a process's heartbeats; a process silent
                                     for two is dead and its connections removed (default 15)
+    PUSH_REDIS_TIMEOUT              seconds one Redis command may take in all (pool wait, connect,
+                                    retry); past it a publish answers 503 and a subscribe gets a
+                                    503 subscription_error (default 3: above Redis's own 2 s
+                                    "fsync is taking too long" stalls, below the 5 s timeout of
+                                    SDKs, so they get the 503 before they give up and retry)
 
 History store: MongoDB when PUSH_MONGO_URL is set, else Redis when configured, else memory:
     PUSH_MONGO_URL                  mongodb:// or mongodb+srv:// URL (credentials percent-encoded)
@@ -109,7 +114,8 @@ _REDIS_ENDPOINT = ("PUSH_REDIS_HOST", "PUSH_REDIS_PORT", "PUSH_REDIS_DB", "PUSH_
                    "PUSH_REDIS_PASSWORD", "PUSH_REDIS_TLS")
 #: App options that must be above 0 (a history channel keeps at least one message).
 _POSITIVE_OPTIONS = frozenset({"history_size", "history_ttl"})
-_REDIS_OPTIONS = ("PUSH_REDIS_CLUSTER", "PUSH_REDIS_PREFIX", "PUSH_NODE_HEARTBEAT")
+_REDIS_OPTIONS = ("PUSH_REDIS_CLUSTER", "PUSH_REDIS_PREFIX", "PUSH_NODE_HEARTBEAT",
+                  "PUSH_REDIS_TIMEOUT")
 #: The demo's chat rooms (``handlers/demo.py``): they keep history while the demo is on,
 #: so a chat page that lost its connection shows what it missed.
 DEMO_HISTORY_CHANNELS = ("presence-chat-*",)
@@ -313,6 +319,7 @@ def _redis(env: _Env) -> RedisConfig | None:
         "prefix": env.text("PUSH_REDIS_PREFIX", _REDIS_DEFAULTS.prefix),
         "heartbeat_interval": env.number("PUSH_NODE_HEARTBEAT", _REDIS_DEFAULTS.heartbeat_interval,
                                          positive=True),
+        "timeout": env.number("PUSH_REDIS_TIMEOUT", _REDIS_DEFAULTS.timeout, positive=True),
     }
     if not _REDIS_PREFIX_RE.fullmatch(options["prefix"]):
         raise SettingsError("PUSH_REDIS_PREFIX must not contain spaces or braces")
