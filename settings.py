@@ -32,6 +32,15 @@ Environment:
     PUSH_MAX_INBOUND_RATE           messages per second per connection (default 100)
     PUSH_MAX_MESSAGE_BYTES          largest WebSocket message; larger closes 1009 (default 65536)
     PUSH_MAX_BODY_BYTES             largest HTTP API body (default 1048576)
+    PUSH_HTTP_IDLE_TIMEOUT          seconds a connection may wait before the first byte of a
+                                    request, once accepted or answered (default 5; connections
+                                    Tornado serves, TLS ones among them, wait idle + header)
+    PUSH_HTTP_HEADER_TIMEOUT        a request's line and headers must be complete within idle +
+                                    this many seconds of that start (default 10); covers
+                                    WebSocket handshakes
+    PUSH_HTTP_BODY_TIMEOUT          seconds a request's body may take after its head (default 30);
+                                    past any of these the connection is closed (see
+                                    handlers.front.HTTPTimeouts)
     PUSH_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
     PUSH_MAX_CONNECTIONS_PER_IP     connections per client address per process, 4004 beyond
                                     (default 0: no limit)
@@ -94,6 +103,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .handlers.front import HTTPTimeouts
 from .pubsub.apps import WEBHOOK_EVENT_TYPES, App, WebhookTarget
 from .pubsub.hub import HubOptions
 from .pubsub.redis.client import RedisConfig, parse_url
@@ -106,6 +116,7 @@ _HUB_DEFAULTS = HubOptions()
 _APP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(App)
                  if f.default is not dataclasses.MISSING}
 _WEBHOOK_DEFAULTS = WebhookOptions()
+_HTTP_DEFAULTS = HTTPTimeouts()
 _REDIS_DEFAULTS = RedisConfig()
 #: Braces would change which part of a key Redis Cluster hashes.
 _REDIS_PREFIX_RE = re.compile(r"[^\s{}]+")
@@ -136,6 +147,7 @@ class Settings:
     webhooks: WebhookOptions = field(default_factory=WebhookOptions)
     max_message_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024
+    http_timeouts: HTTPTimeouts = field(default_factory=HTTPTimeouts)
     log_level: str = "INFO"
     #: None: one process, the in-process broker.
     redis: RedisConfig | None = None
@@ -199,6 +211,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         webhooks=webhooks,
         max_message_bytes=env.integer("PUSH_MAX_MESSAGE_BYTES", Settings.max_message_bytes, positive=True),
         max_body_bytes=env.integer("PUSH_MAX_BODY_BYTES", Settings.max_body_bytes, positive=True),
+        http_timeouts=HTTPTimeouts(
+            idle=env.number("PUSH_HTTP_IDLE_TIMEOUT", _HTTP_DEFAULTS.idle, positive=True),
+            header=env.number("PUSH_HTTP_HEADER_TIMEOUT", _HTTP_DEFAULTS.header, positive=True),
+            body=env.number("PUSH_HTTP_BODY_TIMEOUT", _HTTP_DEFAULTS.body, positive=True)),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
         redis=_redis(env),
         xheaders=env.flag("PUSH_XHEADERS", Settings.xheaders),
