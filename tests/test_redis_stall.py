@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+import redis.exceptions
 
 from conftest import APPS
 from test_http_front import Client, publish
@@ -208,3 +209,27 @@ async def test_a_subscribe_in_a_stall_is_refused_with_503_promptly_and_works_aft
     finally:
         client.close()
     assert await received_numbers(socket, {7}) == {7}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_commands_cut_by_the_deadline_leave_no_stale_reply_in_the_pool(
+        redis_config, fresh_redis):
+    """A command cancelled after it was sent must not leave its late reply on a pooled
+    connection, where the next command would read it as its own."""
+    client = connect(redis_config)
+    try:
+        await client.ping()  # connections open on first use
+        fresh_redis.pause()
+        try:
+            started = time.monotonic()
+            cut = await asyncio.gather(*(client.echo(f"stalled {n}") for n in range(10)),
+                                       return_exceptions=True)
+            took = time.monotonic() - started
+        finally:
+            fresh_redis.resume()
+        assert all(isinstance(error, redis.exceptions.TimeoutError) for error in cut), cut
+        assert took <= DEADLINE + MARGIN
+        replies = await asyncio.gather(*(client.echo(f"after {n}") for n in range(50)))
+        assert replies == [f"after {n}".encode() for n in range(50)]
+    finally:
+        await client.aclose()
