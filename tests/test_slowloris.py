@@ -15,7 +15,7 @@ import pytest
 
 from conftest import MAIN
 from test_http_front import Client, get, publish
-from tornado_push.handlers.front import HTTPTimeouts
+from tornado_push.handlers.front import HTTPTimeouts, PushHTTPServer
 
 TIMEOUTS = HTTPTimeouts(idle=1.0, header=1.0, body=1.0)
 #: What closing may take beyond a bound on a loaded test machine.
@@ -150,3 +150,14 @@ async def test_a_body_sent_too_slowly_is_cut_by_the_body_timeout(server_port, pa
     assert seconds is not None, f"{path}: a body of {len(body)} bytes at 1 per {TRICKLE} s kept"
     assert seconds <= TIMEOUTS.body + MARGIN
     await served(server_port)
+
+
+def test_tornados_own_timeout_arguments_keep_their_meaning(app):
+    """A host app's ``idle_connection_timeout`` is Tornado's one clock for the wait and
+    the head: the front then keeps the same bound, with no extra header time."""
+    server = PushHTTPServer(app, idle_connection_timeout=2.0, body_timeout=7.0)
+    assert server.timeouts == HTTPTimeouts(idle=2.0, header=0.0, body=7.0)
+    assert (server.conn_params.header_timeout, server.conn_params.body_timeout) == (2.0, 7.0)
+    assert PushHTTPServer(app).timeouts == HTTPTimeouts()
+    with pytest.raises(TypeError):
+        PushHTTPServer(app, timeouts=TIMEOUTS, idle_connection_timeout=2.0)
