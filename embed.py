@@ -7,7 +7,8 @@
     push = Push(apps=[App(id="1", key="app-key", secret=SECRET)], redis_url=None)
     application = tornado.web.Application(my_routes + push.routes())
     await push.start()
-    PushHTTPServer(application).listen(8888)  # publishes answered faster than by app.listen
+    # Publishes answered faster than by app.listen; slow or silent clients cut off.
+    PushHTTPServer(application, timeouts=push.settings.http_timeouts).listen(8888)
     ...
     await push.trigger("presence-room", "message", {"text": "hi"}, exclude=socket_id)
     self.write(push.authorize_channel(socket_id, channel, user_id=user, user_info={...}))

@@ -90,7 +90,7 @@ async def serve(settings: Settings) -> None:
     tune_gc(settings.gc_threshold)
     tls = tls_context(settings)
     server = PushHTTPServer(application, ssl_options=tls, max_body_size=settings.max_body_bytes,
-                            xheaders=settings.xheaders)
+                            xheaders=settings.xheaders, timeouts=settings.http_timeouts)
     server.listen(settings.port, address=settings.host)
     log.info("listening on %s://%s:%d with %d app(s), node %d, %s",
              "https" if tls else "http", settings.host, settings.port, len(settings.apps),

@@ -37,6 +37,15 @@ Environment:
                                     by default) bounds the bytes meanwhile
     PUSH_MAX_MESSAGE_BYTES          largest WebSocket message; larger closes 1009 (default 65536)
     PUSH_MAX_BODY_BYTES             largest HTTP API body (default 1048576)
+    PUSH_HTTP_IDLE_TIMEOUT          seconds a connection may wait before the first byte of a
+                                    request, once accepted or answered (default 5; connections
+                                    Tornado serves, TLS ones among them, wait idle + header)
+    PUSH_HTTP_HEADER_TIMEOUT        a request's line and headers must be complete within idle +
+                                    this many seconds of that start (default 10); covers
+                                    WebSocket handshakes
+    PUSH_HTTP_BODY_TIMEOUT          seconds a request's body may take after its head (default 30);
+                                    past any of these the connection is closed (see
+                                    handlers.front.HTTPTimeouts)
     PUSH_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
     PUSH_MAX_CONNECTIONS_PER_IP     connections per client address per process, 4004 beyond
                                     (default 0: no limit)
@@ -80,6 +89,11 @@ Redis (many processes as one cluster; off unless PUSH_REDIS_URL or PUSH_REDIS_HO
                                     for two is dead, and its connections are removed as that
                                     deadline passes: within two heartbeats of its death, once
                                     the survivors have run for two (default 15)
+    PUSH_REDIS_TIMEOUT              seconds one Redis command may take in all (pool wait, connect,
+                                    retry); past it a publish answers 503 and a subscribe gets a
+                                    503 subscription_error (default 3: above Redis's own 2 s
+                                    "fsync is taking too long" stalls, below the 5 s timeout of
+                                    SDKs, so they get the 503 before they give up and retry)
 
 History store: MongoDB when PUSH_MONGO_URL is set, else Redis when configured, else memory:
     PUSH_MONGO_URL                  mongodb:// or mongodb+srv:// URL (credentials percent-encoded)
@@ -98,6 +112,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .handlers.front import HTTPTimeouts
 from .pubsub.apps import WEBHOOK_EVENT_TYPES, App, WebhookTarget
 from .pubsub.hub import HubOptions
 from .pubsub.redis.client import RedisConfig, parse_url
@@ -110,6 +125,7 @@ _HUB_DEFAULTS = HubOptions()
 _APP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(App)
                  if f.default is not dataclasses.MISSING}
 _WEBHOOK_DEFAULTS = WebhookOptions()
+_HTTP_DEFAULTS = HTTPTimeouts()
 _REDIS_DEFAULTS = RedisConfig()
 #: Braces would change which part of a key Redis Cluster hashes.
 _REDIS_PREFIX_RE = re.compile(r"[^\s{}]+")
@@ -118,7 +134,8 @@ _REDIS_ENDPOINT = ("PUSH_REDIS_HOST", "PUSH_REDIS_PORT", "PUSH_REDIS_DB", "PUSH_
                    "PUSH_REDIS_PASSWORD", "PUSH_REDIS_TLS")
 #: App options that must be above 0 (a history channel keeps at least one message).
 _POSITIVE_OPTIONS = frozenset({"history_size", "history_ttl"})
-_REDIS_OPTIONS = ("PUSH_REDIS_CLUSTER", "PUSH_REDIS_PREFIX", "PUSH_NODE_HEARTBEAT")
+_REDIS_OPTIONS = ("PUSH_REDIS_CLUSTER", "PUSH_REDIS_PREFIX", "PUSH_NODE_HEARTBEAT",
+                  "PUSH_REDIS_TIMEOUT")
 #: The demo's chat rooms (``handlers/demo.py``): they keep history while the demo is on,
 #: so a chat page that lost its connection shows what it missed.
 DEMO_HISTORY_CHANNELS = ("presence-chat-*",)
@@ -139,6 +156,7 @@ class Settings:
     webhooks: WebhookOptions = field(default_factory=WebhookOptions)
     max_message_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024
+    http_timeouts: HTTPTimeouts = field(default_factory=HTTPTimeouts)
     log_level: str = "INFO"
     #: None: one process, the in-process broker.
     redis: RedisConfig | None = None
@@ -204,6 +222,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         webhooks=webhooks,
         max_message_bytes=env.integer("PUSH_MAX_MESSAGE_BYTES", Settings.max_message_bytes, positive=True),
         max_body_bytes=env.integer("PUSH_MAX_BODY_BYTES", Settings.max_body_bytes, positive=True),
+        http_timeouts=HTTPTimeouts(
+            idle=env.number("PUSH_HTTP_IDLE_TIMEOUT", _HTTP_DEFAULTS.idle, positive=True),
+            header=env.number("PUSH_HTTP_HEADER_TIMEOUT", _HTTP_DEFAULTS.header, positive=True),
+            body=env.number("PUSH_HTTP_BODY_TIMEOUT", _HTTP_DEFAULTS.body, positive=True)),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
         redis=_redis(env),
         xheaders=env.flag("PUSH_XHEADERS", Settings.xheaders),
@@ -324,6 +346,7 @@ def _redis(env: _Env) -> RedisConfig | None:
         "prefix": env.text("PUSH_REDIS_PREFIX", _REDIS_DEFAULTS.prefix),
         "heartbeat_interval": env.number("PUSH_NODE_HEARTBEAT", _REDIS_DEFAULTS.heartbeat_interval,
                                          positive=True),
+        "timeout": env.number("PUSH_REDIS_TIMEOUT", _REDIS_DEFAULTS.timeout, positive=True),
     }
     if not _REDIS_PREFIX_RE.fullmatch(options["prefix"]):
         raise SettingsError("PUSH_REDIS_PREFIX must not contain spaces or braces")

@@ -182,7 +182,8 @@ async def serve(host: str, port: int) -> None:
     # A fresh secret per start: logins end with the process. Keep a fixed one in production.
     # PushHTTPServer answers the SDKs' publishes before Tornado parses them; the
     # rest (this app's own pages included) is Tornado's. application.listen works too.
-    server = PushHTTPServer(make_application(push, secrets.token_hex(32)))
+    server = PushHTTPServer(make_application(push, secrets.token_hex(32)),
+                            timeouts=push.settings.http_timeouts)
     server.listen(port, address=host)
     log.info("host app listening on http://%s:%d", host, port)
     stop = asyncio.Event()

@@ -21,6 +21,10 @@ before. TLS connections are Tornado's from the start. One exception: a ``POST``
 (HTTP/1.1, ``Content-Length``) whose declared body is over ``max_body_size``,
 whatever its path, is answered 413 with a JSON body by the front, unread, and
 the connection closed, where Tornado would answer a bare 400.
+
+Both paths bound how long a client may take to send a request
+(:class:`HTTPTimeouts`), so that connections sending nothing, or a byte at a
+time, are closed rather than held.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import logging
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, NamedTuple
 
 import httptools
@@ -59,14 +63,57 @@ _PUBLISHERS: dict[str, Publish] = {"events": api.publish_events,
 _TORNADO_HEADERS = frozenset((b"transfer-encoding", b"expect", b"content-encoding", b"upgrade"))
 #: A query the front reads as is: the SDKs' (hex, digits, keys) need no unescaping.
 _PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~=&-]*")
-#: Tornado's defaults for what HTTPServer's ``max_header_size`` and
-#: ``idle_connection_timeout`` leave unset.
+#: Tornado's default for what HTTPServer's ``max_header_size`` leaves unset.
 _MAX_HEADER_BYTES = 65536
-_IDLE_SECONDS = 3600.0
 #: How a connection that publishes starts.
 _POST = b"POST "
 #: What is read ahead of the request being answered (pipelined requests) before reading pauses.
 _READ_AHEAD_BYTES = 65536
+
+
+@dataclass(frozen=True)
+class HTTPTimeouts:
+    """How long a client may take over each part of an HTTP request, in seconds.
+
+    A connection is *ready* for a request when it is accepted and when the
+    answer to its previous request is written (keep-alive). Then:
+
+    - ``idle``: the request's first byte must come within ``idle``;
+    - ``header``: its head (request line and headers) must be complete
+      within ``idle + header``;
+    - ``body``: its body must be complete within ``body`` of the head.
+
+    Past a bound the connection is closed without an answer. A WebSocket
+    handshake is a request like any other; once upgraded, the activity and
+    pong timeouts govern the connection instead.
+
+    Tornado's HTTP/1 server keeps one clock for the wait and the head (its
+    ``idle_connection_timeout``, given ``idle + header`` here), so on
+    connections Tornado serves (TLS ones, pages, queries, handshakes, and
+    publishes after a hand-off) a keep-alive connection may stay silent for
+    ``idle + header`` rather than ``idle``. A connection handed to Tornado
+    starts Tornado's clock then: a new plain connection must send its first
+    byte within ``idle`` and, if it goes to Tornado, complete its head within
+    ``idle + header`` of that byte. Defaults: ``idle`` 5 s, as Node's
+    keep-alive (SDKs keep a connection for publishing bursts; a lone publish
+    later pays one connect); ``header`` 10 s, a head is one packet from a
+    healthy client; ``body`` 30 s, the largest body (PUSH_MAX_BODY_BYTES,
+    1 MiB) at under 300 kbit/s.
+    """
+
+    idle: float = 5.0
+    header: float = 10.0
+    body: float = 30.0
+
+    @classmethod
+    def of_tornado(cls, idle_connection_timeout: float | None,
+                   body_timeout: float | None) -> HTTPTimeouts:
+        """What Tornado's own ``HTTPServer`` arguments mean (one clock for the wait
+        and the head), with our defaults for what they leave unset."""
+        timeouts = cls() if body_timeout is None else cls(body=body_timeout)
+        if idle_connection_timeout is None:
+            return timeouts
+        return replace(timeouts, idle=idle_connection_timeout, header=0.0)
 
 
 class _Endpoint(NamedTuple):
@@ -110,10 +157,25 @@ class PublishEndpoints:
 
 class PushHTTPServer(tornado.httpserver.HTTPServer):
     """Tornado's ``HTTPServer``, with the front (:class:`FrontConnection`) answering the
-    publish routes of the ``Application`` it serves; same arguments as ``HTTPServer``."""
+    publish routes of the ``Application`` it serves.
 
-    def initialize(self, request_callback: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        super().initialize(request_callback, **kwargs)
+    Same arguments as ``HTTPServer``, and ``timeouts`` (:class:`HTTPTimeouts`,
+    default ``HTTPTimeouts()``); Tornado's ``idle_connection_timeout`` and
+    ``body_timeout`` still work, meaning what they mean to Tornado, in place
+    of ``timeouts``.
+    """
+
+    def initialize(self, request_callback: Any, *,  # type: ignore[override]
+                   timeouts: HTTPTimeouts | None = None, **kwargs: Any) -> None:
+        tornados = (kwargs.pop("idle_connection_timeout", None), kwargs.pop("body_timeout", None))
+        if timeouts is None:
+            timeouts = HTTPTimeouts.of_tornado(*tornados)
+        elif tornados != (None, None):
+            raise TypeError("give timeouts or Tornado's idle_connection_timeout and "
+                            "body_timeout, not both")
+        self.timeouts = timeouts
+        super().initialize(request_callback, idle_connection_timeout=timeouts.idle + timeouts.header,
+                           body_timeout=timeouts.body, **kwargs)
         self.endpoints = (PublishEndpoints.of(request_callback)
                           if isinstance(request_callback, tornado.web.Application) else None)
         self._fronts: set[FrontConnection] = set()
@@ -126,8 +188,7 @@ class PushHTTPServer(tornado.httpserver.HTTPServer):
         # Wait for the first bytes before choosing, so that a WebSocket handshake
         # (most connections) goes to Tornado untouched, with no front made for it.
         loop = asyncio.get_running_loop()
-        idle = self.conn_params.header_timeout or _IDLE_SECONDS
-        self._undecided[stream] = loop.call_later(idle, self._drop_silent, stream)
+        self._undecided[stream] = loop.call_later(self.timeouts.idle, self._drop_silent, stream)
         loop.add_reader(stream.socket.fileno(), self._choose, stream, address)
 
     def _choose(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
@@ -151,7 +212,7 @@ class PushHTTPServer(tornado.httpserver.HTTPServer):
         self._undecided.pop(stream).cancel()
 
     def _drop_silent(self, stream: tornado.iostream.IOStream) -> None:
-        """Close a connection that sent nothing for the idle timeout, as Tornado would."""
+        """Close a connection that sent nothing for the idle timeout."""
         self._decided(stream)
         stream.close()
 
@@ -250,7 +311,7 @@ class FrontConnection(asyncio.Protocol):
         params = server.conn_params
         self._max_header_bytes = params.max_header_size or _MAX_HEADER_BYTES
         self._max_body_bytes = params.max_body_size or stream.max_buffer_size
-        self._idle_seconds = params.header_timeout or _IDLE_SECONDS
+        self._timeouts = server.timeouts
         self._keep_alive_allowed = not params.no_keep_alive
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
@@ -258,8 +319,11 @@ class FrontConnection(asyncio.Protocol):
         self._starting: asyncio.Task[None] | None = None
         self._answering: asyncio.Task[None] | None = None
         self._writing_paused = False
-        self._last_read = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        # Loop times: when the connection became ready for the request being read
+        # (see HTTPTimeouts), and when that request's head was complete.
+        self._ready_at = 0.0
+        self._head_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._starting = asyncio.ensure_future(self._connect())
@@ -284,20 +348,18 @@ class FrontConnection(asyncio.Protocol):
         if self.state is FrontState.CLOSED:  # closed while its transport was being made
             transport.close()
             return
-        loop = asyncio.get_running_loop()
-        self._last_read = loop.time()
-        self._idle_timer = loop.call_later(self._idle_seconds, self._check_idle)
+        self._ready_at = asyncio.get_running_loop().time()
+        self._arm()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        self._last_read = asyncio.get_running_loop().time()
         if self._answering is None:
             self._serve_buffered()
         self._update_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self.state is not FrontState.HANDED_OFF:  # else only the duplicate closed
             self._closed()
 
@@ -382,6 +444,9 @@ class FrontConnection(asyncio.Protocol):
         if length > self._max_body_bytes:
             raise _TooLarge(head)
         if len(buffer) < head_end + length:
+            if self._head_at is None:  # the body's time starts
+                self._head_at = asyncio.get_running_loop().time()
+                self._arm()
             return None
         request = self._publish_request(head, bytes(buffer[head_end:head_end + length]),
                                         parser.should_keep_alive())
@@ -443,8 +508,10 @@ class FrontConnection(asyncio.Protocol):
 
     def _write_answer(self, request: _Request, status: int, body: bytes) -> None:
         self._answering = None
+        self._ready_at, self._head_at = asyncio.get_running_loop().time(), None
         if self.state is not FrontState.SERVING:
             return
+        self._arm()
         self._transport.write(_answer_bytes(status, body, request.keep_alive))
         _log_request(status, request.uri, request.remote_ip, request.started)
         if not request.keep_alive:
@@ -453,7 +520,7 @@ class FrontConnection(asyncio.Protocol):
             self._serve_buffered()
         self._update_reading()
 
-    # -- hand-off and idle -----------------------------------------------------------------
+    # -- hand-off and deadlines ------------------------------------------------------------
 
     def _hand_off(self) -> None:
         """Give the connection, with every byte not answered, to Tornado's HTTP/1 server."""
@@ -474,14 +541,35 @@ class FrontConnection(asyncio.Protocol):
         self._buffer = bytearray()
         self._server.hand_off(self, self._stream, self._address)
 
-    def _check_idle(self) -> None:
-        """Close a connection silent for the idle timeout, as Tornado's HTTP/1 server does."""
-        loop = asyncio.get_running_loop()
-        remaining = self._idle_seconds - (loop.time() - self._last_read)
-        if remaining <= 0 and self._answering is None:
+    def _deadline(self) -> float | None:
+        """When the request being read must be complete to go on (see :class:`HTTPTimeouts`);
+        None while one is answered, which takes what the engine takes."""
+        if self._answering is not None:
+            return None
+        timeouts = self._timeouts
+        if self._head_at is not None:
+            return self._head_at + timeouts.body
+        if self._buffer:
+            return self._ready_at + timeouts.idle + timeouts.header
+        return self._ready_at + timeouts.idle
+
+    def _arm(self) -> None:
+        """Set the timer for the current deadline; none while an answer is awaited."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._deadline()
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._check_time)
+
+    def _check_time(self) -> None:
+        """Close a connection past its deadline, as Tornado's HTTP/1 server does;
+        bytes that came meanwhile may have moved the deadline on."""
+        deadline = self._deadline()
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
             self.close()
-        else:  # one timer per connection, moved on lazily rather than at every read
-            self._idle_timer = loop.call_later(max(remaining, 1.0), self._check_idle)
+        else:
+            self._arm()
 
 
 def _answer_bytes(status: int, body: bytes, keep_alive: bool) -> bytes:

@@ -31,7 +31,7 @@ pytest_plugins = ["redis_server", "server_processes", "browser", "mongo_server"]
 from pusherjs import JSClient, PusherJS  # noqa: E402
 
 from tornado_push.handlers import routes  # noqa: E402
-from tornado_push.handlers.front import PushHTTPServer  # noqa: E402
+from tornado_push.handlers.front import HTTPTimeouts, PushHTTPServer  # noqa: E402
 from tornado_push.pubsub.apps import App, AppRegistry  # noqa: E402
 from tornado_push.pubsub.history import HistoryStore  # noqa: E402
 from tornado_push.pubsub.history.memory import MemoryHistoryStore  # noqa: E402
@@ -93,10 +93,16 @@ def app(hub: Hub) -> tornado.web.Application:
 
 
 @pytest.fixture
-def http_server(io_loop, _unused_port, app: tornado.web.Application):
+def http_timeouts() -> HTTPTimeouts:
+    """Override in a test module to change how long clients may take over a request."""
+    return HTTPTimeouts()
+
+
+@pytest.fixture
+def http_server(io_loop, _unused_port, app: tornado.web.Application, http_timeouts: HTTPTimeouts):
     """pytest-tornado's fixture, serving ``app`` as server.py does: publishes through
     the HTTP front (handlers/front.py), everything else through Tornado."""
-    server = PushHTTPServer(app)
+    server = PushHTTPServer(app, timeouts=http_timeouts)
     server.add_socket(_unused_port[0])
     yield server
     server.stop()

@@ -214,7 +214,7 @@ async def test_subscribe_during_outage_takes_effect_at_reconnect(start, fresh_re
 
 @pytest.mark.gen_test(timeout=30)
 async def test_paused_redis_is_detected_by_the_heartbeat(start, fresh_redis):
-    quick = config(fresh_redis.url, heartbeat_interval=0.2, socket_timeout=1.0)
+    quick = config(fresh_redis.url, heartbeat_interval=0.2, timeout=1.0)
     a, b = await start(quick), await start(quick)
     for node in (a, b):
         await node.broker.subscribe("1", "news")

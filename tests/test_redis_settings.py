@@ -71,8 +71,10 @@ def test_password_field_is_taken_exactly_as_written():
 
 def test_cluster_prefix_and_heartbeat():
     config = load_settings({"PUSH_REDIS_URL": "redis://h:7000", "PUSH_REDIS_CLUSTER": "yes",
-                            "PUSH_REDIS_PREFIX": "staging:push", "PUSH_NODE_HEARTBEAT": "2.5"}).redis
-    assert (config.cluster, config.prefix, config.heartbeat_interval) == (True, "staging:push", 2.5)
+                            "PUSH_REDIS_PREFIX": "staging:push", "PUSH_NODE_HEARTBEAT": "2.5",
+                            "PUSH_REDIS_TIMEOUT": "0.5"}).redis
+    assert ((config.cluster, config.prefix, config.heartbeat_interval, config.timeout)
+            == (True, "staging:push", 2.5, 0.5))
 
 
 def test_config_repr_shows_no_password():
@@ -112,6 +114,8 @@ def test_config_repr_shows_no_password():
     ({"PUSH_REDIS_HOST": "h", "PUSH_REDIS_PREFIX": ""}, ["PUSH_REDIS_PREFIX"]),
     ({"PUSH_REDIS_HOST": "h", "PUSH_NODE_HEARTBEAT": "0"}, ["PUSH_NODE_HEARTBEAT"]),
     ({"PUSH_REDIS_HOST": "h", "PUSH_NODE_HEARTBEAT": "soon"}, ["PUSH_NODE_HEARTBEAT"]),
+    ({"PUSH_REDIS_HOST": "h", "PUSH_REDIS_TIMEOUT": "0"}, ["PUSH_REDIS_TIMEOUT"]),
+    ({"PUSH_REDIS_TIMEOUT": "1"}, ["PUSH_REDIS_TIMEOUT", "PUSH_REDIS_URL"]),
 ])
 def test_invalid_redis_setting_is_refused_naming_it(environ, names):
     refused(environ, *names)

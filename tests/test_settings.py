@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from tornado_push.handlers.front import HTTPTimeouts
 from tornado_push.pubsub.apps import App
 from tornado_push.pubsub.hub import HubOptions
 from tornado_push.settings import DEFAULT_APP_SECRET, Settings, SettingsError, load_settings
@@ -45,6 +46,7 @@ def test_defaults_listen_on_loopback_6001_with_one_app():
                                  history_channels=("presence-chat-*",)),)  # the demo's chat rooms
     assert settings.hub == HubOptions()
     assert (settings.max_message_bytes, settings.max_body_bytes) == (65536, 1048576)
+    assert settings.http_timeouts == HTTPTimeouts(idle=5.0, header=10.0, body=30.0)
     assert settings.log_level == "INFO"
 
 
@@ -68,6 +70,9 @@ def test_every_push_variable_overrides_its_default():
         "PUSH_MAX_INBOUND_RATE": "20",
         "PUSH_MAX_MESSAGE_BYTES": "4096",
         "PUSH_MAX_BODY_BYTES": "2048",
+        "PUSH_HTTP_IDLE_TIMEOUT": "2",
+        "PUSH_HTTP_HEADER_TIMEOUT": "3.5",
+        "PUSH_HTTP_BODY_TIMEOUT": "60",
         "PUSH_LOG_LEVEL": "debug",
         "PUSH_MAX_OUTBOUND_DELAY": "2.5",
     })
@@ -76,7 +81,8 @@ def test_every_push_variable_overrides_its_default():
         apps=(App(id="123", key="my-key", secret="my-secret", client_events=False),),
         hub=HubOptions(activity_timeout=60, pong_timeout=2.5, max_connections=500,
                        max_inbound_rate=20, max_inbound_burst=40, max_outbound_delay=2.5),
-        max_message_bytes=4096, max_body_bytes=2048, log_level="DEBUG")
+        max_message_bytes=4096, max_body_bytes=2048,
+        http_timeouts=HTTPTimeouts(idle=2, header=3.5, body=60), log_level="DEBUG")
 
 
 @pytest.mark.parametrize("text, value", [("1", True), ("yes", True), ("ON", True),
@@ -132,6 +138,13 @@ def test_port_out_of_range_is_refused():
 @pytest.mark.parametrize("name", ["PUSH_PONG_TIMEOUT", "PUSH_MAX_OUTBOUND_DELAY"])
 @pytest.mark.parametrize("value", ["-1", "0", "soon", "nan", "inf"])
 def test_timeout_that_is_not_a_positive_number_is_refused(name, value):
+    refused({name: value}, name)
+
+
+@pytest.mark.parametrize("name", ["PUSH_HTTP_IDLE_TIMEOUT", "PUSH_HTTP_HEADER_TIMEOUT",
+                                  "PUSH_HTTP_BODY_TIMEOUT"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_http_timeout_that_is_not_a_positive_number_is_refused(name, value):
     refused({name: value}, name)
 
 

@@ -14,7 +14,11 @@ the position :data:`~.base.POSITION_KEPT_FOR` later. A position that is gone
 
 The command client retries once on a fresh connection (see
 :func:`~..redis.client.connect`): an append whose reply was lost with its
-connection is then stored twice, under consecutive offsets.
+connection is then stored twice, under consecutive offsets. An append cut
+by the command deadline (``RedisConfig.timeout``) raises
+:class:`~..errors.HistoryUnavailable` at the deadline, but if its command had
+reached a stalled Redis it is stored when Redis resumes, so a resume may
+show an entry whose publish was answered 503.
 """
 
 from __future__ import annotations

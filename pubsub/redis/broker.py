@@ -25,7 +25,7 @@ import redis.exceptions
 from ..broker import Broker, Publication
 from ..errors import BrokerUnavailable
 from .client import (
-    UNREACHABLE, RedisConfig, connect, control_channel, describe, pubsub_channel,
+    UNREACHABLE, RedisConfig, connect, control_channel, deadline, describe, pubsub_channel,
 )
 from .subscriber import DisconnectListener, ReconnectListener, Subscriber
 
@@ -73,7 +73,8 @@ class RedisBroker(Broker):
         self._client = connect(self.config)
         try:
             if isinstance(self._client, redis.asyncio.RedisCluster):
-                await self._client.initialize()
+                async with deadline(self.config.timeout, "cluster layout"):
+                    await self._client.initialize()
                 await self._subscriber.start(self._client)
             else:
                 await self._subscriber.start()

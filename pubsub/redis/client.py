@@ -11,14 +11,18 @@ different channels still spread over the shards.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 #: What redis-py raises when Redis cannot be reached or does not answer in time.
 UNREACHABLE: tuple[type[Exception], ...] = (
@@ -62,8 +66,9 @@ class RedisConfig:
     prefix: str = "push"
     #: Seconds between node heartbeats; a node silent for two intervals is dead.
     heartbeat_interval: float = 15.0
-    #: Seconds to wait for Redis to connect or answer before giving up.
-    socket_timeout: float = 5.0
+    #: Seconds one command may take in all (waiting for a pooled connection,
+    #: connecting, one retry); past it the command fails as if Redis were down.
+    timeout: float = 3.0
 
 
 def parse_url(url: str) -> dict[str, Any]:
@@ -104,26 +109,95 @@ def parse_url(url: str) -> dict[str, Any]:
     }
 
 
-def connect(config: RedisConfig) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
-    """The client for commands (PUBLISH, state); connections open on first use.
+#: Set while a task is inside a :func:`deadline`: an inner one then adds nothing.
+_under_deadline: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "redis_under_deadline", default=False)
 
-    One immediate retry on a fresh connection covers a pooled connection that
-    died with a Redis restart; anything longer is an outage, which callers
-    report at once rather than hold a request through a retry schedule.
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
+    """Cancel the block and raise redis-py's ``TimeoutError`` (one of :data:`UNREACHABLE`)
+    unless it is done within ``seconds``.
+
+    This is the one deadline of every Redis command: redis-py's own
+    ``socket_timeout`` bounds each socket read alone, so a stalled Redis
+    could hold a command for the pool wait, the read, the retry's connect
+    handshake (one read per handshake command) and the retry's read, one
+    timeout each (16-20 s measured with 5 s). Inside another deadline of the
+    same task only the outer one counts, so that a script call and the
+    NOSCRIPT reload it may make are one command. A cancelled redis-py read
+    or write disconnects its connection, so no half-answered connection goes
+    back to the pool.
+    """
+    if _under_deadline.get():
+        yield
+        return
+    token = _under_deadline.set(True)
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:  # asyncio's, or a socket's: either way no answer in time
+        raise redis.exceptions.TimeoutError(f"no {what} from Redis within {seconds:g} s") from None
+    finally:
+        _under_deadline.reset(token)
+
+
+class _Deadlined:
+    """A redis-py client whose every command and script call ends within ``command_timeout``.
+
+    Every command of a redis-py client goes through ``execute_command`` and
+    every script call through ``register_script``'s script, so these two are
+    the whole surface.
+    """
+
+    def __init__(self, *args: Any, command_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.command_timeout = command_timeout
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        async with deadline(self.command_timeout, f"answer to {args[0]}"):
+            return await super().execute_command(*args, **options)  # type: ignore[misc]
+
+    def register_script(self, script: str | bytes) -> AsyncScript:
+        return _DeadlinedScript(self, script)
+
+
+class _DeadlinedScript(AsyncScript):
+    async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        async with deadline(self.registered_client.command_timeout, "answer to a script"):
+            return await super().__call__(keys, args, client)
+
+
+class DeadlinedRedis(_Deadlined, redis.asyncio.Redis):
+    """``redis.asyncio.Redis`` whose commands end within ``command_timeout`` seconds."""
+
+
+class DeadlinedRedisCluster(_Deadlined, redis.asyncio.RedisCluster):
+    """``redis.asyncio.RedisCluster`` whose commands end within ``command_timeout`` seconds."""
+
+
+def connect(config: RedisConfig) -> DeadlinedRedis | DeadlinedRedisCluster:
+    """The client for commands (PUBLISH, state, history); connections open on first use.
+
+    Each command, its retry included, fails with redis-py's ``TimeoutError``
+    after ``config.timeout`` (see :func:`deadline`). One immediate retry on a
+    fresh connection covers a pooled connection that died with a Redis
+    restart; anything longer is an outage, which callers report at once
+    rather than hold a request through a retry schedule.
     """
     retry = Retry(NoBackoff(), 1)
     options = _options(config, health_check_interval=config.heartbeat_interval)
     if config.cluster:
         options.pop("db")
-        return redis.asyncio.RedisCluster(retry=retry, **options)
+        return DeadlinedRedisCluster(retry=retry, command_timeout=config.timeout, **options)
     # A burst of subscribes must queue for a connection, not fail with "Too many
     # connections" as redis-py's default pool (100, non-blocking) would.
     tls = options.pop("ssl")
     pool = redis.asyncio.BlockingConnectionPool(
-        max_connections=COMMAND_CONNECTIONS, timeout=config.socket_timeout, retry=retry,
+        max_connections=COMMAND_CONNECTIONS, timeout=config.timeout, retry=retry,
         connection_class=redis.asyncio.SSLConnection if tls else redis.asyncio.Connection,
         **options)
-    return redis.asyncio.Redis(connection_pool=pool)
+    return DeadlinedRedis(connection_pool=pool, command_timeout=config.timeout)
 
 
 def connect_subscriber(config: RedisConfig, host: str | None = None,
@@ -169,7 +243,8 @@ def _options(config: RedisConfig, *, health_check_interval: float) -> dict[str, 
         "password": where["password"],
         "ssl": where["tls"],
         "decode_responses": False,
-        "socket_timeout": config.socket_timeout,
-        "socket_connect_timeout": config.socket_timeout,
+        # Inner bounds only: the deadline of a whole command is :func:`deadline`'s.
+        "socket_timeout": config.timeout,
+        "socket_connect_timeout": config.timeout,
         "health_check_interval": health_check_interval,
     }

@@ -11,12 +11,12 @@ import asyncio
 import itertools
 import logging
 from collections import Counter, defaultdict, deque
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import redis.asyncio
 import redis.exceptions
 
-from .client import describe
+from .client import deadline, describe
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ class Link:
         self._broken = False
 
     async def open(self, timeout: float) -> None:
-        """Connect and check that Redis answers."""
-        await self._pubsub.connect()
+        """Connect and check that Redis answers, each within ``timeout``."""
+        async with deadline(timeout, "connection"):
+            await self._pubsub.connect()
         self._reader = asyncio.create_task(self._read(), name="redis-reader")
         await self.ping(timeout)
 
@@ -55,12 +56,13 @@ class Link:
         acks = [loop.create_future() for _ in names]
         for name, ack in zip(names, acks):
             self._acks[name.encode()].append(ack)
-        if sharded:  # one SSUBSCRIBE per name: a command's channels must share a slot
-            for name in names:
-                await self._pubsub.ssubscribe(name)
-        else:
-            await self._pubsub.subscribe(*names)
-        await _within(timeout, asyncio.gather(*acks), "confirmation of the subscription")
+        async with deadline(timeout, "confirmation of the subscription"):
+            if sharded:  # one SSUBSCRIBE per name: a command's channels must share a slot
+                for name in names:
+                    await self._pubsub.ssubscribe(name)
+            else:
+                await self._pubsub.subscribe(*names)
+            await asyncio.gather(*acks)
 
     async def remove(self, names: list[str], sharded: bool) -> None:
         """Unsubscribe ``names``; the caller ignores messages already on their way."""
@@ -77,8 +79,9 @@ class Link:
         self._check()
         pong = asyncio.get_running_loop().create_future()
         self._pongs.append(pong)
-        await self._pubsub.ping()
-        await _within(timeout, pong, "answer to PING")
+        async with deadline(timeout, "answer to PING"):
+            await self._pubsub.ping()
+            await pong
 
     def fail(self, reason: str) -> None:
         """Report this connection broken, once."""
@@ -131,13 +134,6 @@ class Link:
                 self._dropping[name] -= 1
             else:  # e.g. its slot moved to another shard
                 self.fail(f"Redis dropped the subscription to {name.decode()!r}")
-
-
-async def _within(timeout: float, awaitable: Awaitable[Any], what: str) -> None:
-    try:
-        await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        raise redis.exceptions.TimeoutError(f"no {what} within {timeout:g} s") from None
 
 
 def _wake(waiters: deque[asyncio.Future[None]]) -> None:

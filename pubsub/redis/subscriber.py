@@ -21,7 +21,7 @@ from typing import Awaitable, Callable
 import redis.asyncio
 import redis.exceptions
 
-from .client import RedisConfig, connect_subscriber, control_channel, describe
+from .client import RedisConfig, connect_subscriber, control_channel, deadline, describe
 from .link import Link, OnMessage
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ class Subscriber:
     """Keeps this process subscribed to the names it wants, whatever Redis does.
 
     On a dropped connection, or a PING not answered within the heartbeat's
-    timeout, it marks itself disconnected, reconnects with backoff, subscribes
+    timeout (a PING every min(heartbeat, 5 s), answered within
+    min(that, ``config.timeout``): a stalled Redis is noticed within 8 s by
+    default), it marks itself disconnected, reconnects with backoff, subscribes
     every wanted name again and then awaits each reconnect listener.
     """
 
@@ -61,7 +63,7 @@ class Subscriber:
         self._reconnect_listeners: list[ReconnectListener] = []
         self._disconnect_listeners: list[DisconnectListener] = []
         self._ping_every = min(config.heartbeat_interval, 5.0)
-        self._ping_timeout = min(self._ping_every, config.socket_timeout)
+        self._ping_timeout = min(self._ping_every, config.timeout)
 
     def add_reconnect_listener(self, callback: ReconnectListener) -> None:
         self._reconnect_listeners.append(callback)
@@ -127,7 +129,7 @@ class Subscriber:
                     await link.remove(names, sharded)
                 links = {name: await self._link_for(name) for name in add}
                 for (link, sharded), names in self._group(add, links).items():
-                    await link.add(names, sharded, self._config.socket_timeout)
+                    await link.add(names, sharded, self._config.timeout)
                     self._placed.update(dict.fromkeys(names, link))
 
     def _group(self, names: list[str], links: dict[str, Link]) -> dict[tuple[Link, bool], list[str]]:
@@ -151,7 +153,7 @@ class Subscriber:
             if client is None:
                 client = self._clients[node] = connect_subscriber(self._config, host, port)
             link = self._links[node] = Link(client, self._on_message, self._link_lost)
-            await link.open(self._config.socket_timeout)
+            await link.open(self._config.timeout)
         return link
 
     def _link_lost(self, reason: str) -> None:
@@ -202,7 +204,8 @@ class Subscriber:
             await asyncio.sleep(delay)  # backoff, not synchronisation
             try:
                 if self._cluster is not None:  # shards may have moved meanwhile
-                    await self._cluster.nodes_manager.initialize()
+                    async with deadline(self._config.timeout, "cluster layout"):
+                        await self._cluster.nodes_manager.initialize()
                 await self._open()
                 return
             except _LINK_ERRORS as error:
