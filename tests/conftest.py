@@ -77,9 +77,15 @@ def history_store() -> HistoryStore:
 
 
 @pytest.fixture
-def hub(io_loop, hub_options: HubOptions, clock: Callable[[], float],
+def hub_apps() -> list[App]:
+    """The apps the ``hub`` fixture serves; a test module may override it to add its own."""
+    return list(APPS)
+
+
+@pytest.fixture
+def hub(io_loop, hub_apps: list[App], hub_options: HubOptions, clock: Callable[[], float],
         history_store: HistoryStore) -> Hub:
-    hub = Hub(AppRegistry(APPS), options=hub_options, clock=clock, history=history_store)
+    hub = Hub(AppRegistry(hub_apps), options=hub_options, clock=clock, history=history_store)
     io_loop.run_sync(hub.start)
     yield hub
     io_loop.run_sync(hub.close)

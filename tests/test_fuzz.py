@@ -23,7 +23,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import pytest
 import tornado.websocket
@@ -206,6 +206,21 @@ def faults(caplog, since: int) -> list[str]:
             or "Internal error" in r.getMessage()]
 
 
+def run_example(io_loop, caplog, counts: Counter, example: Callable[[], Awaitable[None]]) -> None:
+    """Run one hypothesis example on the server's loop; a failed assertion or a fault
+    logged meanwhile counts it as crashed, and fails it."""
+    counts["examples"] += 1
+    since = len(caplog.records)
+    try:
+        io_loop.run_sync(example, timeout=30)
+    except Exception:
+        counts["crashed"] += 1
+        raise
+    found = faults(caplog, since)
+    counts["crashed"] += bool(found)
+    assert not found, found
+
+
 def report(name: str, counts: Counter) -> None:
     print(f"\nfuzz {name}: tried {counts['tried']} ({counts['examples']} examples), "
           f"refused {counts['refused']}, crashed {counts['crashed']}, lost {counts['lost']}, "
@@ -250,16 +265,7 @@ def test_fuzzed_websocket_frames_get_documented_replies_and_hurt_no_one(
     @FUZZ
     @given(st.lists(FRAMES, min_size=1, max_size=4))
     def frames_hurt_no_one(frames: list[Frame]) -> None:
-        counts["examples"] += 1
-        since = len(caplog.records)
-        try:
-            io_loop.run_sync(lambda: example(frames), timeout=30)
-        except Exception:
-            counts["crashed"] += 1
-            raise
-        found = faults(caplog, since)
-        counts["crashed"] += bool(found)
-        assert not found, found
+        run_example(io_loop, caplog, counts, lambda: example(frames))
 
     try:
         frames_hurt_no_one()
@@ -292,16 +298,7 @@ def test_fuzzed_signed_http_bodies_get_documented_statuses_and_hurt_no_one(
     @FUZZ
     @given(st.sampled_from([f"/apps/{MAIN.id}/events", f"/apps/{MAIN.id}/batch_events"]), BODIES)
     def bodies_hurt_no_one(path: str, body: bytes) -> None:
-        counts["examples"] += 1
-        since = len(caplog.records)
-        try:
-            io_loop.run_sync(lambda: example(path, body), timeout=30)
-        except Exception:
-            counts["crashed"] += 1
-            raise
-        found = faults(caplog, since)
-        counts["crashed"] += bool(found)
-        assert not found, found
+        run_example(io_loop, caplog, counts, lambda: example(path, body))
 
     try:
         bodies_hurt_no_one()

@@ -23,7 +23,7 @@ from conftest import APPS, HISTORY_CHANNELS, MAIN, in_thread
 from test_bad_input import assert_still_usable, subscribe_presence
 from test_http_api import post
 from tornado_push.embed import Push
-from tornado_push.pubsub.apps import AppRegistry
+from tornado_push.pubsub.apps import App
 from tornado_push.pubsub import session as session_module
 from tornado_push.pubsub.hub import Hub
 from tornado_push.server import make_application
@@ -39,11 +39,8 @@ CHAT_APPS = tuple(CHAT_MAIN if app is MAIN else app for app in APPS)
 
 
 @pytest.fixture
-def hub(io_loop, hub_options, clock, history_store) -> Hub:
-    hub = Hub(AppRegistry(CHAT_APPS), options=hub_options, clock=clock, history=history_store)
-    io_loop.run_sync(hub.start)
-    yield hub
-    io_loop.run_sync(hub.close)
+def hub_apps() -> list[App]:
+    return list(CHAT_APPS)
 
 
 @pytest.fixture

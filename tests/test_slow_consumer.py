@@ -14,7 +14,7 @@ import pytest
 
 from conftest import APPS, MAIN, until
 from raw_websocket import CLOSE, RawWebSocket, subscribe
-from tornado_push.pubsub.apps import App, AppRegistry
+from tornado_push.pubsub.apps import App
 from tornado_push.pubsub.hub import Hub, HubOptions
 from tornado_push.pubsub.session import Session
 
@@ -23,12 +23,8 @@ FLOOD = App(id="90", key="flood-key", secret="flood-secret", max_outbound_bytes=
 
 
 @pytest.fixture
-def hub(io_loop, hub_options, clock, history_store) -> Hub:
-    hub = Hub(AppRegistry([*APPS, FLOOD]), options=hub_options, clock=clock,
-              history=history_store)
-    io_loop.run_sync(hub.start)
-    yield hub
-    io_loop.run_sync(hub.close)
+def hub_apps() -> list[App]:
+    return [*APPS, FLOOD]
 
 
 async def non_reader(port: int, hub: Hub, app: App, channel: str
