@@ -116,9 +116,21 @@ def start_servers(count: int, redis_url: str | None, workdir: Path) -> list[Serv
         deadline = time.monotonic() + 20
         while not _accepts(server.port):
             if server.process.poll() is not None or time.monotonic() > deadline:
+                stop_servers(servers)
                 raise SystemExit(f"server on {server.port} did not start:\n{server.log.read_text()}")
             time.sleep(0.1)
     return servers
+
+
+def stop_servers(servers: list[Server]) -> None:
+    """SIGTERM every server started here (by PID), then SIGKILL one that outlives its drain."""
+    for server in servers:
+        server.process.send_signal(signal.SIGTERM)
+    for server in servers:
+        try:
+            server.process.wait(20)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
 
 
 def _accepts(port: int) -> bool:
@@ -340,13 +352,7 @@ def main() -> int:
     try:
         return asyncio.run(soak(args, servers))
     finally:
-        for server in servers:
-            server.process.send_signal(signal.SIGTERM)
-        for server in servers:
-            try:
-                server.process.wait(20)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
+        stop_servers(servers)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ byte after it, on the same socket, and the connection is Tornado's from then
 on: a page, a query, and any publish out of the ordinary
 (chunked, ``Expect``, ``Content-Encoding``, HTTP/1.0, an escaped path or query,
 headers over the size limit, malformed). So Tornado keeps answering all of those as
-before. TLS connections are Tornado's from the start. One exception: a ``POST``
-(HTTP/1.1, ``Content-Length``) whose declared body is over ``max_body_size``,
-whatever its path, is answered 413 with a JSON body by the front, unread, and
-the connection closed, where Tornado would answer a bare 400.
+before. TLS connections are Tornado's from the start. One exception: a request
+whose declared body is over ``max_body_size``, whatever its path, is answered
+413 with a JSON body, unread, and the connection closed, where Tornado would
+answer a bare 400: by the front for a ``POST`` it frames, and by
+:class:`_BodyLimit` on the connections Tornado serves.
 
 Both paths bound how long a client may take to send a request
 (:class:`HTTPTimeouts`), so that connections sending nothing, or a byte at a
@@ -155,6 +156,48 @@ class PublishEndpoints:
                          hub, in_flight)
 
 
+class _BodyLimit(tornado.httputil.HTTPMessageDelegate):
+    """On connections Tornado serves, a request declaring a body over the limit is
+    answered 413 with a JSON body, unread, and the connection closed, as the front
+    answers it; Tornado itself would answer a bare 400. Anything else passes through.
+    """
+
+    def __init__(self, delegate: tornado.httputil.HTTPMessageDelegate,
+                 connection: tornado.httputil.HTTPConnection, limit: int | None) -> None:
+        self._delegate = delegate
+        self._connection = connection
+        self._limit = limit
+
+    def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders
+                         ) -> Awaitable[None] | None:
+        declared = headers.get("Content-Length", "")
+        if self._limit is not None and declared.isdigit() and int(declared) > self._limit:
+            self._refuse(start_line, headers)
+            return None
+        return self._delegate.headers_received(start_line, headers)
+
+    def _refuse(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> None:
+        started = time.perf_counter()
+        # Detached, Tornado reads no more of this connection: the body stays unread.
+        context = self._connection.context  # type: ignore[attr-defined]
+        stream = self._connection.detach()  # type: ignore[attr-defined]
+        try:
+            written = stream.write(_too_large_answer(self._limit))
+        except tornado.iostream.StreamClosedError:
+            return  # the client has gone: nothing to answer
+        written.add_done_callback(lambda _: stream.close())
+        _log_request(413, start_line.path, context.remote_ip, started, start_line.method)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self._delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        self._delegate.finish()
+
+    def on_connection_close(self) -> None:
+        self._delegate.on_connection_close()
+
+
 class PushHTTPServer(tornado.httpserver.HTTPServer):
     """Tornado's ``HTTPServer``, with the front (:class:`FrontConnection`) answering the
     publish routes of the ``Application`` it serves.
@@ -181,6 +224,11 @@ class PushHTTPServer(tornado.httpserver.HTTPServer):
         self._fronts: set[FrontConnection] = set()
         #: Connections whose first bytes have not come yet, each with its idle timer.
         self._undecided: dict[tornado.iostream.IOStream, asyncio.TimerHandle] = {}
+
+    def start_request(self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
+                      ) -> tornado.httputil.HTTPMessageDelegate:
+        return _BodyLimit(super().start_request(server_conn, request_conn), request_conn,
+                          self.conn_params.max_body_size)
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
         if self.endpoints is None or isinstance(stream, tornado.iostream.SSLIOStream):
@@ -472,9 +520,7 @@ class FrontConnection(asyncio.Protocol):
         """413 with a JSON body, then close: the body is not read, so the
         connection cannot go on. Whatever the path, as Tornado's limit covers all."""
         started = time.perf_counter()
-        message = f"Request body is over {self._max_body_bytes} bytes"
-        self._transport.write(_answer_bytes(413, json.dumps({"error": message}).encode(),
-                                            keep_alive=False))
+        self._transport.write(_too_large_answer(self._max_body_bytes))
         _log_request(413, head.url.decode("latin-1"), self._remote_ip(head), started)
         self._transport.close()
 
@@ -572,6 +618,12 @@ class FrontConnection(asyncio.Protocol):
             self._arm()
 
 
+def _too_large_answer(limit: int) -> bytes:
+    """413 with a JSON body, closing the connection (its body is left unread)."""
+    message = f"Request body is over {limit} bytes"
+    return _answer_bytes(413, json.dumps({"error": message}).encode(), keep_alive=False)
+
+
 def _answer_bytes(status: int, body: bytes, keep_alive: bool) -> bytes:
     """A JSON answer with the headers, in the order, that Tornado's ``JsonHandler`` sends."""
     reason = tornado.httputil.responses.get(status, "Unknown")
@@ -593,11 +645,12 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
-def _log_request(status: int, uri: str, remote_ip: str, started: float) -> None:
+def _log_request(status: int, uri: str, remote_ip: str, started: float,
+                 method: str = "POST") -> None:
     """The line Tornado's ``Application.log_request`` writes for a request."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if access_log.isEnabledFor(level):
         elapsed = 1000.0 * (time.perf_counter() - started)
-        access_log.log(level, "%d POST %s (%s) %.2fms", status, uri, remote_ip, elapsed)
+        access_log.log(level, "%d %s %s (%s) %.2fms", status, method, uri, remote_ip, elapsed)
 
 
