@@ -50,8 +50,8 @@ class TriggerRefused(ValueError):
     """:meth:`Push.trigger` refused the event; ``status`` is what the HTTP API would answer.
 
     400 for an invalid channel or event name, too many channels, a bad
-    ``exclude`` or text UTF-8 cannot carry (a lone surrogate); 413 for data over the app's ``max_event_bytes``; 403 for a
-    disabled app.
+    ``exclude`` or text UTF-8 cannot carry (a lone surrogate); 413 for data
+    over the app's ``max_event_bytes``; 403 for a disabled app.
     """
 
     def __init__(self, message: str, status: int) -> None:

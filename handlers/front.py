@@ -20,8 +20,8 @@ headers over the size limit, malformed). So Tornado keeps answering all of those
 before. TLS connections are Tornado's from the start. One exception: a request
 whose declared body is over ``max_body_size``, whatever its path, is answered
 413 with a JSON body, unread, and the connection closed, where Tornado would
-answer a bare 400: by the front for a ``POST`` it frames, and by
-:class:`_BodyLimit` on the connections Tornado serves.
+answer a bare 400 (:class:`_BodyLimit`, on Tornado's side: the front hands
+such a request over like any other it does not take).
 
 Both paths bound how long a client may take to send a request
 (:class:`HTTPTimeouts`), so that connections sending nothing, or a byte at a
@@ -157,16 +157,18 @@ class PublishEndpoints:
 
 
 class _BodyLimit(tornado.httputil.HTTPMessageDelegate):
-    """On connections Tornado serves, a request declaring a body over the limit is
-    answered 413 with a JSON body, unread, and the connection closed, as the front
-    answers it; Tornado itself would answer a bare 400. Anything else passes through.
+    """A request declaring a body over the limit is answered 413 with a JSON body,
+    unread, and the connection closed; Tornado itself would answer a bare 400.
+    Anything else passes through.
     """
 
     def __init__(self, delegate: tornado.httputil.HTTPMessageDelegate,
-                 connection: tornado.httputil.HTTPConnection, limit: int | None) -> None:
+                 connection: tornado.httputil.HTTPConnection, limit: int | None,
+                 xheaders: bool) -> None:
         self._delegate = delegate
         self._connection = connection
         self._limit = limit
+        self._xheaders = xheaders
 
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders
                          ) -> Awaitable[None] | None:
@@ -179,14 +181,17 @@ class _BodyLimit(tornado.httputil.HTTPMessageDelegate):
     def _refuse(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> None:
         started = time.perf_counter()
         # Detached, Tornado reads no more of this connection: the body stays unread.
-        context = self._connection.context  # type: ignore[attr-defined]
+        remote_ip = self._connection.context.remote_ip  # type: ignore[attr-defined]
+        if self._xheaders:  # as Tornado: X-Real-Ip, else the last X-Forwarded-For
+            forwarded = headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
+            remote_ip = headers.get("X-Real-Ip") or forwarded or remote_ip
         stream = self._connection.detach()  # type: ignore[attr-defined]
         try:
             written = stream.write(_too_large_answer(self._limit))
         except tornado.iostream.StreamClosedError:
             return  # the client has gone: nothing to answer
         written.add_done_callback(lambda _: stream.close())
-        _log_request(413, start_line.path, context.remote_ip, started, start_line.method)
+        _log_request(413, start_line.path, remote_ip, started, start_line.method)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         return self._delegate.data_received(chunk)
@@ -228,7 +233,7 @@ class PushHTTPServer(tornado.httpserver.HTTPServer):
     def start_request(self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
                       ) -> tornado.httputil.HTTPMessageDelegate:
         return _BodyLimit(super().start_request(server_conn, request_conn), request_conn,
-                          self.conn_params.max_body_size)
+                          self.conn_params.max_body_size, self.xheaders)
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
         if self.endpoints is None or isinstance(stream, tornado.iostream.SSLIOStream):
@@ -321,15 +326,6 @@ class _Head:
 
 class _NotOurs(Exception):
     """The request is Tornado's to answer."""
-
-
-class _TooLarge(Exception):
-    """The request declares a body over the limit: answered 413 unread, then closed
-    (Tornado would answer a bare 400)."""
-
-    def __init__(self, head: _Head) -> None:
-        super().__init__()
-        self.head = head
 
 
 class FrontState(enum.Enum):
@@ -460,8 +456,6 @@ class FrontConnection(asyncio.Protocol):
             request = self._take_request()
         except _NotOurs:
             return self._hand_off()
-        except _TooLarge as refusal:
-            return self._refuse_too_large(refusal.head)
         if request is not None:
             self._answering = asyncio.ensure_future(self._answer(request))
 
@@ -490,7 +484,7 @@ class FrontConnection(asyncio.Protocol):
             raise _NotOurs
         length = int(head.length)  # llhttp accepts digits only
         if length > self._max_body_bytes:
-            raise _TooLarge(head)
+            raise _NotOurs  # Tornado's side answers it 413 (_BodyLimit), unread
         if len(buffer) < head_end + length:
             if self._head_at is None:  # the body's time starts
                 self._head_at = asyncio.get_running_loop().time()
@@ -515,14 +509,6 @@ class FrontConnection(asyncio.Protocol):
         # Like Tornado with xheaders: X-Real-Ip, else the last X-Forwarded-For.
         forwarded = head.forwarded_for if self._server.xheaders else None
         return forwarded.decode("latin-1") if forwarded else self._peer_ip
-
-    def _refuse_too_large(self, head: _Head) -> None:
-        """413 with a JSON body, then close: the body is not read, so the
-        connection cannot go on. Whatever the path, as Tornado's limit covers all."""
-        started = time.perf_counter()
-        self._transport.write(_too_large_answer(self._max_body_bytes))
-        _log_request(413, head.url.decode("latin-1"), self._remote_ip(head), started)
-        self._transport.close()
 
     async def _answer(self, request: _Request) -> None:
         in_flight = request.endpoint.in_flight

@@ -290,7 +290,7 @@ async def test_publishes_the_front_does_not_take_are_answered_by_tornado(client,
     b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
     b"POST /apps/1/events HTTP/1.1\r\nHost: x\nContent-Length: 2\r\n\r\n{}",
     b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-    # (A declared length over the limit is the front's 413: tests/test_http_limits.py.)
+    # (A declared length over the limit is answered 413: tests/test_http_limits.py.)
     b"POST /apps/1/events HTTP/1.1\r\n" + b"X-Long: " + b"a" * 70000 + b"\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n",
 ])

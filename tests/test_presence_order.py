@@ -18,7 +18,7 @@ import asyncio
 import json
 import random
 import time
-from typing import Awaitable, Callable, Iterator
+from typing import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,6 +28,7 @@ from tornado.httpclient import AsyncHTTPClient
 from app_server import sdk_client
 from conftest import MAIN, RawSocket, in_thread
 from server_processes import ServerProcess
+from test_cluster_processes import receiver  # noqa: F401  (fixture)
 from webhook_receiver import WebhookReceiver
 
 CHANNEL = "presence-room"
@@ -221,14 +222,6 @@ async def test_observers_lists_match_the_cluster_through_churn_over_two_processe
 
 
 # -- webhooks ----------------------------------------------------------------------------
-
-@pytest.fixture
-def receiver(io_loop) -> Iterator[WebhookReceiver]:
-    receiver = io_loop.run_sync(WebhookReceiver.start)
-    receiver.trust(MAIN)
-    yield receiver
-    io_loop.run_sync(receiver.close)
-
 
 class AppView:
     """What the app believes from its webhooks, applied in the order they arrive."""
