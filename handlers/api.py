@@ -14,6 +14,7 @@ from ..pubsub.apps import App
 from ..pubsub.errors import ApiError, BrokerUnavailable
 from .health import InFlightRequests
 from ..pubsub.hub import Hub
+from ..pubsub.observe import SOURCE_API, SOURCE_BATCH_API
 from ..pubsub.signing import verify_request
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ async def channel_info(hub: Hub, app: App, channel: str,
 async def publish_events(hub: Hub, app: App, body: bytes) -> dict[str, Any]:
     """``POST /apps/{id}/events``: one event on up to 100 channels; the answer's body."""
     trigger = rest.parse_events_body(app, body)
-    await hub.trigger(app, trigger.channels, trigger.event, trigger.data, trigger.socket_id)
+    await hub.trigger(app, trigger.channels, trigger.event, trigger.data, trigger.socket_id,
+                      source=SOURCE_API)
     if not trigger.info:
         return {}
     return {"channels": {name: await channel_info(hub, app, name, trigger.info)
@@ -72,7 +74,8 @@ async def publish_batch(hub: Hub, app: App, body: bytes) -> dict[str, Any]:
     """``POST /apps/{id}/batch_events``: up to 10 events, each on one channel, in order."""
     triggers = rest.parse_batch_body(app, body)
     for trigger in triggers:
-        await hub.trigger(app, trigger.channels, trigger.event, trigger.data, trigger.socket_id)
+        await hub.trigger(app, trigger.channels, trigger.event, trigger.data, trigger.socket_id,
+                          source=SOURCE_BATCH_API)
     if not any(trigger.info for trigger in triggers):
         return {}
     return {"batch": [await channel_info(hub, app, trigger.channels[0], trigger.info)

@@ -13,6 +13,7 @@ from ..pubsub import protocol
 from ..pubsub.apps import App
 from ..pubsub.errors import ConnectionRefused, ErrorCode
 from ..pubsub.hub import Hub
+from ..pubsub.observe import CLOSED_ABNORMALLY
 from ..pubsub.session import Session
 
 #: A close frame's reason may hold at most 123 bytes.
@@ -78,6 +79,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         try:
             app = self._app_for(key)
         except ConnectionRefused as refusal:
+            self.hub.observers.connection_refused(self.hub.apps.by_key(key), refusal.reason)
             self.send(protocol.dumps({"event": protocol.ERROR,
                                       "data": {"code": refusal.code, "message": refusal.message}}
                                      ).encode())
@@ -92,15 +94,18 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         """The app this connection is for, or :class:`ConnectionRefused`."""
         app = self.hub.apps.by_key(key)
         if app is None:
-            raise ConnectionRefused(ErrorCode.NO_SUCH_APP, f"App key {key} does not exist")
+            raise ConnectionRefused(ErrorCode.NO_SUCH_APP, f"App key {key} does not exist",
+                                    "unknown_app")
         version = self.get_query_argument("protocol", None)
         if version is None:
-            raise ConnectionRefused(ErrorCode.NO_PROTOCOL, "No protocol version given: add ?protocol=7")
+            raise ConnectionRefused(ErrorCode.NO_PROTOCOL,
+                                    "No protocol version given: add ?protocol=7", "no_protocol")
         if version != str(protocol.PROTOCOL_VERSION):
             raise ConnectionRefused(ErrorCode.UNSUPPORTED_PROTOCOL,
-                                    f"Protocol {version} is not supported: use 7")
+                                    f"Protocol {version} is not supported: use 7",
+                                    "unsupported_protocol")
         if not app.enabled:
-            raise ConnectionRefused(ErrorCode.APP_DISABLED, "App is disabled")
+            raise ConnectionRefused(ErrorCode.APP_DISABLED, "App is disabled", "app_disabled")
         return app
 
     async def on_message(self, message: str | bytes) -> None:
@@ -120,7 +125,8 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         self._queued = None
         if self.session is not None:
-            self.session.closed()
+            # The client's close code; none when it went without a close frame (1006).
+            self.session.closed(self.close_code or CLOSED_ABNORMALLY)
 
     # -- the session's transport ------------------------------------------------
 

@@ -44,11 +44,15 @@ class PushError(Exception):
 
 
 class ConnectionRefused(PushError):
-    """The connection must end: send ``pusher:error`` then close with ``code``."""
+    """The connection must end: send ``pusher:error`` then close with ``code``.
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    ``reason`` names a refusal before ``connection_established`` for observers
+    (see :meth:`pubsub.observe.Observer.connection_refused`); empty otherwise."""
+
+    def __init__(self, code: ErrorCode, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
 
 
 class MessageRejected(PushError):

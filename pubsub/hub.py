@@ -31,6 +31,7 @@ from .errors import BrokerUnavailable, ConnectionRefused, ErrorCode, Subscriptio
 from .history import HistoryStore
 from .history.memory import MemoryHistoryStore
 from .history_channels import HistoryChannels
+from .observe import CLOSED_ABNORMALLY, SOURCE_CLIENT_EVENT, SOURCE_SERVER, Observers
 from .presence import Member
 from .protocol import ChannelKind
 from .queries import ChannelQueries
@@ -114,6 +115,9 @@ class Hub:
         #: Frames handed to this process's connections by :meth:`deliver`, ever.
         self.messages_sent = 0
         self._drain_grace = 0.0
+        #: Told what happens here (connections, subscriptions, publishes, webhooks):
+        #: metrics and the debug console add themselves (see :mod:`.observe`).
+        self.observers = Observers()
         self._broker = broker or MemoryBroker()
         self.state = state or MemoryState(clock)
         self.state.publish = self._broker.publish
@@ -123,6 +127,7 @@ class Hub:
         self._broker.attach(self.deliver, self.users.on_control)
         self.webhooks = webhooks or Webhooks()
         self.webhooks.cluster = self.state
+        self.webhooks.observers = self.observers
         self.history = history or MemoryHistoryStore()
         self._history_channels = HistoryChannels(self.history, self._broker)
         self._announcer = Announcer(apps, self._broker, self.state, self.webhooks, self.users,
@@ -183,27 +188,33 @@ class Hub:
         """Register a new connection, or raise :class:`ConnectionRefused` (4004, 4100)."""
         limit = self.options.max_connections
         if limit and self._connection_count >= limit:
-            raise ConnectionRefused(ErrorCode.OVER_CAPACITY, "Server is over capacity: retry later")
+            raise ConnectionRefused(ErrorCode.OVER_CAPACITY, "Server is over capacity: retry later",
+                                    "over_capacity")
         if self.draining:
-            raise ConnectionRefused(ErrorCode.RECONNECT, "Server is restarting: reconnect")
+            raise ConnectionRefused(ErrorCode.RECONNECT, "Server is restarting: reconnect",
+                                    "draining")
         state = self._states[session.app.id]
         quota = session.app.max_connections
         if quota and len(state.sessions) >= quota:
-            raise ConnectionRefused(ErrorCode.OVER_CONNECTION_QUOTA, "App is over its connection quota")
+            raise ConnectionRefused(ErrorCode.OVER_CONNECTION_QUOTA,
+                                    "App is over its connection quota", "over_quota")
         per_ip = self.options.max_connections_per_ip
         from_ip = self._connections_per_ip.get(session.remote_ip, 0)
         if per_ip and from_ip >= per_ip:
             raise ConnectionRefused(ErrorCode.OVER_CONNECTION_QUOTA,
-                                    f"Too many connections from {session.remote_ip}")
+                                    f"Too many connections from {session.remote_ip}",
+                                    "too_many_from_ip")
         state.sessions[session.socket_id] = session
         self._connections_per_ip[session.remote_ip] = from_ip + 1
         self._connection_count += 1
 
-    def release(self, session: Session) -> None:
-        """Forget a closed connection: it leaves its channels and its user signs out."""
+    def release(self, session: Session, code: int = CLOSED_ABNORMALLY) -> None:
+        """Forget a connection closed with ``code``: it leaves its channels and its user
+        signs out. A connection that was never admitted is not told to observers."""
         state = self._states[session.app.id]
         if state.sessions.pop(session.socket_id, None) is None:
             return
+        self.observers.connection_closed(session, code)
         self._connection_count -= 1
         remaining = self._connections_per_ip.pop(session.remote_ip) - 1
         if remaining:
@@ -325,6 +336,7 @@ class Hub:
             await self._drop_if_empty(app, channel)
             raise
         channel.add(session)
+        self.observers.subscribed(session, name)
         try:
             self._announcer.arrived(app, channel, arrival, member)
             return await self.presence_snapshot(app, name) if member is not None else None
@@ -393,6 +405,7 @@ class Hub:
         channel = self._states[app.id].channels.get(name)
         if channel is not None:
             channel.remove(session.socket_id)
+        self.observers.unsubscribed(session, name)
         departure = await self.state.leave(app.id, name, session.socket_id)
         self._announcer.departed(app, name, departure)
         if channel is not None:
@@ -416,8 +429,10 @@ class Hub:
     # -- publishing --------------------------------------------------------------
 
     async def trigger(self, app: App, channels: Iterable[str], event: str, data: str,
-                      exclude: str | None = None) -> None:
-        """Publish a server event (HTTP API) on each channel, in order; caches where due.
+                      exclude: str | None = None, *, source: str = SOURCE_SERVER) -> None:
+        """Publish a server event on each channel, in order; caches where due.
+
+        ``source`` says where it came from, for observers (``observe.SOURCE_*``).
 
         Raises :class:`BrokerUnavailable` once the hub is closed (a keep-alive
         connection may still publish during a drain): the SDK retries elsewhere.
@@ -426,24 +441,27 @@ class Hub:
         for name in channels:
             if protocol.channel_kind(name).cache:
                 await self.state.cache_put(app.id, name, event, data, app.cache_ttl)
-            await self._publish(app, Publication(app.id, name, event, data, exclude))
+            await self._publish(app, Publication(app.id, name, event, data, exclude), source)
 
     async def relay(self, session: Session, name: str, event: str, data: str,
                     user_id: str | None) -> None:
         """Publish a client event to everyone on the channel but its sender."""
         self.webhooks.client_event(session.app, name, event, data, session.socket_id, user_id)
         await self._publish(session.app, Publication(
-            session.app.id, name, event, data, exclude=session.socket_id, user_id=user_id))
+            session.app.id, name, event, data, exclude=session.socket_id, user_id=user_id),
+            SOURCE_CLIENT_EVENT)
 
     def _check_open(self) -> None:
         if self.closed:
             raise BrokerUnavailable("the server is shutting down: nothing was published")
 
-    async def _publish(self, app: App, publication: Publication) -> None:
+    async def _publish(self, app: App, publication: Publication, source: str) -> None:
         """Hand a publication to the broker; on a history channel, store it first,
-        which gives it its offset."""
+        which gives it its offset. Observers hear of it once the broker took it."""
         self._check_open()
-        await self._broker.publish(await self._history_channels.stamp(app, publication))
+        stamped = await self._history_channels.stamp(app, publication)
+        await self._broker.publish(stamped)
+        self.observers.published(app, stamped, source)
 
     async def cached_event(self, app: App, name: str) -> CacheEntry | None:
         return await self.state.cache_get(app.id, name)

@@ -16,6 +16,7 @@ from .apps import App
 from .errors import (BrokerUnavailable, ConnectionRefused, ErrorCode,
                            MessageRejected, SubscriptionRefused)
 from .hub import Hub
+from .observe import CLOSED_ABNORMALLY
 from .presence import Member
 from .protocol import ClientFrame
 from .ratelimit import TokenBucket
@@ -82,17 +83,19 @@ class Session:
         try:
             self.hub.admit(self)
         except ConnectionRefused as refusal:
+            self.hub.observers.connection_refused(self.app, refusal.reason)
             self.close(refusal.code, refusal.message)
             return
         established = {"socket_id": self.socket_id,
                        "activity_timeout": self.hub.options.activity_timeout}
         self.send(protocol.encode_event(protocol.CONNECTION_ESTABLISHED, established))
+        self.hub.observers.connection_opened(self)
 
-    def closed(self) -> None:
-        """The transport ended: leave every channel and sign out."""
+    def closed(self, code: int = CLOSED_ABNORMALLY) -> None:
+        """The transport ended with close ``code``: leave every channel and sign out."""
         if not self.is_closed:
             self.is_closed = True
-            self.hub.release(self)
+            self.hub.release(self, code)
 
     def send(self, frame: bytes) -> None:
         if not self.is_closed:
@@ -108,7 +111,7 @@ class Session:
             return
         self.send_error(code, message)
         self.transport.close(code, message)
-        self.closed()
+        self.closed(code)
 
     def too_slow(self, why: str) -> None:
         """The client does not read what it is sent: drop it (4100) before it costs the others.
@@ -214,6 +217,7 @@ class Session:
     def _send_subscription_error(self, name: str, kind: str, message: str, status: int) -> None:
         payload = {"type": kind, "error": message, "status": status}
         self.send(protocol.encode_event(protocol.SUBSCRIPTION_ERROR, payload, name))
+        self.hub.observers.subscription_refused(self, name, status)
 
     async def _subscribe(self, name: str, data: dict[str, Any]) -> None:
         try:

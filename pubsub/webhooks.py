@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable
 
 from .apps import App, WebhookTarget
 from .errors import BrokerUnavailable
+from .observe import Observer
 from .signing import webhook_signature
 from .state import ClusterState
 
@@ -130,6 +131,8 @@ class Webhooks:
         #: Set by the hub: what occupancy and membership events are checked against
         #: before each POST (None: sent as they are).
         self.cluster: ClusterState | None = None
+        #: Set by the hub: told each attempt and each drop (see :mod:`.observe`).
+        self.observers = Observer()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -250,9 +253,9 @@ class Webhooks:
         excess = len(outbox.events) - self.options.queue_size
         if excess <= 0:
             return
-        for _ in range(excess):
-            outbox.events.popleft()
+        dropped = [outbox.events.popleft() for _ in range(excess)]
         self.stats(outbox.app).dropped += excess
+        self.observers.webhook_dropped(outbox.app, outbox.target.url, dropped, "queue_full")
         outbox.unlogged_drops += excess
         now = self._clock()
         if now - outbox.overflow_logged_at >= _OVERFLOW_LOG_INTERVAL:
@@ -282,10 +285,10 @@ class Webhooks:
         delay, attempt = options.first_retry, 0
         while True:
             attempt += 1
-            batch = await self._still_true(app, batch)
+            batch = await self._still_true(app, url, batch)
             if not batch:
                 return
-            failure = await self._attempt(url, *self._sign(app, batch))
+            failure = await self._attempt(app, url, batch)
             if failure is None:
                 self.stats(app).delivered += len(batch)
                 return
@@ -296,17 +299,22 @@ class Webhooks:
             await asyncio.sleep(delay)
             delay = min(2 * delay, options.max_retry)
         self.stats(app).failed += len(batch)
+        self.observers.webhook_dropped(app, url, batch, "retries_exhausted")
         log.error("app %s: webhook to %s failed (%s) for %g s: dropped %d event(s)",
                   app.id, url, failure, options.retry_for, len(batch))
 
-    async def _still_true(self, app: App, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _still_true(self, app: App, url: str,
+                          batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``batch`` without the occupancy and membership events that the cluster
         state no longer bears out."""
         if self.cluster is None or not any(event["name"] in _STATES for event in batch):
             return batch
         holds = await asyncio.gather(*(self._holds(app, event) for event in batch))
         kept = [event for event, true in zip(batch, holds) if true]
-        self.stats(app).superseded += len(batch) - len(kept)
+        if len(kept) < len(batch):
+            self.stats(app).superseded += len(batch) - len(kept)
+            superseded = [event for event, true in zip(batch, holds) if not true]
+            self.observers.webhook_dropped(app, url, superseded, "superseded")
         return kept
 
     async def _holds(self, app: App, event: dict[str, Any]) -> bool:
@@ -334,17 +342,28 @@ class Webhooks:
                    "X-Pusher-Signature": webhook_signature(app, body)}
         return body, headers
 
-    async def _attempt(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
-        """One POST: None when accepted, else what went wrong."""
+    async def _attempt(self, app: App, url: str, batch: list[dict[str, Any]]) -> str | None:
+        """One POST of ``batch``, told to observers: None when accepted, else what went wrong."""
         assert self._post is not None
+        body, headers = self._sign(app, batch)
+        started = self._clock()
+        status: int | None = None
         try:
             status = await asyncio.wait_for(self._post(url, body, headers), self.options.timeout)
-        except (OSError, asyncio.TimeoutError) as error:
-            return f"{type(error).__name__}: {error}"
+        except asyncio.TimeoutError as error:
+            outcome, failure = "timeout", f"{type(error).__name__}: {error}"
+        except OSError as error:
+            outcome, failure = "connection_error", f"{type(error).__name__}: {error}"
         except Exception as error:  # a broken Poster must not end this URL's deliveries
             log.exception("webhook poster raised for %s", url)
-            return f"{type(error).__name__}: {error}"
-        return None if 200 <= status < 300 else f"HTTP {status}"
+            outcome, failure = "connection_error", f"{type(error).__name__}: {error}"
+        else:
+            accepted = 200 <= status < 300
+            outcome = "success" if accepted else "http_error"
+            failure = None if accepted else f"HTTP {status}"
+        self.observers.webhook_attempted(app, url, batch, outcome, status,
+                                         self._clock() - started)
+        return failure
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -1,0 +1,139 @@
+"""What happens on this process, told as it happens: the seam metrics and the debug console use.
+
+The hub, the sessions and the webhooks call :class:`Observers`, which passes
+each call on to every :class:`Observer` added to it. An observer overrides the
+methods it cares about; the rest are no-ops. Observers are called on the event
+loop, synchronously, at the moment the thing happens, so they must be quick
+and must not raise (:class:`Observers` logs, rate-limited, and goes on when one
+does): they count, or copy what they need and return.
+
+The broadcast path (one publication fanned out to many sockets) is not told
+here, publication by publication and socket by socket: that would cost every
+delivery a call. Metrics read its counters at scrape time instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .apps import App
+    from .broker import Publication
+    from .session import Session
+
+log = logging.getLogger(__name__)
+
+#: A connection that ended without a close frame (RFC 6455 7.1.5).
+CLOSED_ABNORMALLY = 1006
+
+#: ``Observer.published``'s ``source``: where a publication entered the cluster.
+SOURCE_API = "api"
+SOURCE_BATCH_API = "batch_api"
+SOURCE_CLIENT_EVENT = "client_event"
+#: The host application (``Push.trigger``) or the server's own pages.
+SOURCE_SERVER = "server"
+SOURCE_ADMIN = "admin"
+
+
+class Observer:
+    """Told what happens on this process. Every method is a no-op here: override what you need.
+
+    Calls come on the event loop, at the moment of the event; an observer must
+    return quickly and should not raise.
+    """
+
+    def connection_opened(self, session: Session) -> None:
+        """A connection was admitted and greeted (``connection_established`` queued)."""
+
+    def connection_refused(self, app: App | None, reason: str) -> None:
+        """A connection was refused before ``connection_established``.
+
+        ``app`` is None when the key names no app. ``reason`` is one of a short fixed
+        list (``unknown_app``, ``no_protocol``, ``unsupported_protocol``, ``app_disabled``,
+        ``over_capacity``, ``draining``, ``over_quota``, ``too_many_from_ip``): never
+        anything the client chose."""
+
+    def connection_closed(self, session: Session, code: int) -> None:
+        """An admitted connection ended, with this close code (1006: no close frame)."""
+
+    def subscribed(self, session: Session, channel: str) -> None:
+        """The hub recorded a new subscription; ``subscription_succeeded`` follows, unless
+        it is undone (told as :meth:`unsubscribed`: the two always pair up)."""
+
+    def subscription_refused(self, session: Session, channel: str, status: int) -> None:
+        """A subscribe was answered with ``pusher:subscription_error`` and this status."""
+
+    def unsubscribed(self, session: Session, channel: str) -> None:
+        """A session left a channel it had joined (unsubscribe, its connection ended, or
+        the subscription was undone)."""
+
+    def published(self, app: App, publication: Publication, source: str) -> None:
+        """A publication was accepted here and handed to the broker (once per channel).
+
+        ``source`` is one of the ``SOURCE_*`` names. Events the server makes itself
+        (presence, subscription counts) are not told here."""
+
+    def webhook_attempted(self, app: App, url: str, events: list[dict[str, Any]],
+                          outcome: str, status: int | None, seconds: float) -> None:
+        """One POST of a webhook batch ended.
+
+        ``outcome``: ``success``, ``http_error`` (``status`` says which), ``timeout`` or
+        ``connection_error``."""
+
+    def webhook_dropped(self, app: App, url: str, events: list[dict[str, Any]],
+                        reason: str) -> None:
+        """Webhook events were given up: ``retries_exhausted``, ``queue_full`` or
+        ``superseded`` (the cluster state no longer bore them out)."""
+
+
+class Observers(Observer):
+    """Every observer added, told in the order they were added; the hub's one seam."""
+
+    def __init__(self) -> None:
+        self._observers: tuple[Observer, ...] = ()
+
+    def add(self, observer: Observer) -> None:
+        self._observers += (observer,)
+
+    def remove(self, observer: Observer) -> None:
+        self._observers = tuple(o for o in self._observers if o is not observer)
+
+    def __bool__(self) -> bool:
+        return bool(self._observers)
+
+    def _tell(self, method: str, *args: Any) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception:  # an observer's bug must not cost the connection or publish
+                log.exception("observer %s failed in %s", type(observer).__name__, method)
+
+    def connection_opened(self, session: Session) -> None:
+        self._tell("connection_opened", session)
+
+    def connection_refused(self, app: App | None, reason: str) -> None:
+        self._tell("connection_refused", app, reason)
+
+    def connection_closed(self, session: Session, code: int) -> None:
+        self._tell("connection_closed", session, code)
+
+    def subscribed(self, session: Session, channel: str) -> None:
+        self._tell("subscribed", session, channel)
+
+    def subscription_refused(self, session: Session, channel: str, status: int) -> None:
+        self._tell("subscription_refused", session, channel, status)
+
+    def unsubscribed(self, session: Session, channel: str) -> None:
+        self._tell("unsubscribed", session, channel)
+
+    def published(self, app: App, publication: Publication, source: str) -> None:
+        self._tell("published", app, publication, source)
+
+    def webhook_attempted(self, app: App, url: str, events: list[dict[str, Any]],
+                          outcome: str, status: int | None, seconds: float) -> None:
+        self._tell("webhook_attempted", app, url, events, outcome, status, seconds)
+
+    def webhook_dropped(self, app: App, url: str, events: list[dict[str, Any]],
+                        reason: str) -> None:
+        self._tell("webhook_dropped", app, url, events, reason)
