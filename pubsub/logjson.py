@@ -8,10 +8,12 @@ character is escaped, so no message can break a line or its encoding.
 
 What a line is about comes from :func:`about`, which the code handling a
 client's message (``Session.receive``) or an HTTP API request (``api``) calls
-for the lines logged meanwhile. It is a :mod:`contextvars` variable: each
-asyncio task has its own, so concurrent connections never mix theirs up (a
-task started meanwhile copies it, as asyncio copies every context variable).
-A record may also name its fields itself (``extra={"channel": name}``).
+for the lines logged meanwhile. It is a :mod:`contextvars` variable, so
+concurrent tasks never mix theirs up, and it names the task that set it: a
+task started meanwhile (a webhook sender, a reconnect loop) copies the
+variable, as asyncio copies every context variable, but its lines are about
+no client, so they show none of it. A record may also name its fields itself
+(``extra={"channel": name}``).
 
 HTTP API requests carry their signature in the query string
 (``auth_signature``), which access lines and Tornado's error lines print with
@@ -24,12 +26,14 @@ application that embeds the server may do the same on its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import datetime
 import json
 import logging
 import re
-from typing import Iterable, Mapping
+import weakref
+from typing import Callable, Iterable, Mapping
 
 #: The fields that say what a line is about, in the order lines show them.
 FIELDS = ("app", "socket_id", "channel")
@@ -37,16 +41,33 @@ FIELDS = ("app", "socket_id", "channel")
 _SIGNATURE = re.compile(r"(auth_signature=)[^&\s\"']*")
 _REDACTED = r"\1[redacted]"
 
-_about: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "tornado_push_log_about", default={})
+#: (a weak reference to the task that named them, or None outside any task; the fields).
+_Named = tuple[Callable[[], "asyncio.Task | None"] | None, Mapping[str, str]]
+_about: contextvars.ContextVar[_Named] = contextvars.ContextVar(
+    "tornado_push_log_about", default=(None, {}))
+
+
+def _task() -> asyncio.Task | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+
+
+def _named_here() -> Mapping[str, str]:
+    """The fields named in this task (not those a parent task named before starting it)."""
+    owner, named = _about.get()
+    return named if (owner() if owner else None) is _task() else {}
 
 
 def about(**fields: str | None) -> contextvars.Token:
-    """Name what the lines logged from here on in this task are about (``app``,
-    ``socket_id``, ``channel``), on top of what was named before; ``None`` names
+    """Name what the lines this task logs from here on are about (``app``,
+    ``socket_id``, ``channel``), on top of what it named before; ``None`` names
     nothing. Returns the token :func:`restore` takes to undo it."""
+    task = _task()
     named = {name: value for name, value in fields.items() if value is not None}
-    return _about.set({**_about.get(), **named})
+    # A weak reference: the task holds this context, which must not hold it back.
+    return _about.set((weakref.ref(task) if task else None, {**_named_here(), **named}))
 
 
 def restore(token: contextvars.Token) -> None:
@@ -69,7 +90,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        context = _about.get()
+        context = _named_here()
         for name in FIELDS:
             value = getattr(record, name, None) or context.get(name)
             if value is not None:

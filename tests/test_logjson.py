@@ -104,6 +104,35 @@ async def test_concurrent_tasks_log_their_own_context():
         ("1.0", "from 1.0"), ("1.1", "from 1.1")]
 
 
+@pytest.mark.gen_test
+async def test_a_task_started_meanwhile_logs_none_of_its_parents_fields():
+    """A webhook sender or reconnect loop started while a session handled a message
+    copies the context, but what it logs later is about no client."""
+    handler = Lines()
+    logger = logging.getLogger("test_logjson.children")
+    logger.addHandler(handler)
+    logger.propagate = False
+
+    async def background() -> None:
+        logger.warning("child, before naming")
+        logjson.about(app="2")
+        logger.warning("child, named")
+
+    try:
+        about = logjson.about(app="1", socket_id="1.1")
+        try:
+            child = asyncio.ensure_future(background())
+            logger.warning("parent")
+        finally:
+            logjson.restore(about)
+        await child
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in handler.lines]
+    assert [(line["message"], line.get("app"), line.get("socket_id")) for line in lines] == [
+        ("parent", "1", "1.1"), ("child, before naming", None, None), ("child, named", "2", None)]
+
+
 class Lines(logging.Handler):
     """Every record, formatted by :func:`logjson.install` (JSON lines)."""
 
@@ -135,11 +164,13 @@ def test_signatures_in_a_query_string_are_redacted_in_either_format():
 async def test_a_live_server_logs_no_secret_and_no_signature(log_format):
     """A publish and a channel query signed with the wrong secret (the fast path and
     Tornado's), a correctly signed publish, and a subscription with a forged auth:
-    every line is JSON naming its app (and socket or channel), and no line shows the
-    secret or any of the signatures sent."""
+    every line is JSON naming its app (and socket or channel) where it is about one,
+    and no line shows the secret or any of the signatures sent."""
     server = await ServerProcess(free_port(), {
         "PUSH_LOG_FORMAT": log_format, "PUSH_LOG_LEVEL": "INFO", "PUSH_APP_ID": APP.id,
-        "PUSH_APP_KEY": APP.key, "PUSH_APP_SECRET": APP.secret}).start()
+        "PUSH_APP_KEY": APP.key, "PUSH_APP_SECRET": APP.secret,
+        "PUSH_WEBHOOK_BATCH_SECONDS": "0.05",
+        "PUSH_APP_WEBHOOKS": f"http://127.0.0.1:{free_port()}/nobody-listens"}).start()
     base = f"http://127.0.0.1:{server.port}"
     signatures = []
     try:
@@ -162,11 +193,18 @@ async def test_a_live_server_logs_no_secret_and_no_signature(log_format):
         forged = sign(WRONG.secret, f"{socket_id}:private-orders")
         signatures.append(forged)
         mark = server.mark()
+        # A public channel: occupied, so a webhook is sent (and fails) from its own task.
+        await socket.write_message(json.dumps({"event": "pusher:subscribe",
+                                               "data": {"channel": "news"}}))
         await socket.write_message(json.dumps({"event": "pusher:subscribe", "data": {
             "channel": "private-orders", "auth": f"{APP.key}:{forged}"}}))
-        refused = json.loads(await asyncio.wait_for(socket.read_message(), 10))
-        assert refused["event"] == "pusher:subscription_error", refused
+        answers = [json.loads(await asyncio.wait_for(socket.read_message(), 10))
+                   for _ in range(2)]
+        assert [(a["event"], a["channel"]) for a in answers] == [
+            ("pusher_internal:subscription_succeeded", "news"),
+            ("pusher:subscription_error", "private-orders")], answers
         await server.wait_for_log("subscription refused", after=mark)
+        await server.wait_for_log("webhook to", after=mark)
         socket.close()
     finally:
         assert await server.terminate() == 0, server.log  # every line is read once it exited
@@ -185,6 +223,9 @@ async def test_a_live_server_logs_no_secret_and_no_signature(log_format):
         "refused: Invalid signature: check the app secret and the signed path")]
     assert [(line["app"], line.get("channel")) for line in refusals] == [
         (APP.id, None), (APP.id, "presence-room")], refusals
+    # Logged by the webhook sender, started while the session subscribed: about no socket.
+    (webhook, *_) = [line for line in lines if "webhook to" in line["message"]]
+    assert "socket_id" not in webhook, webhook
     access = [line for line in lines
               if line["logger"] == "tornado.access" and "/apps/" in line["message"]]
     assert [(line["message"].split()[0], line["app"]) for line in access] == [
