@@ -37,8 +37,9 @@ from typing import Callable, Iterable, Mapping
 
 #: The fields that say what a line is about, in the order lines show them.
 FIELDS = ("app", "socket_id", "channel")
-#: A signature's value in a query string, up to the next parameter.
-_SIGNATURE = re.compile(r"(auth_signature=)[^&\s\"']*")
+#: A signature's value in a query string, up to the next parameter (the server reads
+#: parameter names in any case, so a signature may come as AUTH_SIGNATURE too).
+_SIGNATURE = re.compile(r"(auth_signature=)[^&\s\"']*", re.IGNORECASE)
 _REDACTED = r"\1[redacted]"
 
 #: (a weak reference to the task that named them, or None outside any task; the fields).
@@ -110,8 +111,9 @@ class RedactSignatures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "auth_signature=" in message:
-            record.msg, record.args = _SIGNATURE.sub(_REDACTED, message), None
+        redacted = _SIGNATURE.sub(_REDACTED, message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 

@@ -146,15 +146,16 @@ class Lines(logging.Handler):
 
 
 def test_signatures_in_a_query_string_are_redacted_in_either_format():
-    query = "auth_key=k&auth_signature=0123abcd&body_md5=99"
+    query = "auth_key=k&auth_signature=0123abcd&body_md5=99&Auth_Signature=4567ef"
     for json_lines in (False, True):
         handler = logging.StreamHandler()
         logjson.install([handler], json_lines=json_lines)
         made = record("%d %s %s", (401, "POST", f"/apps/1/events?{query}"))
         assert handler.filter(made)
         text = handler.format(made)
-        assert "0123abcd" not in text, text
-        assert "auth_key=k&auth_signature=[redacted]&body_md5=99" in text, text
+        assert "0123abcd" not in text and "4567ef" not in text, text
+        assert "auth_key=k&auth_signature=[redacted]&body_md5=99&Auth_Signature=[redacted]" \
+            in text, text
 
 
 # -- a live server ------------------------------------------------------------------------
