@@ -43,7 +43,7 @@ _SIGNATURE = re.compile(r"(auth_signature=)[^&\s\"']*", re.IGNORECASE)
 _REDACTED = r"\1[redacted]"
 
 #: (a weak reference to the task that named them, or None outside any task; the fields).
-_Named = tuple[Callable[[], "asyncio.Task | None"] | None, Mapping[str, str]]
+_Named = tuple[Callable[[], "asyncio.Task | None"] | None, Mapping[str, str | None]]
 _about: contextvars.ContextVar[_Named] = contextvars.ContextVar(
     "tornado_push_log_about", default=(None, {}))
 
@@ -55,20 +55,24 @@ def _task() -> asyncio.Task | None:
         return None
 
 
-def _named_here() -> Mapping[str, str]:
-    """The fields named in this task (not those a parent task named before starting it)."""
+def _named_in(task: asyncio.Task | None) -> Mapping[str, str | None]:
+    """The fields ``task`` named (not those a parent task named before starting it)."""
     owner, named = _about.get()
-    return named if (owner() if owner else None) is _task() else {}
+    return named if named and (owner() if owner else None) is task else {}
 
 
 def about(**fields: str | None) -> contextvars.Token:
     """Name what the lines this task logs from here on are about (``app``,
-    ``socket_id``, ``channel``), on top of what it named before; ``None`` names
-    nothing. Returns the token :func:`restore` takes to undo it."""
+    ``socket_id``, ``channel``), on top of what it named before; ``None``: not
+    known (left out). Returns the token :func:`restore` takes to undo it.
+
+    About a microsecond: ``Session.receive`` calls it for every message.
+    """
     task = _task()
-    named = {name: value for name, value in fields.items() if value is not None}
+    named = _named_in(task)
     # A weak reference: the task holds this context, which must not hold it back.
-    return _about.set((weakref.ref(task) if task else None, {**_named_here(), **named}))
+    return _about.set((weakref.ref(task) if task else None,
+                       {**named, **fields} if named else fields))
 
 
 def restore(token: contextvars.Token) -> None:
@@ -91,7 +95,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        context = _named_here()
+        context = _named_in(_task())
         for name in FIELDS:
             value = getattr(record, name, None) or context.get(name)
             if value is not None:

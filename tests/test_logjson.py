@@ -55,9 +55,12 @@ def test_a_record_is_one_json_object_with_time_level_logger_message():
 def test_the_fields_named_in_the_context_and_by_the_record_are_added_then_undone():
     outer = logjson.about(app="1", socket_id="3.14")
     try:
-        inner = logjson.about(channel="private-a", socket_id=None)  # None names nothing
+        inner = logjson.about(channel="private-a")
         line = formatted(record())
         assert (line["app"], line["socket_id"], line["channel"]) == ("1", "3.14", "private-a")
+        unknown = logjson.about(channel=None)
+        assert "channel" not in formatted(record())
+        logjson.restore(unknown)
         assert formatted(record(channel="presence-b"))["channel"] == "presence-b"  # extra=
         logjson.restore(inner)
         assert "channel" not in formatted(record())
