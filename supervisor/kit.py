@@ -6,12 +6,12 @@
                                   [--timeout S]
 
 ``render`` writes ``supervisord.conf`` and ``nginx.conf`` into the run
-directory from the templates beside this file (``string.Template``), and
-``prometheus-targets.json``, every process as a Prometheus ``file_sd``
-target (``monitoring/prometheus.yml`` reads it), with
+directory from the templates beside this file (``string.Template``), with
 the PUSH_* variables of its environment checked by the server's own
 ``settings.load_settings``, so that a bad value stops here with the server's
-message instead of as a process that never starts. ``wait`` polls every
+message instead of as a process that never starts; and
+``prometheus-targets.json``, every process as a Prometheus ``file_sd``
+target (``monitoring/prometheus.yml`` reads it). ``wait`` polls every
 process's ``/ready`` and nginx's ``/health`` until all answer 200.
 
 Standard library only, plus the repository's ``settings.py`` (and what it

@@ -15,7 +15,8 @@
 # Everything is written into the run directory (default: run/ in the
 # repository): the rendered supervisord.conf and nginx.conf, pid files, the
 # supervisord socket, logs/, and prometheus-targets.json (every process's
-# port, Prometheus file_sd format: see supervisor/monitoring/README.md). Stop it all with supervisor/stop.sh --run-dir DIR.
+# port, Prometheus file_sd format: see supervisor/monitoring/README.md).
+# Stop it all with supervisor/stop.sh --run-dir DIR.
 #
 # Python: $PYTHON, else the repository's .venv, else python3. The same
 # interpreter runs the servers, supervisord and supervisorctl
