@@ -31,7 +31,7 @@ import tornado.web
 from .embed import Push
 from .handlers import demo
 from .handlers.front import PushHTTPServer
-from .pubsub import lograte
+from .pubsub import logjson, lograte
 from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Every logger's records (ours, Tornado's, asyncio's) reach these handlers.
     lograte.limit(logging.getLogger().handlers)
+    logjson.install(logging.getLogger().handlers, json_lines=settings.log_format == "json")
     asyncio.run(serve(settings))
     return 0
 

@@ -47,6 +47,8 @@ Environment:
                                     past any of these the connection is closed (see
                                     handlers.front.HTTPTimeouts)
     PUSH_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
+    PUSH_LOG_FORMAT                 text, or json: one JSON object per line with app, socket_id
+                                    and channel where known (default text; pubsub/logjson.py)
     PUSH_MAX_CONNECTIONS_PER_IP     connections per client address per process, 4004 beyond
                                     (default 0: no limit)
     PUSH_XHEADERS                   trust X-Real-IP / X-Forwarded-For from a proxy in front
@@ -121,6 +123,7 @@ from .pubsub.webhooks import WebhookOptions
 DEFAULT_APP_SECRET = "app-secret"
 _APP_ID_RE = re.compile(r"[0-9]+")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS = ("text", "json")
 _HUB_DEFAULTS = HubOptions()
 _APP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(App)
                  if f.default is not dataclasses.MISSING}
@@ -158,6 +161,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     http_timeouts: HTTPTimeouts = field(default_factory=HTTPTimeouts)
     log_level: str = "INFO"
+    log_format: str = "text"
     #: None: one process, the in-process broker.
     redis: RedisConfig | None = None
     xheaders: bool = False
@@ -227,6 +231,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             header=env.number("PUSH_HTTP_HEADER_TIMEOUT", _HTTP_DEFAULTS.header, positive=True),
             body=env.number("PUSH_HTTP_BODY_TIMEOUT", _HTTP_DEFAULTS.body, positive=True)),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
+        log_format=env.text("PUSH_LOG_FORMAT", Settings.log_format).lower(),
         redis=_redis(env),
         xheaders=env.flag("PUSH_XHEADERS", Settings.xheaders),
         drain_grace=env.number("PUSH_DRAIN_GRACE", Settings.drain_grace),
@@ -243,6 +248,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise SettingsError(f"port must be 0-65535, got {settings.port}")
     if settings.log_level not in _LOG_LEVELS:
         raise SettingsError(f"PUSH_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+    if settings.log_format not in _LOG_FORMATS:
+        raise SettingsError(f"PUSH_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}")
     return settings
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import tornado.web
 
-from ..pubsub import protocol, rest
+from ..pubsub import logjson, protocol, rest
 from ..pubsub.apps import App
 from ..pubsub.errors import ApiError, BrokerUnavailable
 from .health import InFlightRequests
@@ -36,11 +36,13 @@ def authenticate(hub: Hub, app_id: str | None, method: str, path: str,
 
     The app is ``app_id``'s or, on the prefix-less paths some SDKs use, the
     signed ``auth_key``'s; ``path`` is the one the SDKs sign, without any prefix.
+    Lines logged for the rest of the request (its task) name the app (:mod:`logjson`).
     """
     app = (hub.apps.by_id(app_id) if app_id is not None
            else hub.apps.by_key(query.get("auth_key", "")))
     if app is None:
         raise ApiError(404, f"Unknown app {app_id or query.get('auth_key', '')!r}")
+    logjson.about(app=app.id)
     verify_request(app, method, path, query, body, time.time())
     if not app.enabled:
         raise ApiError(403, "App is disabled")
@@ -135,6 +137,7 @@ class ApiHandler(JsonHandler):
         query = {name: self.get_query_argument(name, strip=False)
                  for name in self.request.query_arguments}
         path = self.request.path[len(self.prefix):]  # the route matched, so it starts with it
+        logjson.about(channel=self.path_kwargs.get("channel"))
         self.app_config = authenticate(self.hub, self.path_kwargs.get("app_id"),
                                        self.request.method or "", path, query, self.request.body)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Protocol
 
-from . import protocol, text
+from . import logjson, protocol, text
 from .apps import App
 from .errors import (BrokerUnavailable, ConnectionRefused, ErrorCode,
                            MessageRejected, SubscriptionRefused)
@@ -152,16 +152,20 @@ class Session:
     async def receive(self, message: str | bytes) -> None:
         """Handle one inbound message. Never raises: refusals go back to the client, and
         a bug costs that message one error reply (which cannot fail: see
-        :func:`protocol.encode_error`), never the connection."""
+        :func:`protocol.encode_error`), never the connection. Lines logged meanwhile
+        name the app and socket (:mod:`logjson`)."""
         self.mark_activity()
         if not self._inbound.take(self.last_activity):
             self._report_flood()
             return
+        about = logjson.about(app=self.app.id, socket_id=self.socket_id)
         try:
             await self._handle(message)
         except Exception:
             log.exception("bug while handling a message from %s", self.socket_id)
             self.send_error(ErrorCode.INVALID_MESSAGE, "Internal error handling this message")
+        finally:
+            logjson.restore(about)
 
     async def _handle(self, message: str | bytes) -> None:
         """Parse and dispatch one message, answering each refusal as the protocol says."""
@@ -215,6 +219,10 @@ class Session:
             self._send_subscription_error(name, "ServiceUnavailable", outage.message, 503)
 
     def _send_subscription_error(self, name: str, kind: str, message: str, status: int) -> None:
+        # Logged like a refused API request, so that an operator sees a wrong auth
+        # endpoint secret; an invalid name (the client's, any length) is cut short.
+        log.info("subscription refused (%d): %.300s", status, message,
+                 extra={"channel": name[:protocol.MAX_CHANNEL_NAME_LENGTH]})
         payload = {"type": kind, "error": message, "status": status}
         self.send(protocol.encode_event(protocol.SUBSCRIPTION_ERROR, payload, name))
         self.hub.observers.subscription_refused(self, name, status)

@@ -9,7 +9,9 @@
 directory from the templates beside this file (``string.Template``), with
 the PUSH_* variables of its environment checked by the server's own
 ``settings.load_settings``, so that a bad value stops here with the server's
-message instead of as a process that never starts. ``wait`` polls every
+message instead of as a process that never starts; and
+``prometheus-targets.json``, every process as a Prometheus ``file_sd``
+target (``monitoring/prometheus.yml`` reads it). ``wait`` polls every
 process's ``/ready`` and nginx's ``/health`` until all answer 200.
 
 Standard library only, plus the repository's ``settings.py`` (and what it
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import math
 import os
 import re
@@ -51,6 +54,9 @@ SOCKET_PATH_MAX = 100
 #: Characters a path may hold here: nginx and supervisor read these files
 #: unquoted, and supervisor expands '%'. Anything else is refused, clearly.
 SAFE_PATH = re.compile(r"[A-Za-z0-9_./+@,=:-]+")
+#: Every process's /metrics as a Prometheus file_sd target group, under this job.
+TARGETS_FILE = "prometheus-targets.json"
+PROMETHEUS_JOB = "tornado_push"
 
 
 class KitError(Exception):
@@ -141,7 +147,20 @@ def render(args: argparse.Namespace, environ: dict[str, str]) -> list[str]:
         key=Path(args.key).resolve() if tls else "")
     write_private(run_dir / "supervisord.conf", supervisord)  # holds secrets
     write_private(run_dir / "nginx.conf", nginx)
+    write_replacing(run_dir / TARGETS_FILE, prometheus_targets(ports))
     return warnings
+
+
+def prometheus_targets(ports: list[int]) -> str:
+    """The processes as one Prometheus ``file_sd`` target group (JSON).
+
+    The processes listen on loopback, so this is for a Prometheus (or agent)
+    on this machine; each process is scraped on its own port, never through
+    nginx, which would reach a different process each time.
+    """
+    group = {"targets": [f"{PROCESS_HOST}:{port}" for port in ports],
+             "labels": {"job": PROMETHEUS_JOB}}
+    return json.dumps([group], indent=2) + "\n"
 
 
 def check_ports(args: argparse.Namespace) -> list[int]:
@@ -238,6 +257,14 @@ def supervisor_environment(variables: dict[str, str]) -> str:
                            "or ' ;' / ' #'): change it")
         pairs.append(f"{name}={quote}{supervisor_value(value)}{quote}")
     return ",".join(pairs)
+
+
+def write_replacing(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step: Prometheus rereads a targets file
+    as soon as it changes, and must never see it half written."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -14,7 +14,9 @@
 #
 # Everything is written into the run directory (default: run/ in the
 # repository): the rendered supervisord.conf and nginx.conf, pid files, the
-# supervisord socket, logs/. Stop it all with supervisor/stop.sh --run-dir DIR.
+# supervisord socket, logs/, and prometheus-targets.json (every process's
+# port, Prometheus file_sd format: see supervisor/monitoring/README.md).
+# Stop it all with supervisor/stop.sh --run-dir DIR.
 #
 # Python: $PYTHON, else the repository's .venv, else python3. The same
 # interpreter runs the servers, supervisord and supervisorctl
@@ -153,5 +155,6 @@ for ((k = 0; k < processes; k++)); do
 done
 echo "  nginx (pid $(cat nginx.pid)): ws://$host:$port/app/<key>, http://$host:$port/apps/<id>/..."
 [[ -z "$tls_port" ]] || echo "                    wss://$host:$tls_port/app/<key>, https://$host:$tls_port/apps/<id>/..."
+echo "  metrics: each process's /metrics on its port; Prometheus targets in $run_dir/prometheus-targets.json"
 echo "  control: $python -m supervisor.supervisorctl -c $run_dir/supervisord.conf status"
 echo "  stop:    $repo/supervisor/stop.sh --run-dir $run_dir"

@@ -512,6 +512,43 @@ async def test_processes_see_the_client_address_nginx_saw_and_stop_sh_stops_ever
     assert again.returncode == 0, again.stdout + again.stderr
 
 
+@needs_nginx
+@pytest.mark.timeout(120)
+@pytest.mark.gen_test(timeout=90)
+async def test_prometheus_targets_list_every_process_and_nginx_keeps_operator_paths_private(
+        deploy, certificates):
+    """Prometheus scrapes each process on its own port (the targets file); nginx's
+    public site answers /metrics and /admin itself, on both ports, without
+    passing them to whichever process least_conn picks."""
+    deployment = await deploy(processes=3, tls=certificates)
+    targets = json.loads((deployment.run_dir / "prometheus-targets.json").read_text())
+    ports = [deployment.process_port(number) for number in range(3)]
+    assert targets == [{"targets": [f"127.0.0.1:{port}" for port in ports],
+                        "labels": {"job": "tornado_push"}}]
+    # Every target is a process (its /health names a node of its own).
+    assert len({await node_of_process(deployment, number) for number in range(3)}) == 3
+
+    client = tornado.httpclient.AsyncHTTPClient()
+    bases = [f"http://127.0.0.1:{deployment.port}", f"https://127.0.0.1:{deployment.tls_port}"]
+    for base in bases:
+        for path in ("/metrics", "/metrics?name[]=up", "/metrics/", "/admin", "/admin/",
+                     "/admin/login", "/admin/api/nodes"):
+            response = await client.fetch(base + path, raise_error=False,
+                                          ca_certs=str(certificates.ca))
+            # nginx's own answer: a process's 404 (Tornado's page) or its metrics would
+            # say otherwise.
+            assert (response.code, response.body) == (
+                404, b"Not found: operator paths are not served here\n"), (base, path)
+        # Everything else still reaches the processes.
+        health = await client.fetch(base + "/health", ca_certs=str(certificates.ca))
+        assert json.loads(health.body)["status"] == "ok"
+    # No process saw them (each logs every request it answers, 404s as warnings).
+    for number in range(3):
+        log = (deployment.run_dir / "logs" / f"push-{number}.log").read_text()
+        assert "GET /ready" in log, log  # start.sh's readiness checks: requests are logged
+        assert "/metrics" not in log and "/admin" not in log, (number, log)
+
+
 def test_start_refuses_several_processes_without_redis(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("PUSH_")}
     run_dir = tmp_path / "run"

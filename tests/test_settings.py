@@ -48,6 +48,7 @@ def test_defaults_listen_on_loopback_6001_with_one_app():
     assert (settings.max_message_bytes, settings.max_body_bytes) == (65536, 1048576)
     assert settings.http_timeouts == HTTPTimeouts(idle=5.0, header=10.0, body=30.0)
     assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
 
 
 def test_default_secret_is_flagged_as_well_known():
@@ -74,6 +75,7 @@ def test_every_push_variable_overrides_its_default():
         "PUSH_HTTP_HEADER_TIMEOUT": "3.5",
         "PUSH_HTTP_BODY_TIMEOUT": "60",
         "PUSH_LOG_LEVEL": "debug",
+        "PUSH_LOG_FORMAT": "JSON",
         "PUSH_MAX_OUTBOUND_DELAY": "2.5",
     })
     assert settings == Settings(
@@ -82,7 +84,8 @@ def test_every_push_variable_overrides_its_default():
         hub=HubOptions(activity_timeout=60, pong_timeout=2.5, max_connections=500,
                        max_inbound_rate=20, max_inbound_burst=40, max_outbound_delay=2.5),
         max_message_bytes=4096, max_body_bytes=2048,
-        http_timeouts=HTTPTimeouts(idle=2, header=3.5, body=60), log_level="DEBUG")
+        http_timeouts=HTTPTimeouts(idle=2, header=3.5, body=60), log_level="DEBUG",
+        log_format="json")
 
 
 @pytest.mark.parametrize("text, value", [("1", True), ("yes", True), ("ON", True),
@@ -158,6 +161,10 @@ def test_bad_boolean_is_refused():
 
 def test_unknown_log_level_is_refused():
     refused({"PUSH_LOG_LEVEL": "chatty"}, "PUSH_LOG_LEVEL")
+
+
+def test_unknown_log_format_is_refused():
+    refused({"PUSH_LOG_FORMAT": "xml"}, "PUSH_LOG_FORMAT")
 
 
 def test_empty_app_key_is_refused():
