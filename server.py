@@ -48,7 +48,8 @@ def make_application(push: Push) -> tornado.web.Application:
     and ``/demo/config`` tells the index to say that the demos are off.
     """
     settings = push.settings
-    pages = r"/(.*)" if settings.demo else _INDEX_FILES
+    # The admin console serves its own files (its routes come first, under its CSP).
+    pages = r"/(?!admin)(.*)" if settings.demo else _INDEX_FILES
     static = [(pages, tornado.web.StaticFileHandler,
                {"path": str(STATIC_DIR), "default_filename": "index.html"})]
     demo_routes = demo.routes(push.hub, settings.demo_app if settings.demo else None)
@@ -85,7 +86,7 @@ def tune_gc(threshold: int) -> None:
 async def serve(settings: Settings) -> None:
     """Listen until SIGINT or SIGTERM, then drain (see :func:`drain`)."""
     push = Push.from_settings(settings)
-    await push.start()
+    await push.start(address=f"{settings.host}:{settings.port}")
     application = make_application(push)
     tune_gc(settings.gc_threshold)
     tls = tls_context(settings)
@@ -100,6 +101,7 @@ async def serve(settings: Settings) -> None:
         ticker.start()
         log.info("demo pages on at / (PUSH_DEMO=false turns them off)")
     stop = asyncio.Event()
+    push.on_drain_request = stop.set  # the admin console's "drain node": as on SIGTERM
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
