@@ -68,7 +68,7 @@ SECURITY_HEADERS = {
         "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: Chromium then sends "Origin: null" with forms
     "Cache-Control": "no-store",
 }
 _LOGIN_PAGE = """<!doctype html>

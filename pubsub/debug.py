@@ -273,6 +273,7 @@ class DebugFeeds:
         self._hub = hub
         self._watchers: dict[str, list[DebugWatcher]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         hub.control.register(EVENTS, self._on_events)
 
     async def watch(self, watcher: DebugWatcher) -> None:
@@ -288,10 +289,12 @@ class DebugFeeds:
         watchers = self._watchers.get(watcher.app_id, [])
         if watcher in watchers:
             watchers.remove(watcher)
-        if not watchers and self._watchers.pop(watcher.app_id, None) is not None:
+        if (not watchers and self._watchers.pop(watcher.app_id, None) is not None
+                and not self._closed):  # closed: the broker is going, announcements expire
             self._hub.spawn(self._announce(watcher.app_id), "debug console unwatch")
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -9,7 +9,9 @@ let feed = null; // the debug console's WebSocket while watching
 function el(tag, attributes = {}, ...children) {
   const element = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
-  for (const child of children) element.append(child === null || child === undefined ? "" : String(child));
+  for (const child of children) {
+    element.append(child instanceof Node ? child : String(child ?? "")); // text, never HTML
+  }
   return element;
 }
 

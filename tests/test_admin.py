@@ -137,7 +137,7 @@ def assert_security_headers(answer: tornado.httpclient.HTTPResponse) -> None:
     assert "unsafe-inline" not in policy
     assert answer.headers.get("X-Frame-Options") == "DENY"
     assert answer.headers.get("X-Content-Type-Options") == "nosniff"
-    assert answer.headers.get("Referrer-Policy") == "no-referrer"
+    assert answer.headers.get("Referrer-Policy") == "same-origin"
 
 
 def refused(answer: tornado.httpclient.HTTPResponse) -> bool:
