@@ -218,9 +218,6 @@ class NotFoundHandler(AdminHandler):
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404)
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.write_json({"error": "Not found"})
-
 
 class SlashHandler(AdminHandler):
     """``/admin`` → ``/admin/``."""
@@ -288,13 +285,6 @@ class LogoutHandler(AdminHandler):
         self.clear_cookie(COOKIE, path=self.cookie_path)
         audit.info("logout from %s", self.client)
         self.write_json({})
-
-
-class PageHandler(StaticHandler):
-    """``/admin/``: the console's page; without a session, the login form."""
-
-    def initialize(self, console: AdminConsole, prefix: str = "", **_: Any) -> None:
-        super().initialize(console, prefix, name="admin.html")
 
 
 class SessionHandler(AdminHandler):
@@ -461,7 +451,7 @@ def routes(console: AdminConsole | None, prefix: str = "") -> list[tuple[str, ty
     context = {"console": console, "prefix": prefix}
     return [
         (rf"{at}", SlashHandler, context),
-        (rf"{at}/", PageHandler, context),
+        (rf"{at}/", StaticHandler, {**context, "name": "admin.html"}),  # else the login form
         (rf"{at}/login", LoginHandler, context),
         (rf"{at}/logout", LogoutHandler, context),
         (rf"{at}/demo\.css", StaticHandler, {**context, "name": "demo.css", "public": True}),

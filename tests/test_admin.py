@@ -21,13 +21,12 @@ import tornado.web
 import tornado.websocket
 
 from app_server import auth_routes
-from conftest import MAIN, in_thread, subscribed, until
+from conftest import MAIN, in_thread, until
 from tornado_push.embed import Push
 from tornado_push.handlers import admin
 from tornado_push.pubsub import debug
 from tornado_push.pubsub.errors import ErrorCode
 from tornado_push.server import make_application
-from tornado_push.settings import Settings
 
 PASSWORD = "a long admin password"
 #: Values for the named groups of the admin routes, to request a concrete path.
@@ -53,7 +52,9 @@ class AdminClient:
     """A browser's view of the console: its cookie, CSRF token and Origin header."""
 
     def __init__(self, port: int) -> None:
-        self.origin = f"http://127.0.0.1:{port}"
+        self.base = f"http://127.0.0.1:{port}"
+        #: The page's origin, which the browser sends: ``base`` unless a proxy in front says otherwise.
+        self.origin = self.base
         self.cookie: str | None = None
         self.csrf: str | None = None
 
@@ -69,7 +70,7 @@ class AdminClient:
         if method == "POST" and body is None:
             body = b""
         return await tornado.httpclient.AsyncHTTPClient().fetch(
-            self.origin + path, method=method, body=body, headers=sent, raise_error=False,
+            self.base + path, method=method, body=body, headers=sent, raise_error=False,
             follow_redirects=False)
 
     async def login(self, password: str = PASSWORD) -> tornado.httpclient.HTTPResponse:
@@ -102,7 +103,7 @@ class AdminClient:
         if origin is not None:
             headers["Origin"] = self.origin if origin == "same" else origin
         request = tornado.httpclient.HTTPRequest(
-            f"ws{self.origin[4:]}/admin/api/apps/{app_id}/debug{query}", headers=headers)
+            f"ws{self.base[4:]}/admin/api/apps/{app_id}/debug{query}", headers=headers)
         return await tornado.websocket.websocket_connect(request)
 
 
@@ -150,24 +151,32 @@ def refused(answer: tornado.httpclient.HTTPResponse) -> bool:
 # -- off ----------------------------------------------------------------------------------
 
 
+class Served:
+    """``application`` on a free loopback port of its own, with these server options."""
+
+    def __init__(self, application: tornado.web.Application, **options: Any) -> None:
+        sock, self.port = tornado.testing.bind_unused_port()
+        self.server = tornado.httpserver.HTTPServer(application, **options)
+        self.server.add_sockets([sock])
+
+    def __enter__(self) -> AdminClient:
+        return AdminClient(self.port)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.stop()
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_without_a_password_every_admin_path_answers_404():
     push = Push([MAIN], demo=True)
     assert push.admin is None
-    application = make_application(push)  # as server.py serves it: demo pages on at /
-    sock, port = tornado.testing.bind_unused_port()
-    server = tornado.httpserver.HTTPServer(application)
-    server.add_sockets([sock])
-    client = AdminClient(port)
-    try:
+    with Served(make_application(push)) as client:  # as server.py serves it: demo pages at /
         for path in ("/admin", "/admin/", "/admin/login", "/admin/admin.js", "/admin/admin.css",
                      "/admin/api/nodes", "/admin/api/apps/1/debug", "/admin.html", "/admin.js"):
             for method in ("GET", "POST"):
                 answer = await client.fetch(path, method)
                 assert answer.code == 404, (method, path, answer.code)
         assert (await client.fetch("/demo.css")).code == 200  # the demo's own files still are
-    finally:
-        server.stop()
 
 
 # -- refusals -----------------------------------------------------------------------------
@@ -253,6 +262,16 @@ async def test_session_cookie_is_http_only_strict_and_scoped_to_admin(console):
     forged = console.cookie[:-2] + ("AA" if not console.cookie.endswith("AA") else "BB")
     console.cookie = forged
     assert (await console.fetch("/admin/api/nodes")).code == 401
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_session_cookie_is_secure_when_the_request_came_over_tls(push):
+    """Behind a TLS-terminating proxy (xheaders): the browser's cookie is Secure."""
+    with Served(tornado.web.Application(push.routes()), xheaders=True) as client:
+        client.origin = client.origin.replace("http://", "https://")  # what the browser sends
+        answer = await client.fetch("/admin/login", "POST", urlencode({"password": PASSWORD}),
+                                    headers={"X-Forwarded-Proto": "https"})
+        assert answer.code == 303 and "Secure" in answer.headers["Set-Cookie"]
 
 
 # -- views and actions --------------------------------------------------------------------
