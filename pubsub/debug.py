@@ -161,13 +161,15 @@ class DebugTap(Observer):
         """Queue ``item`` for the nodes whose filters it passes, within the rate cap."""
         watch = self._watched[app_id]
         now = self._clock()
-        nodes = [node for node, (_, filters) in self._live_nodes(app_id, watch, now).items()
-                 if any(f.matches(item) for f in filters)]
+        second = int(now)
+        if second != watch.second:  # a new window; expired announcements go once a second
+            watch.second, watch.sent = second, 0
+            if not self._live_nodes(app_id, watch, now):
+                return
+        nodes = [node for node, (expires, filters) in watch.nodes.items()
+                 if expires > now and any(f.matches(item) for f in filters)]
         if not nodes:
             return
-        second = int(now)
-        if second != watch.second:
-            watch.second, watch.sent = second, 0
         if watch.sent >= self._rate_cap:
             watch.skipped += 1
         else:
