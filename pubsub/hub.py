@@ -294,10 +294,11 @@ class Hub:
         """Send a control message to every process, this one included (to :attr:`control`)."""
         await self._broker.broadcast(message)
 
-    def local_subscriptions(self, app: App) -> tuple[int, int]:
-        """The app's channels on this process and the subscriptions to them here."""
-        channels = self._states[app.id].channels.values()
-        return len(channels), sum(channel.size for channel in channels)
+    def local_counts(self, app: App) -> tuple[int, int, int]:
+        """The app's connections, channels and subscriptions on this process."""
+        state = self._states[app.id]
+        channels = state.channels.values()
+        return len(state.sessions), len(channels), sum(channel.size for channel in channels)
 
     @property
     def connection_count(self) -> int:

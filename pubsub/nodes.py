@@ -68,17 +68,25 @@ class NodeReporter:
         self._task = asyncio.ensure_future(self._report_forever())
 
     async def close(self) -> None:
+        """Stop reporting, after one last record (a draining process shows as draining
+        until its record is removed with its registration, or expires)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            await self._report()
+
+    async def _report(self) -> None:
+        try:
+            await self._hub.state.put_node(self._hub.node_id, self.record(), RECORD_TTL)
+        except BrokerUnavailable as outage:
+            log.warning("node record not written: %s", outage.message)
 
     def record(self) -> dict[str, Any]:
         """This process's figures now, as the nodes table shows them."""
         hub = self._hub
         apps, channels, subscriptions = {}, 0, 0
         for app in hub.apps:
-            apps[app.id] = sum(1 for _ in hub.sessions(app))
-            app_channels, app_subscriptions = hub.local_subscriptions(app)
+            apps[app.id], app_channels, app_subscriptions = hub.local_counts(app)
             channels += app_channels
             subscriptions += app_subscriptions
         return {"node": hub.node_id, "address": self._address, "pid": os.getpid(),
@@ -91,10 +99,7 @@ class NodeReporter:
     async def _report_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                await self._hub.state.put_node(self._hub.node_id, self.record(), RECORD_TTL)
-            except BrokerUnavailable as outage:
-                log.warning("node record not written: %s", outage.message)
+            await self._report()
             due = loop.time() + self._interval
             await asyncio.sleep(self._interval)
             # The loop's own lateness: how long ready callbacks kept this wake-up waiting.
