@@ -42,7 +42,7 @@ from .admin_auth import SESSION_SECONDS, AdminKeys, LoginThrottle
 from .api import JsonHandler
 from ..pubsub import rest
 from ..pubsub.apps import App
-from ..pubsub.debug import DebugFeeds, DebugFilter, DebugTap, DebugWatcher
+from ..pubsub.debug import MAX_FILTER_CHARS, DebugFeeds, DebugFilter, DebugTap, DebugWatcher
 from ..pubsub.errors import ApiError, BrokerUnavailable
 from ..pubsub.hub import Hub
 from ..pubsub.nodes import NodeReporter
@@ -384,21 +384,30 @@ class FeedHandler(_Admin, tornado.websocket.WebSocketHandler):
             self.set_status(403)
             self.finish({"error": "Cross-origin request refused"})
 
+    def initialize(self, console: AdminConsole, prefix: str = "") -> None:
+        super().initialize(console, prefix)
+        self.watcher: DebugWatcher | None = None
+        self._writes = 0  # batches written and not yet taken by the browser
+        self._dropped = 0  # events dropped since the last batch written, for its count
+
     async def get(self, app_id: str) -> None:
         if self.console.hub.apps.by_id(app_id) is None:
             self.set_status(404)
             return self.finish({"error": f"Unknown app {app_id!r}"})
+        chosen = DebugFilter(self.get_query_argument("channel", None) or None,
+                             self.get_query_argument("event", None) or None)
+        if any(len(name) > MAX_FILTER_CHARS for name in chosen.to_json().values()):
+            self.set_status(400)
+            return self.finish({"error": f"Filters are at most {MAX_FILTER_CHARS} characters"})
+        self.watcher = DebugWatcher(app_id, chosen, self._send)
         await super().get(app_id)
 
     def check_origin(self, origin: str) -> bool:
-        return self.same_origin()  # checked in get() already; Tornado asks again
+        return self.same_origin()  # checked in prepare() already; Tornado asks again
 
     async def open(self, app_id: str) -> None:
-        self._writes = 0
-        self._dropped = 0
-        chosen = DebugFilter(self.get_query_argument("channel", None) or None,
-                             self.get_query_argument("event", None) or None)
-        self.watcher = DebugWatcher(app_id, chosen, self._send)
+        assert self.watcher is not None, "get() chose the filter"
+        chosen = self.watcher.filter
         audit.info("debug console on app %s (%s) opened by %s", app_id,
                    json.dumps(chosen.to_json()), self.client)
         try:
@@ -412,9 +421,8 @@ class FeedHandler(_Admin, tornado.websocket.WebSocketHandler):
         pass  # the feed only speaks
 
     def on_close(self) -> None:
-        watcher = getattr(self, "watcher", None)
-        if watcher is not None:
-            self.console.feeds.unwatch(watcher)
+        if self.watcher is not None:
+            self.console.feeds.unwatch(self.watcher)
 
     def _send(self, batch: dict[str, Any]) -> None:
         if self._writes >= MAX_FEED_WRITES:

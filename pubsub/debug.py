@@ -56,7 +56,8 @@ ANNOUNCE_INTERVAL = 3.0
 FLUSH_DELAY = 0.1
 #: Filters one watching node may give per app (one per watcher, deduplicated).
 MAX_FILTERS = 32
-_MAX_FILTER_CHARS = 200
+#: The longest channel or event name a filter may give.
+MAX_FILTER_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class DebugFilter:
         if not isinstance(value, dict):
             return None
         fields = {name: value.get(name) for name in ("channel", "event")}
-        if not all(f is None or (isinstance(f, str) and len(f) <= _MAX_FILTER_CHARS)
+        if not all(f is None or (isinstance(f, str) and len(f) <= MAX_FILTER_CHARS)
                    for f in fields.values()):
             return None
         return cls(**fields)

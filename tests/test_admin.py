@@ -414,6 +414,9 @@ async def test_debug_console_filters_by_channel_and_event(push, logged_in):
     seen = await events_until(feed, lambda event: event["kind"] == "published")
     assert [(e["channel"], e["event"]) for e in seen] == [("news", "wanted")]
     feed.close()
+    with pytest.raises(tornado.httpclient.HTTPClientError) as handshake:
+        await logged_in.feed(query=f"?channel={'x' * (debug.MAX_FILTER_CHARS + 1)}")
+    assert handshake.value.code == 400
 
 
 @pytest.mark.gen_test(timeout=30)
