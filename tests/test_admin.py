@@ -7,6 +7,7 @@ not from a list kept here, so a route added later is checked too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from http.cookies import SimpleCookie
@@ -22,7 +23,10 @@ import tornado.websocket
 
 from app_server import auth_routes
 from conftest import MAIN, in_thread, until
+from webhook_receiver import receiver  # noqa: F401 (fixture)
 from tornado_push.embed import Push
+from tornado_push.pubsub.apps import WebhookTarget
+from tornado_push.pubsub.webhooks import WebhookOptions
 from tornado_push.handlers import admin
 from tornado_push.pubsub import debug
 from tornado_push.pubsub.errors import ErrorCode
@@ -436,3 +440,37 @@ async def test_debug_console_caps_its_rate_and_counts_what_it_skipped(push, logg
     assert debug.RATE_CAP <= shown <= 2 * debug.RATE_CAP
     assert shown + skipped == 3 * debug.RATE_CAP
     feed.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_debug_console_shows_webhooks_with_their_outcome(receiver):  # noqa: F811
+    hooked = dataclasses.replace(MAIN, webhooks=(WebhookTarget(receiver.url("/hooks")),))
+    push = Push([hooked], admin_password=PASSWORD,
+                webhooks=WebhookOptions(batch_seconds=0.01, first_retry=0.05))
+    await push.start()
+    try:
+        with Served(tornado.web.Application(push.routes())) as client:
+            assert (await client.login()).code == 303
+            feed = await client.feed()
+            await next_batch(feed)
+            receiver.fail_next(1)  # the first POST fails with 500, its retry succeeds
+            await push.trigger("news", "ignored", {})  # nobody is subscribed: no webhook
+            socket = await tornado.websocket.websocket_connect(
+                f"ws{client.base[4:]}/app/{MAIN.key}?protocol=7")
+            await socket.write_message(json.dumps({"event": "pusher:subscribe",
+                                                   "data": {"channel": "news"}}))
+            seen = await events_until(feed, lambda e: e.get("outcome") == "success")
+            attempts = [(e["outcome"], e["status"], e["events"]) for e in seen
+                        if e["kind"] == "webhook"]
+            assert attempts == [("http_error", 500, ["channel_occupied"]),
+                                ("success", 200, ["channel_occupied"])]
+            assert all(e["url"] == receiver.url("/hooks") for e in seen if e["kind"] == "webhook")
+            socket.close()
+            feed.close()
+    finally:
+        await push.close()
+
+
+def test_webhook_urls_are_shown_without_credentials_or_query():
+    assert debug.shown_url("https://user:secret@hooks.example:8443/in?token=abc") == \
+        "https://hooks.example:8443/in"
