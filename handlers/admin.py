@@ -23,54 +23,37 @@ JSON API (under ``{prefix}/admin/api/``)::
     GET  apps/{id}/members?channel=    a presence channel's members
     POST apps/{id}/events              {"channels", "name", "data"}: publish, as the HTTP API
     POST apps/{id}/terminate           {"user_id"}: close that user's connections everywhere
-    GET  apps/{id}/debug?channel=&event=   WebSocket: the debug console's feed (pubsub/debug.py)
+    GET  apps/{id}/debug?channel=&event=   WebSocket: the debug console's feed (admin_feed.py)
+
+The checks every request goes through are :class:`~.admin_auth.AdminRequest`'s.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 import tornado.escape
 import tornado.web
-import tornado.websocket
 
-from .admin_auth import SESSION_SECONDS, AdminKeys, LoginThrottle
+from .admin_auth import (COOKIE, CSRF_FIELD, CSRF_HEADER, SESSION_SECONDS, AdminKeys,
+                         AdminRequest, LoginThrottle, audit)
+from .admin_feed import FeedHandler
 from .api import JsonHandler
 from ..pubsub import rest
 from ..pubsub.apps import App
-from ..pubsub.debug import MAX_FILTER_CHARS, DebugFeeds, DebugFilter, DebugTap, DebugWatcher
-from ..pubsub.errors import ApiError, BrokerUnavailable
+from ..pubsub.debug import DebugFeeds, DebugTap
+from ..pubsub.errors import ApiError
 from ..pubsub.hub import Hub
 from ..pubsub.nodes import NodeReporter
 from ..pubsub.observe import SOURCE_ADMIN
 
-log = logging.getLogger(__name__)
-audit = logging.getLogger("tornado_push.admin.audit")
-
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-COOKIE = "push_admin"
-CSRF_HEADER = "X-CSRF-Token"
-CSRF_FIELD = "_csrf"
 #: Channels one listing returns at most (the page searches by prefix for the rest).
 MAX_CHANNELS = 500
-#: Feed batches written to a watching browser and not yet taken by it; beyond, dropped
-#: and counted, so a slow browser never grows this process's buffers.
-MAX_FEED_WRITES = 64
 #: Admin requests are small; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",  # not no-referrer: Chromium then sends "Origin: null" with forms
-    "Cache-Control": "no-store",
-}
 _LOGIN_PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -124,49 +107,7 @@ class AdminConsole:
             await self.reporter.close()
 
 
-class _Admin:
-    """What every admin handler shares: security headers, the session, the Origin check.
-
-    A mixin, for plain handlers and the WebSocket feed alike.
-    """
-
-    #: True for the few routes that answer without a session (the login form, its
-    #: stylesheets, redirects, 404): none of them shows any data.
-    public = False
-    console: AdminConsole
-    prefix: str
-    request: Any
-
-    def initialize(self, console: AdminConsole, prefix: str = "") -> None:
-        self.console = console
-        self.prefix = prefix
-
-    def set_default_headers(self) -> None:
-        for name, value in SECURITY_HEADERS.items():
-            self.set_header(name, value)  # type: ignore[attr-defined]
-
-    def check_xsrf_cookie(self) -> None:
-        """None: admin actions check their own CSRF token (tied to the session) instead,
-        whatever a host app's ``xsrf_cookies`` says."""
-
-    def session_id(self) -> str | None:
-        return self.console.keys.session_id(self.get_cookie(COOKIE))  # type: ignore[attr-defined]
-
-    def same_origin(self) -> bool:
-        """Whether the browser says the request comes from this console's own origin."""
-        origin = self.request.headers.get("Origin")
-        return origin is not None and origin == f"{self.request.protocol}://{self.request.host}"
-
-    @property
-    def cookie_path(self) -> str:
-        return f"{self.prefix}/admin"
-
-    @property
-    def client(self) -> str:
-        return self.request.remote_ip or "?"
-
-
-class AdminHandler(_Admin, JsonHandler):
+class AdminHandler(AdminRequest, JsonHandler):
     """Refuses, before any method runs: a cross-origin POST (403), a request without
     a session (401, or a redirect for pages), a POST without the session's CSRF token (403)."""
 
@@ -367,84 +308,6 @@ class TerminateHandler(AdminHandler):
         audit.warning("connections of user %r of app %s terminated by %s", user_id, app.id,
                       self.client)
         self.write_json({})
-
-
-class FeedHandler(_Admin, tornado.websocket.WebSocketHandler):
-    """The debug console's feed: one JSON message per batch (``{"node", "events",
-    "skipped"}``), first ``{"watching": app}`` once every process has been told."""
-
-    def prepare(self) -> None:
-        """The cookie and the Origin, checked for every method before the handshake."""
-        if self.session_id() is None:
-            self.set_status(401)
-            self.finish({"error": "Log in first"})
-        elif not self.same_origin():
-            audit.warning("refused the debug feed to %s: Origin %r", self.client,
-                          self.request.headers.get("Origin"))
-            self.set_status(403)
-            self.finish({"error": "Cross-origin request refused"})
-
-    def initialize(self, console: AdminConsole, prefix: str = "") -> None:
-        super().initialize(console, prefix)
-        self.watcher: DebugWatcher | None = None
-        self._writes = 0  # batches written and not yet taken by the browser
-        self._dropped = 0  # events dropped since the last batch written, for its count
-
-    async def get(self, app_id: str) -> None:
-        if self.console.hub.apps.by_id(app_id) is None:
-            self.set_status(404)
-            return self.finish({"error": f"Unknown app {app_id!r}"})
-        chosen = DebugFilter(self.get_query_argument("channel", None) or None,
-                             self.get_query_argument("event", None) or None)
-        if any(len(name) > MAX_FILTER_CHARS for name in chosen.to_json().values()):
-            self.set_status(400)
-            return self.finish({"error": f"Filters are at most {MAX_FILTER_CHARS} characters"})
-        self.watcher = DebugWatcher(app_id, chosen, self._send)
-        await super().get(app_id)
-
-    def check_origin(self, origin: str) -> bool:
-        return self.same_origin()  # checked in prepare() already; Tornado asks again
-
-    async def open(self, app_id: str) -> None:
-        assert self.watcher is not None, "get() chose the filter"
-        chosen = self.watcher.filter
-        audit.info("debug console on app %s (%s) opened by %s", app_id,
-                   json.dumps(chosen.to_json()), self.client)
-        try:
-            await self.console.feeds.watch(self.watcher)
-        except BrokerUnavailable as outage:
-            self.close(1011, f"Broker unavailable: {outage.message}"[:120])
-            return
-        self._write({"watching": app_id, "filter": chosen.to_json()})
-
-    def on_message(self, message: str | bytes) -> None:
-        pass  # the feed only speaks
-
-    def on_close(self) -> None:
-        if self.watcher is not None:
-            self.console.feeds.unwatch(self.watcher)
-
-    def _send(self, batch: dict[str, Any]) -> None:
-        if self._writes >= MAX_FEED_WRITES:
-            self._dropped += len(batch["events"]) + batch["skipped"]
-            return
-        if self._dropped:
-            batch = {**batch, "skipped": batch["skipped"] + self._dropped}
-            self._dropped = 0
-        self._write(batch)
-
-    def _write(self, message: dict[str, Any]) -> None:
-        try:
-            written = self.write_message(json.dumps(message))
-        except tornado.websocket.WebSocketClosedError:
-            return
-        self._writes += 1
-        written.add_done_callback(self._written)
-
-    def _written(self, future: Any) -> None:
-        self._writes -= 1
-        if not future.cancelled():
-            future.exception()  # a closed socket: nothing to do, on_close unwatches
 
 
 _APP = r"(?P<app_id>[^/]+)"

@@ -1,4 +1,4 @@
-"""The admin console's credentials: session cookies, CSRF tokens, throttled logins.
+"""The admin console's credentials and the checks every admin request goes through.
 
 Every process of a deployment derives the same signing key from
 ``PUSH_ADMIN_PASSWORD`` (PBKDF2, a fixed salt: no second setting to keep in
@@ -6,6 +6,8 @@ step), so a session cookie made by one process is accepted by all, and changing
 the password ends every session. A cookie is ``{session id}.{expiry}.{HMAC}``;
 the CSRF token is an HMAC of the session id, so it is tied to that session and
 needs no storage. Every comparison of a secret is constant-time.
+:class:`AdminRequest` is what every admin handler shares: the security
+headers, reading the session, the Origin check.
 """
 
 from __future__ import annotations
@@ -13,11 +15,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+if TYPE_CHECKING:
+    from .admin import AdminConsole
+
+#: Logins, refusals and every action, with the client address; never a password, cookie or token.
+audit = logging.getLogger("tornado_push.admin.audit")
+
+COOKIE = "push_admin"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "_csrf"
+#: On every admin answer: nothing inline, nothing from elsewhere, never in a frame.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # not no-referrer: Chromium then sends "Origin: null" with forms
+    "Cache-Control": "no-store",
+}
 #: Seconds a login lasts.
 SESSION_SECONDS = 8 * 3600
 #: PBKDF2 rounds deriving the key: a stolen cookie does not make guessing the password cheap.
@@ -109,3 +131,45 @@ class LoginThrottle:
 
     def succeeded(self, address: str) -> None:
         self._failures.pop(address, None)
+
+
+class AdminRequest:
+    """What every admin handler checks and sends: security headers, the session, the Origin.
+
+    A mixin, for plain handlers and the WebSocket feed alike.
+    """
+
+    #: True for the few routes that answer without a session (the login form, its
+    #: stylesheets, redirects, 404): none of them shows any data.
+    public = False
+    console: AdminConsole
+    prefix: str
+    request: Any
+
+    def initialize(self, console: AdminConsole, prefix: str = "") -> None:
+        self.console = console
+        self.prefix = prefix
+
+    def set_default_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)  # type: ignore[attr-defined]
+
+    def check_xsrf_cookie(self) -> None:
+        """None: admin actions check their own CSRF token (tied to the session) instead,
+        whatever a host app's ``xsrf_cookies`` says."""
+
+    def session_id(self) -> str | None:
+        return self.console.keys.session_id(self.get_cookie(COOKIE))  # type: ignore[attr-defined]
+
+    def same_origin(self) -> bool:
+        """Whether the browser says the request comes from this console's own origin."""
+        origin = self.request.headers.get("Origin")
+        return origin is not None and origin == f"{self.request.protocol}://{self.request.host}"
+
+    @property
+    def cookie_path(self) -> str:
+        return f"{self.prefix}/admin"
+
+    @property
+    def client(self) -> str:
+        return self.request.remote_ip or "?"
