@@ -170,9 +170,10 @@ class Push:
         ``wsPath: "/push"``; the HTTP API checks signatures over the
         standard ``/apps/{id}/...`` path, the one the SDKs sign.
         """
-        return routes(self.hub, self.in_flight, prefix=prefix,
-                      compression=self.settings.websocket_compression,
-                      max_message_bytes=self.settings.max_message_bytes) + admin.routes(self.admin, prefix)
+        engine = routes(self.hub, self.in_flight, prefix=prefix,
+                        compression=self.settings.websocket_compression,
+                        max_message_bytes=self.settings.max_message_bytes)
+        return engine + admin.routes(self.admin, prefix)
 
     async def start(self, *, address: str | None = None) -> None:
         """Start the engine on the running loop (joins the Redis cluster when configured).

@@ -86,7 +86,7 @@ def tune_gc(threshold: int) -> None:
 async def serve(settings: Settings) -> None:
     """Listen until SIGINT or SIGTERM, then drain (see :func:`drain`)."""
     push = Push.from_settings(settings)
-    await push.start(address=f"{settings.host}:{settings.port}")
+    await push.start()
     application = make_application(push)
     tune_gc(settings.gc_threshold)
     tls = tls_context(settings)

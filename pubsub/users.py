@@ -3,8 +3,8 @@
 :class:`Users` coordinates across processes: who is online is the cluster
 state's to say, and notices for other processes (a watched user came online,
 terminate a user) travel as broker control messages that every process
-handles (:meth:`Users.register_control` hands their types to the hub's dispatcher). :class:`UserDirectory` is one app's
-view on this process.
+handles (:meth:`Users.register_control` gives their types to the hub's
+dispatcher). :class:`UserDirectory` is one app's view on this process.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ class Users:
         dispatcher.register(_TERMINATE, self._on_terminate)
         dispatcher.register(_WATCHED, self._on_watched)
 
-    def _directory(self, message: dict[str, Any]) -> tuple[UserDirectory, str] | None:
+    def _addressee(self, message: dict[str, Any]) -> tuple[UserDirectory, str] | None:
+        """The directory and user a control message names; None (logged) if it names none."""
         directory = self._directories.get(message.get("app", ""))
         user_id = message.get("user")
         if directory is None or not isinstance(user_id, str):
@@ -120,17 +121,16 @@ class Users:
         return directory, user_id
 
     def _on_terminate(self, message: dict[str, Any]) -> None:
-        found = self._directory(message)
-        if found is not None:
-            for session in found[0].connections(found[1]):
+        if (addressee := self._addressee(message)) is not None:
+            directory, user_id = addressee
+            for session in directory.connections(user_id):
                 session.close(ErrorCode.UNAUTHORIZED, "Connection terminated by the app")
 
     def _on_watched(self, message: dict[str, Any]) -> None:
-        found = self._directory(message)
-        if found is None:
+        if (addressee := self._addressee(message)) is None:
             return
         if message.get("name") in ("online", "offline"):
-            self._tell_watchers(found[0], found[1], message["name"])
+            self._tell_watchers(*addressee, message["name"])
         else:
             log.warning("ignoring control message %r", message)
 
