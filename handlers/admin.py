@@ -125,7 +125,8 @@ class AdminHandler(AdminRequest, JsonHandler):
         if session is None:
             return self.refuse_unauthenticated()
         if posted:
-            token = self.request.headers.get(CSRF_HEADER) or self.get_body_argument(CSRF_FIELD, None)
+            token = (self.request.headers.get(CSRF_HEADER)
+                     or self.get_body_argument(CSRF_FIELD, None))
             if not self.console.keys.csrf_matches(session, token):
                 audit.warning("refused %s %s from %s: CSRF token missing or wrong",
                               self.request.method, self.request.path, self.client)
@@ -313,7 +314,8 @@ class TerminateHandler(AdminHandler):
 _APP = r"(?P<app_id>[^/]+)"
 
 
-def routes(console: AdminConsole | None, prefix: str = "") -> list[tuple[str, type, dict[str, Any]]]:
+def routes(console: AdminConsole | None,
+           prefix: str = "") -> list[tuple[str, type, dict[str, Any]]]:
     """The admin console's routes under ``{prefix}/admin``; with no ``console`` (no
     password set), one route that answers 404 for every admin path."""
     at = re.escape(prefix) + "/admin"

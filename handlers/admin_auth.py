@@ -37,7 +37,8 @@ SECURITY_HEADERS = {
         "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",  # not no-referrer: Chromium then sends "Origin: null" with forms
+    # Not no-referrer: with it, Chromium sends "Origin: null" with the login form.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 #: Seconds a login lasts.

@@ -109,7 +109,8 @@ class _AppWatch:
     __slots__ = ("nodes", "second", "sent", "skipped", "pending")
 
     def __init__(self) -> None:
-        self.nodes: dict[int, tuple[float, tuple[DebugFilter, ...]]] = {}  # node → expiry, filters
+        #: Watching node → when its announcement expires, and its filters.
+        self.nodes: dict[int, tuple[float, tuple[DebugFilter, ...]]] = {}
         self.second = 0  # the current one-second window, and events kept in it
         self.sent = 0
         self.skipped = 0  # since the last flush

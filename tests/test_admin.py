@@ -57,7 +57,7 @@ class AdminClient:
 
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
-        #: The page's origin, which the browser sends: ``base`` unless a proxy in front says otherwise.
+        #: The page's origin, which the browser sends: ``base``, unless a proxy is in front.
         self.origin = self.base
         self.cookie: str | None = None
         self.csrf: str | None = None
@@ -228,7 +228,8 @@ async def test_actions_need_the_sessions_csrf_token(logged_in, server_port):
     assert (await logged_in.action(path, event, csrf=other.csrf)).code == 403  # another session's
     assert (await logged_in.action(path, event)).code == 200
     form = urlencode({admin.CSRF_FIELD: logged_in.csrf})
-    assert (await logged_in.fetch("/admin/logout", "POST", form)).code == 200  # a form field works too
+    # A form field carries the token as well as the header does.
+    assert (await logged_in.fetch("/admin/logout", "POST", form)).code == 200
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -79,7 +79,8 @@ async def test_admin_console_across_two_processes(redis_server, server_processes
 
     await page.get_by_label("User id").fill("alice")
     await page.get_by_role("button", name="Terminate").click()
-    await expect(page.locator("#terminate-result")).to_have_text("Closed every connection of alice.")
+    await expect(page.locator("#terminate-result")).to_have_text(
+        "Closed every connection of alice.")
     await alice.expect(type="state", current="disconnected", timeout=10)
     await expect(page.locator("#debug-events li[data-kind='connection_closed']")
                  .filter(has_text="4009")).to_have_count(1, timeout=5_000)
