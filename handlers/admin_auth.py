@@ -133,6 +133,10 @@ class LoginThrottle:
     def succeeded(self, address: str) -> None:
         self._failures.pop(address, None)
 
+    def __len__(self) -> int:
+        """Addresses remembered now."""
+        return len(self._failures)
+
 
 class AdminRequest:
     """What every admin handler checks and sends: security headers, the session, the Origin.

@@ -27,7 +27,7 @@ from webhook_receiver import receiver  # noqa: F401 (fixture)
 from tornado_push.embed import Push
 from tornado_push.pubsub.apps import WebhookTarget
 from tornado_push.pubsub.webhooks import WebhookOptions
-from tornado_push.handlers import admin
+from tornado_push.handlers import admin, admin_auth
 from tornado_push.pubsub import debug
 from tornado_push.pubsub.errors import ErrorCode
 from tornado_push.server import make_application
@@ -475,3 +475,45 @@ async def test_debug_console_shows_webhooks_with_their_outcome(receiver):  # noq
 def test_webhook_urls_are_shown_without_credentials_or_query():
     assert debug.shown_url("https://user:secret@hooks.example:8443/in?token=abc") == \
         "https://hooks.example:8443/in"
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+def test_session_cookies_expire_and_are_bound_to_the_password():
+    keys = admin_auth.AdminKeys(PASSWORD)
+    cookie = keys.new_session(now=1000.0)
+    session = keys.session_id(cookie, now=1001.0)
+    assert session is not None
+    assert keys.session_id(cookie, now=1000.0 + admin_auth.SESSION_SECONDS) is None  # expired
+    assert admin_auth.AdminKeys(PASSWORD).session_id(cookie, now=1001.0) == session  # any process
+    assert admin_auth.AdminKeys(PASSWORD + "!").session_id(cookie, now=1001.0) is None
+    session_part, expires, signature = cookie.split(".")
+    later = f"{session_part}.{int(expires) + 3600}.{signature}"
+    assert keys.session_id(later, now=1001.0) is None  # the expiry is signed too
+    assert keys.csrf_matches(session, keys.csrf_token(session))
+    assert not keys.csrf_matches(session, keys.csrf_token("another session"))
+    assert keys.password_matches(PASSWORD) and not keys.password_matches(PASSWORD[:-1])
+
+
+def test_login_throttle_backs_off_and_its_table_stays_bounded():
+    now = [0.0]
+    throttle = admin_auth.LoginThrottle(free=2, longest=8, forget_after=100, size=3,
+                                        clock=lambda: now[0])
+    for _ in range(2):
+        throttle.failed("10.0.0.1")
+    assert throttle.wait("10.0.0.1") == 1  # after the free failures: 1 s, then doubling
+    throttle.failed("10.0.0.1")
+    assert throttle.wait("10.0.0.1") == 2
+    for _ in range(5):
+        throttle.failed("10.0.0.1")
+    assert throttle.wait("10.0.0.1") == 8  # capped at the longest wait
+    now[0] = 101.0
+    assert throttle.wait("10.0.0.1") == 0  # forgotten after a quiet while
+    for n in range(10):
+        throttle.failed(f"10.0.1.{n}")
+        throttle.failed(f"10.0.1.{n}")
+    assert len(throttle) == 3  # the least recently failed are forgotten first
+    assert throttle.wait("10.0.1.9") > 0 and throttle.wait("10.0.1.0") == 0
+    throttle.succeeded("10.0.1.9")
+    assert throttle.wait("10.0.1.9") == 0
