@@ -249,7 +249,10 @@ class RedisState(ClusterState):
                     live[int(node)] = entry["record"]
                 else:
                     expired.append(node)
-            if expired:  # a dead process's record; whoever reads first removes it
+            # A dead process's record: whoever reads first removes it. A live process whose
+            # record was late (expired) and rewritten meanwhile may lose it until its next
+            # report, 2 s later: it was not shown anyway while late.
+            if expired:
                 await self._redis.hdel(self._records_key(), *expired)
         return live
 
