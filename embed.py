@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 import tornado.httpclient
 
-from .handlers import routes
+from .handlers import admin, routes
 from .handlers.health import InFlightRequests
 from .pubsub import protocol, rest, text
 from .pubsub.apps import App, AppRegistry
@@ -153,24 +153,37 @@ class Push:
         self.settings = settings
         self.hub = hub if hub is not None else make_hub(settings)
         self.in_flight = InFlightRequests()
+        #: Called when the admin console asks this process to drain; ``server.py`` sets its
+        #: SIGTERM path. Unset, the hub drains (:meth:`Hub.drain`) and the host decides the rest.
+        self.on_drain_request: Callable[[], None] | None = None
+        self.admin = (admin.AdminConsole(self.hub, settings.admin_password, self._drain_requested)
+                      if settings.admin_password else None)
 
     # -- the host's Application ------------------------------------------------------
 
     def routes(self, prefix: str = "") -> list[tuple[str, type, dict[str, Any]]]:
         """Routes for the host's ``Application``: ``{prefix}/app/{key}`` (WebSocket),
-        ``{prefix}/apps/{id}/...`` (HTTP API), ``{prefix}/health`` and ``{prefix}/ready``.
+        ``{prefix}/apps/{id}/...`` (HTTP API), ``{prefix}/health`` and ``{prefix}/ready``,
+        and ``{prefix}/admin/`` (the admin console; 404 unless ``admin_password`` is set).
 
         With a ``prefix`` such as ``"/push"``, pusher-js connects with
         ``wsPath: "/push"``; the HTTP API checks signatures over the
         standard ``/apps/{id}/...`` path, the one the SDKs sign.
         """
-        return routes(self.hub, self.in_flight, prefix=prefix,
-                      compression=self.settings.websocket_compression,
-                      max_message_bytes=self.settings.max_message_bytes)
+        engine = routes(self.hub, self.in_flight, prefix=prefix,
+                        compression=self.settings.websocket_compression,
+                        max_message_bytes=self.settings.max_message_bytes)
+        return engine + admin.routes(self.admin, prefix)
 
-    async def start(self) -> None:
-        """Start the engine on the running loop (joins the Redis cluster when configured)."""
+    async def start(self, *, address: str | None = None) -> None:
+        """Start the engine on the running loop (joins the Redis cluster when configured).
+
+        ``address`` is the host:port this process listens on, shown in the admin
+        console's nodes table (default: the settings' host and port).
+        """
         await self.hub.start()
+        if self.admin is not None:
+            self.admin.start(address or f"{self.settings.host}:{self.settings.port}")
         if self.settings.uses_default_secret:
             log.warning("an app uses the well-known default secret: give it its own "
                         "(PUSH_APP_SECRET for server.py) in production")
@@ -184,7 +197,15 @@ class Push:
         """
         self.hub.drain(grace)
         await self.in_flight.idle()
+        if self.admin is not None:
+            await self.admin.close()
         await self.hub.close()  # waits for the held departures
+
+    def _drain_requested(self) -> None:
+        if self.on_drain_request is not None:
+            self.on_drain_request()
+        else:
+            self.hub.drain(self.settings.drain_grace)
 
     def app(self, app_id: str | None = None) -> App:
         """The app with ``app_id``, by default the first one; ``LookupError`` if none."""

@@ -48,7 +48,8 @@ def make_application(push: Push) -> tornado.web.Application:
     and ``/demo/config`` tells the index to say that the demos are off.
     """
     settings = push.settings
-    pages = r"/(.*)" if settings.demo else _INDEX_FILES
+    # The admin console serves its own files (its routes come first, under its CSP).
+    pages = r"/(?!admin)(.*)" if settings.demo else _INDEX_FILES
     static = [(pages, tornado.web.StaticFileHandler,
                {"path": str(STATIC_DIR), "default_filename": "index.html"})]
     demo_routes = demo.routes(push.hub, settings.demo_app if settings.demo else None)
@@ -100,6 +101,7 @@ async def serve(settings: Settings) -> None:
         ticker.start()
         log.info("demo pages on at / (PUSH_DEMO=false turns them off)")
     stop = asyncio.Event()
+    push.on_drain_request = stop.set  # the admin console's "drain node": as on SIGTERM
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)

@@ -74,6 +74,9 @@ Environment:
                                     when it is on); they sign and publish for anyone, so the
                                     default is on only for the embedded default: the default
                                     app with its well-known secret (default: true then, else false)
+    PUSH_ADMIN_PASSWORD             turns the admin console on at /admin/ (docs/admin.md): its login
+                                    password, at least 12 characters, the same in every process of
+                                    a deployment (default none: off, every /admin path answers 404)
 
 Redis (many processes as one cluster; off unless PUSH_REDIS_URL or PUSH_REDIS_HOST is set):
     PUSH_REDIS_URL                  redis://[user:password@]host[:port][/db], or rediss:// for
@@ -121,6 +124,7 @@ from .pubsub.redis.client import RedisConfig, parse_url
 from .pubsub.webhooks import WebhookOptions
 
 DEFAULT_APP_SECRET = "app-secret"
+MIN_ADMIN_PASSWORD = 12
 _APP_ID_RE = re.compile(r"[0-9]+")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("text", "json")
@@ -177,6 +181,8 @@ class Settings:
     gc_threshold: int = 20000
     #: The demo pages and their unauthenticated endpoints (``handlers/demo.py``).
     demo: bool = False
+    #: The admin console's password (``handlers/admin.py``); None: the console is off.
+    admin_password: str | None = field(default=None, repr=False)
 
     @property
     def demo_app(self) -> App:
@@ -239,6 +245,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         websocket_compression=env.flag("PUSH_WEBSOCKET_COMPRESSION", Settings.websocket_compression),
         gc_threshold=env.integer("PUSH_GC_THRESHOLD", Settings.gc_threshold),
         demo=demo,
+        admin_password=env.environ.get("PUSH_ADMIN_PASSWORD") or None,
         **_tls(env),
         **_mongo(env),
     )
@@ -250,6 +257,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise SettingsError(f"PUSH_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
     if settings.log_format not in _LOG_FORMATS:
         raise SettingsError(f"PUSH_LOG_FORMAT must be one of {', '.join(_LOG_FORMATS)}")
+    if settings.admin_password is not None and len(settings.admin_password) < MIN_ADMIN_PASSWORD:
+        raise SettingsError(f"PUSH_ADMIN_PASSWORD must be at least {MIN_ADMIN_PASSWORD} characters")
     return settings
 
 

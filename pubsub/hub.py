@@ -27,6 +27,7 @@ from .announcements import Announcer
 from .apps import App, AppRegistry
 from .broker import Broker, MemoryBroker, Publication
 from .channels import LocalChannel
+from .control import ControlDispatcher
 from .errors import BrokerUnavailable, ConnectionRefused, ErrorCode, SubscriptionRefused
 from .history import HistoryStore
 from .history.memory import MemoryHistoryStore
@@ -124,7 +125,10 @@ class Hub:
         self.users = Users(apps, self._broker, self.state)
         #: The HTTP API's channel queries (cluster-wide).
         self.queries = ChannelQueries(self.state)
-        self._broker.attach(self.deliver, self.users.on_control)
+        #: Control messages every process receives, to the handler of their type.
+        self.control = ControlDispatcher()
+        self.users.register_control(self.control)
+        self._broker.attach(self.deliver, self.control)
         self.webhooks = webhooks or Webhooks()
         self.webhooks.cluster = self.state
         self.webhooks.observers = self.observers
@@ -285,6 +289,16 @@ class Hub:
         """Close every connection, by default with 4200 so that clients reconnect at once."""
         for session in self._all_sessions():
             session.close(code, message)
+
+    async def broadcast(self, message: dict[str, Any]) -> None:
+        """Send a control message to every process, this one included (to :attr:`control`)."""
+        await self._broker.broadcast(message)
+
+    def local_counts(self, app: App) -> tuple[int, int, int]:
+        """The app's connections, channels and subscriptions on this process."""
+        state = self._states[app.id]
+        channels = state.channels.values()
+        return len(state.sessions), len(channels), sum(channel.size for channel in channels)
 
     @property
     def connection_count(self) -> int:

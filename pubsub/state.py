@@ -137,6 +137,15 @@ class ClusterState(ABC):
     async def cache_get(self, app_id: str, channel: str) -> CacheEntry | None:
         """The cached event, if it has not expired."""
 
+    @abstractmethod
+    async def put_node(self, node_id: int, record: dict[str, Any], ttl: float) -> None:
+        """Keep this process's node record (JSON-able, for the admin console) for ``ttl``
+        seconds, replacing its previous one."""
+
+    @abstractmethod
+    async def nodes(self) -> dict[int, dict[str, Any]]:
+        """Every node record that has not expired, by node id."""
+
     async def until_reap(self) -> float:
         """Seconds until :meth:`reap` may find a dead process, at most :attr:`reap_interval`."""
         return self.reap_interval or 0.0
@@ -170,6 +179,7 @@ class MemoryState(ClusterState):
         self._channels: dict[tuple[str, str], _Channel] = {}
         self._users: dict[tuple[str, str], set[str]] = {}
         self._cache = MemoryCache()
+        self._nodes: dict[int, tuple[float, dict[str, Any]]] = {}  # node → (expires, record)
 
     async def join(self, app_id: str, channel: str, socket_id: str,
                    member: Member | None = None, *, announce: bool = True) -> Arrival:
@@ -240,3 +250,12 @@ class MemoryState(ClusterState):
         now = self._clock()
         cached = self._cache.get(app_id, channel, now)
         return CacheEntry(cached.event, cached.data, cached.expires_at - now) if cached else None
+
+    async def put_node(self, node_id: int, record: dict[str, Any], ttl: float) -> None:
+        self._nodes[node_id] = (self._clock() + ttl, record)
+
+    async def nodes(self) -> dict[int, dict[str, Any]]:
+        now = self._clock()
+        for node_id in [n for n, (expires, _) in self._nodes.items() if expires <= now]:
+            del self._nodes[node_id]
+        return {node_id: record for node_id, (_, record) in self._nodes.items()}

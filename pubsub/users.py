@@ -3,8 +3,8 @@
 :class:`Users` coordinates across processes: who is online is the cluster
 state's to say, and notices for other processes (a watched user came online,
 terminate a user) travel as broker control messages that every process
-handles in :meth:`Users.on_control`. :class:`UserDirectory` is one app's
-view on this process.
+handles (:meth:`Users.register_control` gives their types to the hub's
+dispatcher). :class:`UserDirectory` is one app's view on this process.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from . import protocol
 from .apps import App, AppRegistry
 from .broker import Broker
+from .control import ControlDispatcher
 from .errors import ErrorCode
 from .state import ClusterState
 
@@ -105,17 +106,31 @@ class Users:
         """Close every connection of a signed-in user, in every process (4009: no retry)."""
         await self._broker.broadcast({"type": _TERMINATE, "app": app.id, "user": user_id})
 
-    def on_control(self, message: dict[str, Any]) -> None:
-        """A control message that every process receives."""
+    def register_control(self, dispatcher: ControlDispatcher) -> None:
+        """Handle the control messages this class sends (terminate, watchlist notices)."""
+        dispatcher.register(_TERMINATE, self._on_terminate)
+        dispatcher.register(_WATCHED, self._on_watched)
+
+    def _addressee(self, message: dict[str, Any]) -> tuple[UserDirectory, str] | None:
+        """The directory and user a control message names; None (logged) if it names none."""
         directory = self._directories.get(message.get("app", ""))
         user_id = message.get("user")
         if directory is None or not isinstance(user_id, str):
             log.warning("ignoring control message %r", message)
-        elif message.get("type") == _TERMINATE:
+            return None
+        return directory, user_id
+
+    def _on_terminate(self, message: dict[str, Any]) -> None:
+        if (addressee := self._addressee(message)) is not None:
+            directory, user_id = addressee
             for session in directory.connections(user_id):
                 session.close(ErrorCode.UNAUTHORIZED, "Connection terminated by the app")
-        elif message.get("type") == _WATCHED and message.get("name") in ("online", "offline"):
-            self._tell_watchers(directory, user_id, message["name"])
+
+    def _on_watched(self, message: dict[str, Any]) -> None:
+        if (addressee := self._addressee(message)) is None:
+            return
+        if message.get("name") in ("online", "offline"):
+            self._tell_watchers(*addressee, message["name"])
         else:
             log.warning("ignoring control message %r", message)
 

@@ -179,3 +179,31 @@ async def test_lost_registration_is_reported_so_the_hub_registers_again(redis_cl
     assert await later.start() > first_id  # ids stay unique after the loss
     await node.close()
     await later.close()
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_node_records_are_kept_until_they_expire(state):
+    await state.put_node(7, {"node": 7, "address": "127.0.0.1:6001"}, ttl=30)
+    await state.put_node(8, {"node": 8, "address": "127.0.0.1:6002"}, ttl=0.3)
+    await state.put_node(7, {"node": 7, "address": "127.0.0.1:6003"}, ttl=30)  # replaces
+    assert await state.nodes() == {7: {"node": 7, "address": "127.0.0.1:6003"},
+                                   8: {"node": 8, "address": "127.0.0.1:6002"}}
+    deadline = asyncio.get_running_loop().time() + 10
+    while 8 in await state.nodes():  # expiry is time passing: poll it, within a deadline
+        assert asyncio.get_running_loop().time() < deadline, "node 8's record never expired"
+        await asyncio.sleep(0.05)
+    assert list(await state.nodes()) == [7]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_node_records_work_on_redis_cluster(redis_cluster):
+    client = aioredis.RedisCluster.from_url(redis_cluster.url)
+    first, second = RedisState(client, prefix="test-records"), RedisState(client, prefix="test-records")
+    ids = [await first.start(), await second.start()]
+    for node_id in ids:
+        await first.put_node(node_id, {"node": node_id}, ttl=30)
+    assert await second.nodes() == {node_id: {"node": node_id} for node_id in ids}
+    await first.close()  # a node that leaves takes its record with it
+    assert list(await second.nodes()) == [ids[1]]
+    await second.close()
+    await client.aclose()

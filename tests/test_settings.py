@@ -277,3 +277,11 @@ def test_invalid_history_options_in_a_file_app_are_refused(tmp_path, option, val
                                          ("PUSH_APP_HISTORY_TTL", "-1")])
 def test_invalid_history_variables_are_refused(name, value):
     refused({name: value}, name)
+
+
+def test_admin_password_turns_the_console_on_and_must_be_long_enough():
+    assert load_settings({}).admin_password is None
+    assert load_settings({"PUSH_ADMIN_PASSWORD": ""}).admin_password is None  # off, not open
+    assert load_settings({"PUSH_ADMIN_PASSWORD": "twelve chars"}).admin_password == "twelve chars"
+    refused({"PUSH_ADMIN_PASSWORD": "short"}, "PUSH_ADMIN_PASSWORD", "12")
+    assert "twelve chars" not in repr(load_settings({"PUSH_ADMIN_PASSWORD": "twelve chars"}))

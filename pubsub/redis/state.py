@@ -29,6 +29,8 @@ Keys (``P`` is the prefix):
     P:{a:c}:pub                 the channel's pub/sub name (not a key)
     P:{a:#user:u}:sockets       HASH socket → node (a signed-in user's connections)
     P:{a}:channels              SET of occupied channel names (an index for GET /channels)
+    P:{nodes}:records           HASH node id → the admin console's node record, JSON with its
+                                expiry in Redis time (one key: works on Redis Cluster)
 """
 
 from __future__ import annotations
@@ -165,6 +167,9 @@ class RedisState(ClusterState):
     def _node_key(self, node_id: int | str, kind: str) -> str:
         return self._key("node", str(node_id), kind)
 
+    def _records_key(self) -> str:
+        return self._key("{nodes}", "records")
+
     # -- node lifecycle ------------------------------------------------------------
 
     async def start(self) -> int:
@@ -181,6 +186,7 @@ class RedisState(ClusterState):
         with contextlib.suppress(BrokerUnavailable):
             async with _reachable():
                 await self._redis.zrem(self._key("nodes"), self.node_id)
+                await self._redis.hdel(self._records_key(), str(self.node_id))
                 await self._redis.delete(self._node_key(self.node_id, "subs"),
                                          self._node_key(self.node_id, "users"))
 
@@ -225,6 +231,30 @@ class RedisState(ClusterState):
                     await self.on_registration_lost()
             except BrokerUnavailable as outage:
                 log.warning("node heartbeat failed: %s", outage.message)
+
+    async def put_node(self, node_id: int, record: dict[str, Any], ttl: float) -> None:
+        async with _reachable():
+            expires = await self._now() + ttl
+            await self._redis.hset(self._records_key(), str(node_id),
+                                   json.dumps({"expires": expires, "record": record}))
+
+    async def nodes(self) -> dict[int, dict[str, Any]]:
+        async with _reachable():
+            now = await self._now()
+            stored = await self._redis.hgetall(self._records_key())
+            live, expired = {}, []
+            for node, value in stored.items():
+                entry = json.loads(value)
+                if entry["expires"] > now:
+                    live[int(node)] = entry["record"]
+                else:
+                    expired.append(node)
+            # A dead process's record: whoever reads first removes it. A live process whose
+            # record was late (expired) and rewritten meanwhile may lose it until its next
+            # report, 2 s later: it was not shown anyway while late.
+            if expired:
+                await self._redis.hdel(self._records_key(), *expired)
+        return live
 
     # -- channels ------------------------------------------------------------------
 
