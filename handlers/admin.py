@@ -38,7 +38,7 @@ import tornado.escape
 import tornado.web
 
 from .admin_auth import (COOKIE, CSRF_FIELD, CSRF_HEADER, SESSION_SECONDS, AdminKeys,
-                         AdminRequest, LoginThrottle, audit)
+                         AdminRequest, LoginThrottle, audit, refusals)
 from .admin_feed import FeedHandler
 from .api import JsonHandler
 from ..pubsub import rest
@@ -116,7 +116,7 @@ class AdminHandler(AdminRequest, JsonHandler):
             raise ApiError(413, f"Request body is over {MAX_BODY_BYTES} bytes")
         posted = self.request.method not in ("GET", "HEAD")
         if posted and not self.same_origin():
-            audit.warning("refused %s %s from %s: Origin %r", self.request.method,
+            refusals.warning("refused %s %s from %s: Origin %r", self.request.method,
                           self.request.path, self.client, self.request.headers.get("Origin"))
             raise ApiError(403, "Cross-origin request refused")
         if self.public:
@@ -128,7 +128,7 @@ class AdminHandler(AdminRequest, JsonHandler):
             token = (self.request.headers.get(CSRF_HEADER)
                      or self.get_body_argument(CSRF_FIELD, None))
             if not self.console.keys.csrf_matches(session, token):
-                audit.warning("refused %s %s from %s: CSRF token missing or wrong",
+                refusals.warning("refused %s %s from %s: CSRF token missing or wrong",
                               self.request.method, self.request.path, self.client)
                 raise ApiError(403, "CSRF token missing or wrong")
 
@@ -203,14 +203,14 @@ class LoginHandler(AdminHandler):
         keys, throttle = self.console.keys, self.console.throttle
         wait = throttle.wait(self.client)
         if wait > 0:
-            audit.warning("login refused from %s: throttled for %.0f s", self.client, wait)
+            refusals.warning("login refused from %s: throttled for %.0f s", self.client, wait)
             self.set_status(429)
             self.set_header("Retry-After", str(int(wait) + 1))
             return self.write_html(_LOGIN_PAGE.format(error=tornado.escape.xhtml_escape(
                 f"Too many failed logins: try again in {int(wait) + 1} s")))
         if not keys.password_matches(self.get_body_argument("password", "")):
             throttle.failed(self.client)
-            audit.warning("login failed from %s", self.client)
+            refusals.warning("login failed from %s", self.client)
             self.set_status(401)
             return self.write_html(_LOGIN_PAGE.format(error="Wrong password"))
         throttle.succeeded(self.client)

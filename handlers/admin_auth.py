@@ -24,8 +24,13 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from .admin import AdminConsole
 
-#: Logins, refusals and every action, with the client address; never a password, cookie or token.
+#: Logins and every action of a signed-in operator, with the client address; never a
+#: password, cookie or token. Not rate-limited (``lograte.UNLIMITED``): only someone
+#: holding the password can make these lines.
 audit = logging.getLogger("tornado_push.admin.audit")
+#: Failed and throttled logins, refused cross-origin or token-less requests: anyone can
+#: make these, so they pass the log rate limit like every other line.
+refusals = logging.getLogger("tornado_push.admin.refusals")
 
 COOKIE = "push_admin"
 CSRF_HEADER = "X-CSRF-Token"

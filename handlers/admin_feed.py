@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.websocket
 
-from .admin_auth import AdminRequest, audit
+from .admin_auth import AdminRequest, audit, refusals
 from ..pubsub.debug import MAX_FILTER_CHARS, DebugFilter, DebugWatcher
 from ..pubsub.errors import BrokerUnavailable
 
@@ -33,7 +33,7 @@ class FeedHandler(AdminRequest, tornado.websocket.WebSocketHandler):
             self.set_status(401)
             self.finish({"error": "Log in first"})
         elif not self.same_origin():
-            audit.warning("refused the debug feed to %s: Origin %r", self.client,
+            refusals.warning("refused the debug feed to %s: Origin %r", self.client,
                           self.request.headers.get("Origin"))
             self.set_status(403)
             self.finish({"error": "Cross-origin request refused"})

@@ -24,8 +24,9 @@ INTERVAL = 10.0
 #: Kinds remembered at most; past it, windows that are over are forgotten.
 MAX_KINDS = 1024
 #: Loggers never limited: an access log is one line per request by contract, and
-#: each of its lines cost the client a whole request.
-UNLIMITED = frozenset({"tornado.access"})
+#: each of its lines cost the client a whole request; the admin console's audit
+#: lines are each an action of someone holding the admin password.
+UNLIMITED = frozenset({"tornado.access", "tornado_push.admin.audit"})
 
 
 class _Window:

@@ -44,20 +44,32 @@ def limited():
     logger.removeHandler(handler)
 
 
-def test_the_access_log_keeps_one_line_per_request(limited):
-    _, handler, _ = limited
-    access = logging.getLogger("tornado.access")
-    access.propagate, level = False, access.level
-    access.setLevel(logging.INFO)
-    access.addHandler(handler)
+def _lines_kept(handler: Collected, name: str, count: int) -> int:
+    """How many of ``count`` lines of one kind logged on ``name`` reach ``handler``."""
+    logger = logging.getLogger(name)
+    logger.propagate, level = False, logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
     try:
-        for number in range(50):
-            access.info("%d %s %.2fms", 200, "POST /apps/1/events", number)
+        for number in range(count):
+            logger.info("%d %s %.2fms", 200, "POST /apps/1/events", number)
     finally:
-        access.removeHandler(handler)
-        access.propagate = True
-        access.setLevel(level)
-    assert len(handler.lines) == 50
+        logger.removeHandler(handler)
+        logger.propagate = True
+        logger.setLevel(level)
+    return len(handler.lines)
+
+
+def test_the_access_log_keeps_one_line_per_request(limited):
+    assert _lines_kept(limited[1], "tornado.access", 50) == 50
+
+
+def test_admin_actions_are_all_audited_but_admin_refusals_are_limited(limited):
+    """Only a holder of the admin password makes audit lines; anyone makes refusals."""
+    _, handler, _ = limited
+    assert _lines_kept(handler, "tornado_push.admin.audit", 50) == 50
+    handler.lines.clear()
+    assert _lines_kept(handler, "tornado_push.admin.refusals", 50) == 3
 
 
 def test_a_flood_of_one_kind_passes_a_burst_then_one_summary(limited):
