@@ -86,6 +86,18 @@ class Observer:
         """Webhook events were given up: ``retries_exhausted``, ``queue_full`` or
         ``superseded`` (the cluster state no longer bore them out)."""
 
+    def http_answered(self, app: App | None, endpoint: str, status: int, seconds: float) -> None:
+        """An HTTP request was answered with ``status`` after ``seconds``.
+
+        ``endpoint`` names the route (``events``, ``batch_events``, ``channels``, ...,
+        ``health``), never the path; ``app`` is None when the request named no app
+        that signed it. Told on both paths (the HTTP front and Tornado's handlers)."""
+
+    def http_auth_failed(self, app: App | None, reason: str) -> None:
+        """An HTTP API request's signature was refused: ``unknown_app`` (``app`` None),
+        ``bad_key``, ``bad_signature``, ``stale_timestamp``, ``bad_body_md5`` or
+        ``missing_params``."""
+
 
 class Observers(Observer):
     """Every observer added, told in the order they were added; the hub's one seam."""
@@ -137,3 +149,9 @@ class Observers(Observer):
     def webhook_dropped(self, app: App, url: str, events: list[dict[str, Any]],
                         reason: str) -> None:
         self._tell("webhook_dropped", app, url, events, reason)
+
+    def http_answered(self, app: App | None, endpoint: str, status: int, seconds: float) -> None:
+        self._tell("http_answered", app, endpoint, status, seconds)
+
+    def http_auth_failed(self, app: App | None, reason: str) -> None:
+        self._tell("http_auth_failed", app, reason)
