@@ -260,6 +260,7 @@ class Joiner:
                     continue
                 if publication.epoch == sent.epoch and (publication.offset or 0) <= sent.offset:
                     continue
+                session.counters.deliveries += 1  # held back from LocalChannel.send's count
             session.send(frame)
         self.held.clear()
 
