@@ -8,6 +8,10 @@ scrape time; they are kept whether metrics are on or not.
 
 from __future__ import annotations
 
+from .observe import SOURCE_ADMIN, SOURCE_API, SOURCE_BATCH_API, SOURCE_CLIENT_EVENT, SOURCE_SERVER
+
+#: Where a publication entered the cluster, for ``publications``.
+SOURCES = (SOURCE_API, SOURCE_BATCH_API, SOURCE_CLIENT_EVENT, SOURCE_SERVER, SOURCE_ADMIN)
 #: What a client frame was, for ``frames_received``.
 FRAME_KINDS = ("subscribe", "unsubscribe", "ping", "pong", "signin", "client_event", "invalid")
 
@@ -21,11 +25,13 @@ class AppCounters:
     client message (characters of a text message, as received).
     """
 
-    __slots__ = ("deliveries", "sent_bytes", "received_bytes", "frames", "signins",
+    __slots__ = ("publications", "deliveries", "sent_bytes", "received_bytes", "frames", "signins",
                  "history_appends", "history_reads", "history_replayed", "resumes_succeeded",
                  "resumes_failed", "slow_consumers", "inbound_limited", "client_events_limited")
 
     def __init__(self) -> None:
+        #: Publications accepted here (one per channel), by source (:data:`SOURCES`).
+        self.publications = dict.fromkeys(SOURCES, 0)
         #: Channel-event frames handed to sockets' write queues.
         self.deliveries = 0
         self.sent_bytes = 0

@@ -113,10 +113,6 @@ class Hub:
         self.draining = False
         #: Set by :meth:`close`: publishes are refused (503), the broker being gone.
         self.closed = False
-        #: Connections closed because they did not read what they were sent.
-        self.slow_consumers = 0
-        #: Frames handed to this process's connections by :meth:`deliver`, ever.
-        self.messages_sent = 0
         self._drain_grace = 0.0
         #: Told what happens here (connections, subscriptions, publishes, webhooks):
         #: metrics and the debug console add themselves (see :mod:`.observe`).
@@ -294,6 +290,16 @@ class Hub:
     @property
     def connection_count(self) -> int:
         return self._connection_count
+
+    @property
+    def slow_consumers(self) -> int:
+        """Connections closed because they did not read what they were sent, over all apps."""
+        return sum(state.counters.slow_consumers for state in self._states.values())
+
+    @property
+    def messages_sent(self) -> int:
+        """Channel-event frames handed to this process's connections, ever, over all apps."""
+        return sum(state.counters.deliveries for state in self._states.values())
 
     def health(self) -> dict[str, Any]:
         """This process's connections and its link to the other processes."""
@@ -480,9 +486,11 @@ class Hub:
         which gives it its offset. Observers hear of it once the broker took it."""
         self._check_open()
         stamped = await self._history_channels.stamp(app, publication)
+        counters = self._states[app.id].counters
         if stamped.offset is not None:
-            self._states[app.id].counters.history_appends += 1
+            counters.history_appends += 1
         await self._broker.publish(stamped)
+        counters.publications[source] += 1
         self.observers.published(app, stamped, source)
 
     async def cached_event(self, app: App, name: str) -> CacheEntry | None:
@@ -506,10 +514,10 @@ class Hub:
     def _broadcast(self, channel: LocalChannel, publication: Publication) -> None:
         timer = self.timer
         if timer is None:
-            self.messages_sent += channel.send(publication)
+            channel.send(publication)
             return
         started = time.perf_counter()
-        self.messages_sent += channel.send(publication)
+        channel.send(publication)
         timer.fanned_out(publication.origin_time, time.perf_counter() - started)
 
 

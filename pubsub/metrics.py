@@ -33,16 +33,14 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
 from prometheus_client.registry import Collector
 
 from .apps import App
-from .counters import FRAME_KINDS
+from .counters import FRAME_KINDS, SOURCES
 from .errors import ErrorCode
-from .observe import (SOURCE_ADMIN, SOURCE_API, SOURCE_BATCH_API, SOURCE_CLIENT_EVENT,
-                      SOURCE_SERVER, Observer)
+from .observe import Observer
 from .protocol import ChannelKind
 from .redis.client import COMMAND_SECONDS
 from .timing import LATENCY_BUCKETS, Buckets, PublishTimer
 
 if TYPE_CHECKING:
-    from .broker import Publication
     from .hub import Hub
     from .session import Session
 
@@ -54,7 +52,6 @@ TRANSPORT = "ws"
 #: Close codes that are labels as they are; any other a client chose is ``other``.
 CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011}
                         | {int(code) for code in ErrorCode})
-SOURCES = (SOURCE_API, SOURCE_BATCH_API, SOURCE_CLIENT_EVENT, SOURCE_SERVER, SOURCE_ADMIN)
 #: Seconds between two event-loop lag probes.
 LOOP_PROBE_INTERVAL = 0.5
 
@@ -100,9 +97,6 @@ class Metrics(Observer):
         self.subscriptions_refused = counter(
             "subscriptions_refused", "Subscriptions answered pusher:subscription_error, by status.",
             ("app", "status"))
-        self.publications = counter(
-            "publications", "Publications accepted here (one per channel), by where they came "
-            "from.", ("app", "source"))
         self.webhook_requests = counter("webhook_requests", "Webhook POSTs, by outcome.",
                                         ("app", "outcome"))
         self.webhook_dropped = counter("webhook_events_dropped", "Webhook events given up, by "
@@ -120,8 +114,6 @@ class Metrics(Observer):
               ).labels(version, platform.python_version(), tornado).set(1)
         for app_id in self._app_ids:  # zeros, so that rates exist before the first event
             self.opened.labels(app_id, TRANSPORT)
-            for source in SOURCES:
-                self.publications.labels(app_id, source)
         #: HTTP answers (app, endpoint, code) and seconds by endpoint: per request, so plain.
         self.http_answers: Tally[tuple[str, str, str]] = Tally()
         self.http_seconds: dict[str, Buckets] = {}
@@ -176,9 +168,6 @@ class Metrics(Observer):
 
     def subscription_refused(self, session: Session, channel: str, status: int) -> None:
         self.subscriptions_refused.labels(self.app_label(session.app), str(status)).inc()
-
-    def published(self, app: App, publication: Publication, source: str) -> None:
-        self.publications.labels(self.app_label(app), source).inc()
 
     def webhook_attempted(self, app: App, url: str, events: list[dict[str, object]],
                           outcome: str, status: int | None, seconds: float) -> None:
@@ -252,6 +241,8 @@ class _Collector(Collector):
         def family(name: str, doc: str, *labels: str) -> CounterMetricFamily:
             return CounterMetricFamily(PREFIX + name, doc, labels=("app", *labels))
 
+        publications = family("publications", "Publications accepted here (one per channel), "
+                              "by where they came from.", "source")
         deliveries = family("deliveries", "Channel-event frames handed to sockets' write queues.")
         frames = family("frames_received", "Client frames received, by kind.", "kind")
         received = family("received_bytes", "Length of the client messages received "
@@ -270,6 +261,8 @@ class _Collector(Collector):
                          "refused (client_events) over their rate limit.", "limit")
         for state in self._metrics.hub.app_states():
             app_id, counts = state.app.id, state.counters
+            for source in SOURCES:
+                publications.add_metric((app_id, source), counts.publications[source])
             deliveries.add_metric((app_id,), counts.deliveries)
             for kind in FRAME_KINDS:
                 frames.add_metric((app_id, kind), counts.frames[kind])
@@ -284,7 +277,7 @@ class _Collector(Collector):
             slow.add_metric((app_id,), counts.slow_consumers)
             limited.add_metric((app_id, "inbound"), counts.inbound_limited)
             limited.add_metric((app_id, "client_events"), counts.client_events_limited)
-        yield from (deliveries, frames, received, sent, signins, appends, reads, replayed,
+        yield from (publications, deliveries, frames, received, sent, signins, appends, reads, replayed,
                     resumes, slow, limited)
 
     def _webhooks(self) -> Iterator[Metric]:

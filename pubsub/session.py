@@ -128,10 +128,9 @@ class Session:
     def too_slow(self, why: str) -> None:
         """The client does not read what it is sent: drop it (4100) before it costs the others.
 
-        Counted in ``hub.slow_consumers`` once: a closed session is not closed again."""
+        Counted in the app's ``slow_consumers`` once: a closed session is not closed again."""
         if self.is_closed:
             return
-        self.hub.slow_consumers += 1
         self.counters.slow_consumers += 1
         log.info("closing %s as a slow consumer: %s", self.socket_id, why)
         self.close(ErrorCode.OVER_CAPACITY, "Slow consumer: messages were not read fast enough")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_left
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 #: Seconds: from 100 µs (a fan-out to a few sockets) to 10 s (a stalled Redis).
 LATENCY_BUCKETS: tuple[float, ...] = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05,
@@ -35,6 +35,17 @@ class Buckets:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_all(self, values: Iterable[float]) -> None:
+        """Observe each of ``values``, negative ones as 0 (clocks of different machines)."""
+        bounds, counts, total = self.bounds, self.counts, 0.0
+        for value in values:
+            if value > 0:
+                counts[bisect_left(bounds, value)] += 1
+                total += value
+            else:
+                counts[0] += 1
+        self.sum += total
+
     @property
     def count(self) -> int:
         return sum(self.counts)
@@ -48,40 +59,51 @@ class PublishTimer:
     * ``latency``: from acceptance to the end of the loop iteration that queued it to its
       sockets. Transports write what they queued in a ``call_soon`` callback scheduled by
       the first frame of the iteration (``handlers/outbound.py``'s Flusher); the callback
-      :meth:`fanned_out` schedules comes after it (callbacks run in order), so it runs
-      once the last socket write of those publications is done. One callback per
-      iteration, whatever the number of publications.
+      this timer schedules at its first record of the iteration comes after it (callbacks
+      run in order), so it runs once the last socket write of those publications is done.
 
-    Clock skew between processes can make a difference negative: it is counted as 0.
+    The broadcast path only appends numbers to lists; that one callback per iteration
+    sorts them into the buckets. Clock skew between processes can make a difference
+    negative: it is counted as 0.
     """
 
-    __slots__ = ("broker_lag", "fanout", "latency", "_pending", "_clock")
+    __slots__ = ("broker_lag", "fanout", "latency", "_lags", "_fanouts", "_origins",
+                 "_scheduled", "_clock")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.broker_lag = Buckets()
         self.fanout = Buckets()
         self.latency = Buckets()
-        #: Origin times of the publications fanned out this iteration (None: nothing pending).
-        self._pending: list[float] | None = None
+        #: This iteration's broker lags, fan-out seconds and fanned-out origin times.
+        self._lags: list[float] = []
+        self._fanouts: list[float] = []
+        self._origins: list[float] = []
+        self._scheduled = False
         self._clock = clock
 
     def received(self, origin_time: float) -> None:
         """A publication accepted at ``origin_time`` came from the broker."""
-        self.broker_lag.observe(max(0.0, self._clock() - origin_time))
+        self._lags.append(self._clock() - origin_time)
+        if not self._scheduled:
+            self._schedule()
 
     def fanned_out(self, origin_time: float | None, seconds: float) -> None:
         """A publication was queued to its local subscribers in ``seconds``."""
-        self.fanout.observe(seconds)
-        if origin_time is None:
-            return
-        if self._pending is None:
-            self._pending = [origin_time]
-            asyncio.get_running_loop().call_soon(self._written)
-        else:
-            self._pending.append(origin_time)
+        self._fanouts.append(seconds)
+        if origin_time is not None:
+            self._origins.append(origin_time)
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._written)
 
     def _written(self) -> None:
-        pending, self._pending = self._pending, None
         now = self._clock()
-        for origin_time in pending or ():
-            self.latency.observe(max(0.0, now - origin_time))
+        lags, fanouts, origins = self._lags, self._fanouts, self._origins
+        self._lags, self._fanouts, self._origins = [], [], []
+        self._scheduled = False
+        self.broker_lag.observe_all(lags)
+        self.fanout.observe_all(fanouts)
+        self.latency.observe_all([now - origin for origin in origins])
