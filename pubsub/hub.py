@@ -515,10 +515,8 @@ class Hub:
         timer = self.timer
         if timer is None:
             channel.send(publication)
-            return
-        started = time.perf_counter()
-        channel.send(publication)
-        timer.fanned_out(publication.origin_time, time.perf_counter() - started)
+        else:
+            timer.fan_out(channel.send, publication)
 
 
 def _batches(items: list[Session], size: int) -> Iterator[list[Session]]:

@@ -100,22 +100,34 @@ class Observer:
 
 
 class Observers(Observer):
-    """Every observer added, told in the order they were added; the hub's one seam."""
+    """Every observer added, told in the order they were added; the hub's one seam.
+
+    An observer is called only for the methods it overrides, so that one listening
+    to rare events costs the frequent ones (``published``) nothing."""
 
     def __init__(self) -> None:
         self._observers: tuple[Observer, ...] = ()
+        #: Per method, the observers that override it (filled in as methods are told).
+        self._listeners: dict[str, tuple[Observer, ...]] = {}
 
     def add(self, observer: Observer) -> None:
         self._observers += (observer,)
+        self._listeners.clear()
 
     def remove(self, observer: Observer) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
+        self._listeners.clear()
 
     def __bool__(self) -> bool:
         return bool(self._observers)
 
     def _tell(self, method: str, *args: Any) -> None:
-        for observer in self._observers:
+        listeners = self._listeners.get(method)
+        if listeners is None:
+            base = getattr(Observer, method)
+            listeners = self._listeners[method] = tuple(
+                o for o in self._observers if getattr(type(o), method, base) is not base)
+        for observer in listeners:
             try:
                 getattr(observer, method)(*args)
             except Exception:  # an observer's bug must not cost the connection or publish
