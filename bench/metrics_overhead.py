@@ -90,10 +90,11 @@ def main() -> None:
     print(f"fan-out, {args.subscribers} subscribers, {args.messages} messages of "
           f"{client.DATA_BYTES} bytes, median of {args.runs}, load client on {client.LOOP_NAME}:")
     scraped = f"every {args.scrape_interval:g} s" if args.scrape_interval else "never"
-    print(f"  metrics on (scraped {scraped:>7}) : {on:12,.0f} deliveries/s  {cost_on:7.3f} us CPU each")
-    print(f"  metrics off                      : {off:12,.0f} deliveries/s  {cost_off:7.3f} us CPU each")
-    print(f"  on / off throughput            : {on / off:12.3f}  (target: >= 0.95)")
-    print(f"  off / on CPU per delivery      : {cost_off / cost_on:12.3f}  (target: >= 0.95)")
+    for label, rate, cost in ((f"metrics on (scraped {scraped})", on, cost_on),
+                              ("metrics off", off, cost_off)):
+        print(f"  {label:32}: {rate:12,.0f} deliveries/s  {cost:7.3f} us CPU each")
+    print(f"  {'on / off throughput':32}: {on / off:12.3f}  (target: >= 0.95)")
+    print(f"  {'off / on CPU per delivery':32}: {cost_off / cost_on:12.3f}  (target: >= 0.95)")
 
 
 if __name__ == "__main__":

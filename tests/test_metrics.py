@@ -134,8 +134,8 @@ async def test_deliveries_latency_and_publications_count_each_publish_by_source(
 
     for n in range(4):
         await in_thread(sdk.trigger, "private-room", "news", {"n": n})
-    await in_thread(sdk.trigger_batch, [{"channel": "private-room", "name": "batched", "data": "1"},
-                                        {"channel": "private-room", "name": "batched", "data": "2"}])
+    await in_thread(sdk.trigger_batch, [{"channel": "private-room", "name": "batched",
+                                         "data": str(n)} for n in (1, 2)])
     await clients[0].trigger("private-room", "client-typing", {"who": 0})
     for client in clients:
         await client.expect(type="channel_event", channel="private-room", event="batched",
