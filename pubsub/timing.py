@@ -66,23 +66,24 @@ class PublishTimer:
     * ``latency``: from acceptance to the end of the loop iteration that queued it to its
       sockets. Transports write what they queued in a ``call_soon`` callback scheduled by
       the first frame of the iteration (``handlers/outbound.py``'s Flusher); the callback
-      this timer schedules at its first record of the iteration comes after it (callbacks
+      this timer schedules after the iteration's first fan-out comes after it (callbacks
       run in order), so it runs once the last socket write of those publications is done.
 
-    The broadcast path only appends numbers to lists; that one callback per iteration
-    sorts them into the buckets. Clock skew between processes can make a difference
-    negative: it is counted as 0.
+    Only :meth:`fan_out` schedules that callback: scheduled at :meth:`received`, before
+    the fan-out queued the iteration's first frame, it would run before the flush. The
+    broadcast path only appends numbers to lists, and the callback sorts them into the
+    buckets. Clock skew between processes can make a difference negative: it is
+    counted as 0.
     """
 
-    __slots__ = ("broker_lag", "fanout", "latency", "_lags", "_fanouts", "_origins",
-                 "_scheduled", "_countdown", "_clock")
+    __slots__ = ("broker_lag", "fanout", "latency", "_fanouts", "_origins", "_scheduled",
+                 "_countdown", "_clock")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.broker_lag = Buckets()
         self.fanout = Buckets()
         self.latency = Buckets()
-        #: This iteration's broker lags, fan-out seconds and fanned-out origin times.
-        self._lags: list[float] = []
+        #: This iteration's fan-out seconds and fanned-out origin times.
         self._fanouts: list[float] = []
         self._origins: list[float] = []
         self._scheduled = False
@@ -92,9 +93,8 @@ class PublishTimer:
 
     def received(self, origin_time: float) -> None:
         """A publication accepted at ``origin_time`` came from the broker."""
-        self._lags.append(self._clock() - origin_time)
-        if not self._scheduled:
-            self._schedule()
+        lag = self._clock() - origin_time
+        self.broker_lag.observe(lag if lag > 0 else 0.0)
 
     def fan_out(self, send: Callable[[Publication], object], publication: Publication) -> None:
         """``send(publication)`` to the local subscribers, timed."""
@@ -109,17 +109,13 @@ class PublishTimer:
         if publication.origin_time is not None:
             self._origins.append(publication.origin_time)
         if not self._scheduled:
-            self._schedule()
-
-    def _schedule(self) -> None:
-        self._scheduled = True
-        asyncio.get_running_loop().call_soon(self._written)
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._written)
 
     def _written(self) -> None:
         now = self._clock()
-        lags, fanouts, origins = self._lags, self._fanouts, self._origins
-        self._lags, self._fanouts, self._origins = [], [], []
+        fanouts, origins = self._fanouts, self._origins
+        self._fanouts, self._origins = [], []
         self._scheduled = False
-        self.broker_lag.observe_all(lags)
         self.fanout.observe_all(fanouts)
         self.latency.observe_all([now - origin for origin in origins])

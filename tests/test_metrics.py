@@ -29,7 +29,9 @@ from tornado_push.embed import Push
 from tornado_push.handlers.front import PushHTTPServer
 from tornado_push.pubsub.apps import WebhookTarget
 from tornado_push.pubsub.metrics import CLOSE_CODES
-from tornado_push.pubsub.timing import FANOUT_SAMPLE
+from tornado_push.pubsub import protocol
+from tornado_push.pubsub.session import Session
+from tornado_push.pubsub.timing import FANOUT_SAMPLE, PublishTimer
 from tornado_push.settings import load_settings
 from webhook_receiver import receiver  # noqa: F401 (fixture)
 
@@ -162,6 +164,45 @@ async def test_deliveries_latency_and_publications_count_each_publish_by_source(
     assert grown(P + "http_requests_total", app=MAIN.id, endpoint="batch_events",
                  code="200") == 1
     assert grown(P + "http_request_duration_seconds_count", endpoint="events") == 4
+
+
+class FlushingTransport:
+    """Queues frames and writes them in a callback scheduled at the first, as the Flusher does."""
+
+    def __init__(self, timer: PublishTimer) -> None:
+        self.timer = timer
+        self.queued: list[bytes] = []
+        #: The publications the latency histogram had counted at each flush.
+        self.latency_counts_at_flush: list[int] = []
+
+    def send(self, frame: bytes) -> None:
+        if not self.queued:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.queued.append(frame)
+
+    def flush(self) -> None:
+        self.latency_counts_at_flush.append(self.timer.latency.count)
+        self.queued.clear()
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+    def unread_for(self, now: float) -> float:
+        return 0.0
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_latency_is_observed_after_the_flush_that_writes_the_publication(hub):
+    transport = FlushingTransport(hub.timer)
+    session = Session(hub, MAIN, transport)
+    session.open()
+    await hub.subscribe(session, "timed", protocol.channel_kind("timed"))
+    await asyncio.sleep(0)  # the greeting's flush
+    await hub.trigger(MAIN, ["timed"], "news", "{}")
+    await asyncio.sleep(0)
+    assert transport.latency_counts_at_flush[-1] == 0  # not yet observed when written
+    assert hub.timer.latency.count == 1
+    assert hub.timer.broker_lag.count == 1
 
 
 @pytest.mark.gen_test(timeout=30)
