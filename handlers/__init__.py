@@ -38,8 +38,7 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
     signed = {**context, "prefix": prefix}
     socket = {**context, "compression": compression, "max_message_bytes": max_message_bytes}
     at = re.escape(prefix)
-    served = [(rf"{at}/metrics", MetricsHandler, {**context, "metrics": metrics})] if metrics else []
-    return served + [
+    return [
         (rf"{at}/app/([^/]+)", PusherSocketHandler, socket),
         (rf"{at}{_APP}/events", api.EventsHandler, signed),
         (rf"{at}{_APP}/batch_events", api.BatchEventsHandler, signed),
@@ -52,4 +51,6 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
         (rf"{at}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, signed),
         (rf"{at}/health", HealthHandler, context),
         (rf"{at}/ready", ReadyHandler, context),
+        *([(rf"{at}/metrics", MetricsHandler, {**context, "metrics": metrics})]
+          if metrics is not None else []),
     ]

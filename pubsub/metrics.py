@@ -5,13 +5,14 @@
 app; the library's global registry is never used), with the default process,
 GC and platform collectors on it. It gathers in two ways:
 
-* rare events (connections, subscriptions, publications, webhooks, refusals)
-  as an :class:`~.observe.Observer`, into ``prometheus_client`` counters;
-* the hot paths (deliveries, frames, bytes, HTTP answers, publication timings)
-  and the gauges are read at scrape time by :class:`_Collector`, from the plain
-  counters the hub keeps where things happen (:mod:`.counters`, :mod:`.timing`)
-  and from the hub's own structures, so the broadcast path pays no lock and no
-  call per socket and each gauge is right by construction.
+* rare events (connections, refusals, webhooks, signature failures) as an
+  :class:`~.observe.Observer`, into ``prometheus_client`` counters;
+* the hot paths (publications, deliveries, frames, bytes, publication timings,
+  HTTP answers) and the gauges are read at scrape time by :class:`_Collector`,
+  from the plain counters kept where things happen (:mod:`.counters`,
+  :mod:`.timing`, :attr:`Metrics.http_answers`) and from the hub's own
+  structures, so the broadcast path pays no lock and no call per socket and
+  each gauge is right by construction.
 
 Labels take values from bounded sets only: ``app`` a configured app id (else
 ``_unknown``), ``channel_type`` from the channel's name prefix, close codes
@@ -73,9 +74,9 @@ class Metrics(Observer):
     """One hub's metrics: an observer of the hub, and the registry ``/metrics`` serves.
 
     Call :meth:`start` on the running loop (it starts timing publications and the
-    event-loop probe) and :meth:`close` at the end. ``build`` labels
-    ``tornado_push_build_info``: the ``version``, ``python`` and ``tornado`` versions
-    (the caller gives Tornado's: this package does not import Tornado).
+    event-loop probe) and :meth:`close` at the end. ``version`` (this server's) and
+    ``tornado`` (Tornado's, given by the caller: this package does not import Tornado)
+    label ``tornado_push_build_info`` with Python's.
     """
 
     def __init__(self, hub: Hub, *, version: str, tornado: str) -> None:
@@ -277,8 +278,8 @@ class _Collector(Collector):
             slow.add_metric((app_id,), counts.slow_consumers)
             limited.add_metric((app_id, "inbound"), counts.inbound_limited)
             limited.add_metric((app_id, "client_events"), counts.client_events_limited)
-        yield from (publications, deliveries, frames, received, sent, signins, appends, reads, replayed,
-                    resumes, slow, limited)
+        yield from (publications, deliveries, frames, received, sent, signins, appends, reads,
+                    replayed, resumes, slow, limited)
 
     def _webhooks(self) -> Iterator[Metric]:
         hub = self._metrics.hub
