@@ -93,8 +93,7 @@ class PublishTimer:
 
     def received(self, origin_time: float) -> None:
         """A publication accepted at ``origin_time`` came from the broker."""
-        lag = self._clock() - origin_time
-        self.broker_lag.observe(lag if lag > 0 else 0.0)
+        self.broker_lag.observe(max(self._clock() - origin_time, 0.0))
 
     def fan_out(self, send: Callable[[Publication], object], publication: Publication) -> None:
         """``send(publication)`` to the local subscribers, timed."""
