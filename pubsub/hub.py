@@ -516,7 +516,7 @@ class Hub:
         if timer is None:
             channel.send(publication)
         else:
-            timer.fan_out(channel.send, publication)
+            timer.fan_out(channel, publication)
 
 
 def _batches(items: list[Session], size: int) -> Iterator[list[Session]]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 if TYPE_CHECKING:
     from .broker import Publication
+    from .channels import LocalChannel
 
 #: One publication in this many has its fan-out timed: two clock reads per publication
 #: were a measurable part of a small fan-out's cost (bench/metrics_overhead.py).
@@ -95,15 +96,15 @@ class PublishTimer:
         """A publication accepted at ``origin_time`` came from the broker."""
         self.broker_lag.observe(max(self._clock() - origin_time, 0.0))
 
-    def fan_out(self, send: Callable[[Publication], object], publication: Publication) -> None:
-        """``send(publication)`` to the local subscribers, timed."""
+    def fan_out(self, channel: LocalChannel, publication: Publication) -> None:
+        """``channel.send(publication)`` to the local subscribers, timed."""
         self._countdown -= 1
         if self._countdown:
-            send(publication)
+            channel.send(publication)
         else:
             self._countdown = FANOUT_SAMPLE
             started = time.perf_counter()
-            send(publication)
+            channel.send(publication)
             self._fanouts.append(time.perf_counter() - started)
         if publication.origin_time is not None:
             self._origins.append(publication.origin_time)
