@@ -544,15 +544,15 @@ class FrontConnection(asyncio.Protocol):
     def _write_answer(self, request: _Request, status: int, body: bytes) -> None:
         self._answering = None
         self._ready_at, self._head_at = asyncio.get_running_loop().time(), None
+        observers = request.endpoint.hub.observers
+        if observers:  # told even if the client has gone, as Tornado's on_finish is
+            observers.http_answered(request.app, request.endpoint.name, status,
+                                    time.perf_counter() - request.started)
         if self.state is not FrontState.SERVING:
             return
         self._arm()
         self._transport.write(_answer_bytes(status, body, request.keep_alive))
         _log_request(status, request.uri, request.remote_ip, request.started)
-        observers = request.endpoint.hub.observers
-        if observers:
-            observers.http_answered(request.app, request.endpoint.name, status,
-                                    time.perf_counter() - request.started)
         if not request.keep_alive:
             self._transport.close()
         elif self._buffer:

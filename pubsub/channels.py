@@ -29,11 +29,11 @@ class LocalChannel:
 
     __slots__ = ("name", "kind", "counters", "subscribers", "joining", "stream", "ready")
 
-    def __init__(self, name: str, kind: ChannelKind, counters: AppCounters | None = None) -> None:
+    def __init__(self, name: str, kind: ChannelKind, counters: AppCounters) -> None:
         self.name = name
         self.kind = kind
         #: The app's counters: deliveries and bytes sent are added once per publication.
-        self.counters = counters if counters is not None else AppCounters()
+        self.counters = counters
         self.subscribers: dict[str, Session] = {}
         self.joining: dict[str, Joiner] = {}
         self.stream: ChannelStream | None = None
