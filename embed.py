@@ -21,10 +21,12 @@ compose the engine (:func:`make_hub`) in one place.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 from typing import Any, Callable, Iterable
 
+import tornado
 import tornado.httpclient
 
 from .handlers import admin, routes
@@ -35,6 +37,7 @@ from .pubsub.errors import ApiError, PushError
 from .pubsub.history import HistoryStore, MemoryHistoryStore
 from .pubsub.history.redis import RedisHistoryStore
 from .pubsub.hub import Hub
+from .pubsub.metrics import Metrics
 from .pubsub.redis.broker import RedisBroker
 from .pubsub.redis.client import connect
 from .pubsub.redis.state import RedisState
@@ -44,6 +47,17 @@ from .pubsub.webhooks import Poster, Webhooks
 from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+
+#: The version of a checkout, which is not installed: pyproject.toml's, kept equal to it.
+CHECKOUT_VERSION = "0.1.0"
+
+
+def version() -> str:
+    """This server's version: the installed package's, else the checkout's."""
+    try:
+        return importlib.metadata.version("tornado-push")
+    except importlib.metadata.PackageNotFoundError:
+        return CHECKOUT_VERSION
 
 
 class TriggerRefused(ValueError):
@@ -123,6 +137,8 @@ class Push:
     settings: Settings
     hub: Hub
     in_flight: InFlightRequests
+    #: This process's Prometheus metrics (``/metrics``); None with ``PUSH_METRICS=0``.
+    metrics: Metrics | None
 
     def __init__(self, apps: Iterable[App] | None = None, *, redis_url: str | None = None,
                  history: HistoryStore | None = None, **settings: Any) -> None:
@@ -158,13 +174,16 @@ class Push:
         self.on_drain_request: Callable[[], None] | None = None
         self.admin = (admin.AdminConsole(self.hub, settings.admin_password, self._drain_requested)
                       if settings.admin_password else None)
+        self.metrics = (Metrics(self.hub, version=version(), tornado=tornado.version)
+                        if settings.metrics else None)
 
     # -- the host's Application ------------------------------------------------------
 
     def routes(self, prefix: str = "") -> list[tuple[str, type, dict[str, Any]]]:
         """Routes for the host's ``Application``: ``{prefix}/app/{key}`` (WebSocket),
-        ``{prefix}/apps/{id}/...`` (HTTP API), ``{prefix}/health`` and ``{prefix}/ready``,
-        and ``{prefix}/admin/`` (the admin console; 404 unless ``admin_password`` is set).
+        ``{prefix}/apps/{id}/...`` (HTTP API), ``{prefix}/health``, ``{prefix}/ready``,
+        unless metrics are off ``{prefix}/metrics`` (this process's, for Prometheus), and
+        ``{prefix}/admin/`` (the admin console; 404 unless ``admin_password`` is set).
 
         With a ``prefix`` such as ``"/push"``, pusher-js connects with
         ``wsPath: "/push"``; the HTTP API checks signatures over the
@@ -172,7 +191,7 @@ class Push:
         """
         engine = routes(self.hub, self.in_flight, prefix=prefix,
                         compression=self.settings.websocket_compression,
-                        max_message_bytes=self.settings.max_message_bytes)
+                        max_message_bytes=self.settings.max_message_bytes, metrics=self.metrics)
         return engine + admin.routes(self.admin, prefix)
 
     async def start(self, *, address: str | None = None) -> None:
@@ -184,6 +203,8 @@ class Push:
         await self.hub.start()
         if self.admin is not None:
             self.admin.start(address or f"{self.settings.host}:{self.settings.port}")
+        if self.metrics is not None:
+            self.metrics.start()
         if self.settings.uses_default_secret:
             log.warning("an app uses the well-known default secret: give it its own "
                         "(PUSH_APP_SECRET for server.py) in production")
@@ -200,6 +221,8 @@ class Push:
         if self.admin is not None:
             await self.admin.close()
         await self.hub.close()  # waits for the held departures
+        if self.metrics is not None:
+            self.metrics.close()
 
     def _drain_requested(self) -> None:
         if self.on_drain_request is not None:

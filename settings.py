@@ -69,6 +69,9 @@ Environment:
     PUSH_WEBHOOK_RETRY_FOR          seconds a failed webhook batch is retried (default 300)
     PUSH_WEBHOOK_QUEUE_SIZE         webhook events waiting per URL; beyond, the oldest are
                                     dropped (default 10000)
+    PUSH_METRICS                    serve this process's Prometheus metrics at /metrics (default
+                                    true; 0 turns them off: no /metrics route, nothing observed);
+                                    each process answers for itself (docs/observability.md)
     PUSH_DEMO                       the demo pages at / (chat, monitor, notifications) and their
                                     endpoints under /demo/, on the first app (the default app
                                     when it is on); they sign and publish for anyone, so the
@@ -183,6 +186,8 @@ class Settings:
     demo: bool = False
     #: The admin console's password (``handlers/admin.py``); None: the console is off.
     admin_password: str | None = field(default=None, repr=False)
+    #: Prometheus metrics at ``/metrics`` (``pubsub/metrics.py``).
+    metrics: bool = True
 
     @property
     def demo_app(self) -> App:
@@ -243,6 +248,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         drain_grace=env.number("PUSH_DRAIN_GRACE", Settings.drain_grace),
         drain_timeout=env.number("PUSH_DRAIN_TIMEOUT", Settings.drain_timeout, positive=True),
         websocket_compression=env.flag("PUSH_WEBSOCKET_COMPRESSION", Settings.websocket_compression),
+        metrics=env.flag("PUSH_METRICS", Settings.metrics),
         gc_threshold=env.integer("PUSH_GC_THRESHOLD", Settings.gc_threshold),
         demo=demo,
         admin_password=env.environ.get("PUSH_ADMIN_PASSWORD") or None,

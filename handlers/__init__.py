@@ -7,8 +7,10 @@ from typing import Any
 
 from . import api
 from .health import HealthHandler, InFlightRequests, ReadyHandler
+from .metrics import MetricsHandler
 from .socket import PusherSocketHandler
 from ..pubsub.hub import Hub
+from ..pubsub.metrics import Metrics
 
 _APP = r"/apps/(?P<app_id>[^/]+)"
 _CHANNEL = r"(?P<channel>[^/]+)"
@@ -17,7 +19,8 @@ _USER = r"(?P<user_id>[^/]+)"
 
 def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str = "",
            compression: bool = False,
-           max_message_bytes: int | None = None) -> list[tuple[str, type, dict[str, Any]]]:
+           max_message_bytes: int | None = None,
+           metrics: Metrics | None = None) -> list[tuple[str, type, dict[str, Any]]]:
     """The push server's routes at the paths Pusher clients and SDKs use, under ``prefix``.
 
     ``prefix`` (e.g. ``"/push"``) mounts every path under it: pusher-js then
@@ -26,7 +29,8 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
     ``in_flight`` counts the HTTP API requests being served, for a drain to wait on;
     ``compression`` offers permessage-deflate to WebSocket clients;
     ``max_message_bytes`` caps a client's WebSocket message (close 1009 beyond),
-    else the Application's ``websocket_max_message_size`` applies.
+    else the Application's ``websocket_max_message_size`` applies;
+    ``metrics``, when given, is served at ``{prefix}/metrics`` (this process's only).
     """
     if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
         raise ValueError(f"prefix must start with '/' and not end with one, got {prefix!r}")
@@ -47,4 +51,6 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
         (rf"{at}/users/{_USER}/terminate_connections", api.TerminateConnectionsHandler, signed),
         (rf"{at}/health", HealthHandler, context),
         (rf"{at}/ready", ReadyHandler, context),
+        *([(rf"{at}/metrics", MetricsHandler, {**context, "metrics": metrics})]
+          if metrics is not None else []),
     ]

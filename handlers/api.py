@@ -13,6 +13,7 @@ from ..pubsub import logjson, protocol, rest
 from ..pubsub.apps import App
 from ..pubsub.errors import ApiError, BrokerUnavailable
 from .health import InFlightRequests
+from .metrics import tell_answered
 from ..pubsub.hub import Hub
 from ..pubsub.observe import SOURCE_API, SOURCE_BATCH_API
 from ..pubsub.signing import verify_request
@@ -36,14 +37,20 @@ def authenticate(hub: Hub, app_id: str | None, method: str, path: str,
 
     The app is ``app_id``'s or, on the prefix-less paths some SDKs use, the
     signed ``auth_key``'s; ``path`` is the one the SDKs sign, without any prefix.
-    Lines logged for the rest of the request (its task) name the app (:mod:`logjson`).
+    Lines logged for the rest of the request (its task) name the app (:mod:`logjson`);
+    observers are told each refused signature (``http_auth_failed``).
     """
     app = (hub.apps.by_id(app_id) if app_id is not None
            else hub.apps.by_key(query.get("auth_key", "")))
     if app is None:
+        hub.observers.http_auth_failed(None, "unknown_app")
         raise ApiError(404, f"Unknown app {app_id or query.get('auth_key', '')!r}")
     logjson.about(app=app.id)
-    verify_request(app, method, path, query, body, time.time())
+    try:
+        verify_request(app, method, path, query, body, time.time())
+    except ApiError as refusal:
+        hub.observers.http_auth_failed(app, refusal.reason or "bad_signature")
+        raise
     if not app.enabled:
         raise ApiError(403, "App is disabled")
     return app
@@ -113,8 +120,11 @@ class ApiHandler(JsonHandler):
 
     The signature covers the path without the ``prefix`` the routes are
     mounted under, as the SDKs sign it. Refusals are :class:`ApiError` and
-    answer ``{"error": message}`` with their status.
+    answer ``{"error": message}`` with their status. Each answer is told to the
+    hub's observers (``http_answered``) under the handler's ``endpoint`` name.
     """
+
+    endpoint = "other"
 
     def initialize(self, hub: Hub, in_flight: InFlightRequests, prefix: str = "") -> None:
         self.hub = hub
@@ -126,6 +136,7 @@ class ApiHandler(JsonHandler):
     def on_finish(self) -> None:
         # Tornado finishes every request it started, errors and gone clients included.
         self.in_flight.leave()
+        tell_answered(self, self.hub, self.endpoint, self.app_config)
 
     def check_xsrf_cookie(self) -> None:
         """None: requests are signed with the app secret, never carried by a browser's cookies.
@@ -150,6 +161,8 @@ class ApiHandler(JsonHandler):
 class EventsHandler(ApiHandler):
     """``POST /apps/{id}/events`` (:func:`publish_events`)."""
 
+    endpoint = "events"
+
     async def post(self, app_id: str) -> None:
         self.write_json(await publish_events(self.hub, self.app, self.request.body))
 
@@ -157,12 +170,16 @@ class EventsHandler(ApiHandler):
 class BatchEventsHandler(ApiHandler):
     """``POST /apps/{id}/batch_events`` (:func:`publish_batch`)."""
 
+    endpoint = "batch_events"
+
     async def post(self, app_id: str) -> None:
         self.write_json(await publish_batch(self.hub, self.app, self.request.body))
 
 
 class ChannelsHandler(ApiHandler):
     """``GET /apps/{id}/channels?filter_by_prefix=&info=``: the occupied channels."""
+
+    endpoint = "channels"
 
     async def get(self, app_id: str) -> None:
         prefix = self.get_query_argument("filter_by_prefix", "", strip=False)
@@ -176,6 +193,8 @@ class ChannelsHandler(ApiHandler):
 class ChannelHandler(ApiHandler):
     """``GET /apps/{id}/channels/{channel}?info=``: one channel's state."""
 
+    endpoint = "channel"
+
     async def get(self, app_id: str, channel: str) -> None:
         attributes = rest.parse_channel_query(channel, self.get_query_argument("info", None))
         self.write_json(await channel_info(self.hub, self.app, channel, attributes | {"occupied"}))
@@ -183,6 +202,8 @@ class ChannelHandler(ApiHandler):
 
 class ChannelUsersHandler(ApiHandler):
     """``GET /apps/{id}/channels/{channel}/users``: a presence channel's users."""
+
+    endpoint = "channel_users"
 
     async def get(self, app_id: str, channel: str) -> None:
         rest.check_channel(channel)
@@ -196,9 +217,12 @@ class ChannelHistoryHandler(ApiHandler):
     """``GET /apps/{id}/channels/{channel}/history?limit=&after=&before=``: stored messages,
     ascending; with ``after``, the oldest after it, else the newest (docs/history.md)."""
 
+    endpoint = "channel_history"
+
     async def get(self, app_id: str, channel: str) -> None:
         query = rest.parse_history_query(self.app, channel, *(
             self.get_query_argument(name, None) for name in ("limit", "after", "before")))
+        self.hub.counters(self.app).history_reads += 1
         page = await self.hub.history.read(self.app.id, channel, after=query.after,
                                            before=query.before, limit=query.limit,
                                            retention=query.retention)
@@ -213,6 +237,8 @@ class ChannelHistoryHandler(ApiHandler):
 
 class TerminateConnectionsHandler(ApiHandler):
     """``POST [/apps/{id}]/users/{user_id}/terminate_connections``: sign a user out everywhere."""
+
+    endpoint = "terminate_user_connections"
 
     async def post(self, user_id: str, app_id: str | None = None) -> None:
         await self.hub.users.terminate(self.app, rest.check_user_id(user_id))

@@ -122,6 +122,7 @@ class _Endpoint(NamedTuple):
 
     signed_path: str  # without the prefix, as the SDKs sign it
     app_id: str
+    name: str  # the route's name in metrics: events or batch_events
     publish: Publish
     hub: Hub
     in_flight: InFlightRequests
@@ -152,8 +153,8 @@ class PublishEndpoints:
         if found is None:
             return None
         hub, in_flight = self._mounts[found["prefix"]]
-        return _Endpoint(found["signed"], found["app_id"], _PUBLISHERS[found["kind"]],
-                         hub, in_flight)
+        return _Endpoint(found["signed"], found["app_id"], found["kind"],
+                         _PUBLISHERS[found["kind"]], hub, in_flight)
 
 
 class _BodyLimit(tornado.httputil.HTTPMessageDelegate):
@@ -297,6 +298,8 @@ class _Request:
     keep_alive: bool
     remote_ip: str
     started: float
+    #: The app that signed it, once checked (for metrics).
+    app: App | None = None
 
 
 class _Head:
@@ -524,8 +527,8 @@ class FrontConnection(asyncio.Protocol):
     @staticmethod
     async def _publish(request: _Request) -> dict[str, Any]:
         endpoint = request.endpoint
-        app = api.authenticate(endpoint.hub, endpoint.app_id, "POST", endpoint.signed_path,
-                               request.query, request.body)
+        app = request.app = api.authenticate(endpoint.hub, endpoint.app_id, "POST",
+                                             endpoint.signed_path, request.query, request.body)
         return await endpoint.publish(endpoint.hub, app, request.body)
 
     def _failure(self, request: _Request, error: Exception) -> tuple[int, dict[str, str]]:
@@ -541,6 +544,10 @@ class FrontConnection(asyncio.Protocol):
     def _write_answer(self, request: _Request, status: int, body: bytes) -> None:
         self._answering = None
         self._ready_at, self._head_at = asyncio.get_running_loop().time(), None
+        observers = request.endpoint.hub.observers
+        if observers:  # told even if the client has gone, as Tornado's on_finish is
+            observers.http_answered(request.app, request.endpoint.name, status,
+                                    time.perf_counter() - request.started)
         if self.state is not FrontState.SERVING:
             return
         self._arm()

@@ -8,6 +8,7 @@ from typing import Any
 import tornado.web
 
 from ..pubsub.hub import Hub
+from .metrics import tell_answered
 
 
 class InFlightRequests:
@@ -33,8 +34,14 @@ class InFlightRequests:
 
 
 class _StatusHandler(tornado.web.RequestHandler):
+    #: The route's name in metrics.
+    endpoint = "other"
+
     def initialize(self, hub: Hub, **_: Any) -> None:
         self.hub = hub
+
+    def on_finish(self) -> None:
+        tell_answered(self, self.hub, self.endpoint)
 
     def answer(self, ok: bool, body: dict[str, Any]) -> None:
         # A load balancer reads the status code; people read the body.
@@ -45,6 +52,8 @@ class _StatusHandler(tornado.web.RequestHandler):
 class HealthHandler(_StatusHandler):
     """``/health``: the process and its link to the other processes (Redis)."""
 
+    endpoint = "health"
+
     def get(self) -> None:
         health = self.hub.health()
         self.answer(health["status"] == "ok", health)
@@ -52,6 +61,8 @@ class HealthHandler(_StatusHandler):
 
 class ReadyHandler(_StatusHandler):
     """``/ready``: whether to send this process new clients; false while it drains."""
+
+    endpoint = "ready"
 
     def get(self) -> None:
         health = self.hub.health()

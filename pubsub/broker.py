@@ -28,6 +28,10 @@ class Publication:
     #: there, assigned once at the origin (see docs/history.md).
     epoch: str | None = None
     offset: int | None = None
+    #: Wall-clock seconds (``time.time()``) when the origin process accepted it (the hub's
+    #: trigger or relay, once the request or client frame was read and checked), so that
+    #: every process can time its delivery; None for events the server makes (presence).
+    origin_time: float | None = None
 
 
 Deliver = Callable[[Publication], None]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from . import protocol
 from .broker import Publication
+from .counters import AppCounters
 from .protocol import ChannelKind
 from .streams import MESSAGES_LOST, ChannelStream, Joiner, Position
 
@@ -26,11 +27,13 @@ class LocalChannel:
     is in ``joining`` until it has what it missed, then in ``subscribers``.
     """
 
-    __slots__ = ("name", "kind", "subscribers", "joining", "stream", "ready")
+    __slots__ = ("name", "kind", "counters", "subscribers", "joining", "stream", "ready")
 
-    def __init__(self, name: str, kind: ChannelKind) -> None:
+    def __init__(self, name: str, kind: ChannelKind, counters: AppCounters) -> None:
         self.name = name
         self.kind = kind
+        #: The app's counters: deliveries and bytes sent are added once per publication.
+        self.counters = counters
         self.subscribers: dict[str, Session] = {}
         self.joining: dict[str, Joiner] = {}
         self.stream: ChannelStream | None = None
@@ -54,7 +57,8 @@ class LocalChannel:
 
     def send(self, publication: Publication) -> int:
         """Write one publication to the subscribers: encode once, send to each.
-        Returns how many live subscribers it was written to."""
+        Returns how many live subscribers it was written to, which it adds to the app's
+        ``deliveries`` (and their bytes to ``sent_bytes``)."""
         try:
             frame = protocol.encode_frame(
                 publication.event, publication.data, publication.channel, publication.user_id,
@@ -64,13 +68,18 @@ class LocalChannel:
             return 0
         excluded = publication.exclude
         # No copy of the subscribers: send() only queues (transports write at the
-        # end of the loop iteration), so nothing here can change the dict.
+        # end of the loop iteration), so nothing here can change the dict. Counted
+        # in bulk here, not per socket: see Session.deliver.
         for socket_id, session in self.subscribers.items():
             if socket_id != excluded:
-                session.send(frame)
+                session.deliver(frame)
         for joiner in self.joining.values():
             joiner.hold(publication, frame)
-        return len(self.subscribers) - (excluded in self.subscribers)
+        sent = len(self.subscribers) - (excluded in self.subscribers)
+        counters = self.counters
+        counters.deliveries += sent
+        counters.sent_bytes += sent * len(frame)
+        return sent
 
     def _skip(self, publication: Publication) -> None:
         """Drop a publication that cannot be encoded (older data in a store, from before

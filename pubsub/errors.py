@@ -73,11 +73,15 @@ class SubscriptionRefused(PushError):
 
 
 class ApiError(PushError):
-    """An HTTP API request is refused with ``status`` and a JSON error body."""
+    """An HTTP API request is refused with ``status`` and a JSON error body.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``reason`` names a refused signature's fault for metrics, from a fixed list
+    (see :func:`pubsub.signing.verify_request`); None for other refusals."""
+
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
 
 
 class BrokerUnavailable(PushError):

@@ -77,8 +77,15 @@ class HistoryChannels:
             return
         sent = joiner.start
         if resume is not None:
-            sent, frames = await replay(self.store, session.app.id, channel.name,
-                                        channel.stream.retention, joiner.start, resume)
+            counters = session.counters
+            counters.history_reads += 1
+            sent, frames, resumed = await replay(self.store, session.app.id, channel.name,
+                                                 channel.stream.retention, joiner.start, resume)
+            if resumed:
+                counters.resumes_succeeded += 1
+                counters.history_replayed += len(frames) - 1  # the last: resume_succeeded
+            else:
+                counters.resumes_failed += 1
             if channel.joining.get(session.socket_id) is not joiner:
                 return  # it left meanwhile
             for frame in frames:

@@ -28,6 +28,7 @@ from .apps import App, AppRegistry
 from .broker import Broker, MemoryBroker, Publication
 from .channels import LocalChannel
 from .control import ControlDispatcher
+from .counters import AppCounters
 from .errors import BrokerUnavailable, ConnectionRefused, ErrorCode, SubscriptionRefused
 from .history import HistoryStore
 from .history.memory import MemoryHistoryStore
@@ -38,6 +39,7 @@ from .protocol import ChannelKind
 from .queries import ChannelQueries
 from .state import CacheEntry, ClusterState, MemoryState
 from .streams import Position
+from .timing import PublishTimer
 from .users import Users
 from .webhooks import Webhooks
 
@@ -75,12 +77,13 @@ class HubOptions:
 class AppState:
     """What this process holds of one app."""
 
-    __slots__ = ("app", "channels", "sessions")
+    __slots__ = ("app", "channels", "sessions", "counters")
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.channels: dict[str, LocalChannel] = {}
         self.sessions: dict[str, Session] = {}
+        self.counters = AppCounters()
 
 
 class Hub:
@@ -111,14 +114,12 @@ class Hub:
         self.draining = False
         #: Set by :meth:`close`: publishes are refused (503), the broker being gone.
         self.closed = False
-        #: Connections closed because they did not read what they were sent.
-        self.slow_consumers = 0
-        #: Frames handed to this process's connections by :meth:`deliver`, ever.
-        self.messages_sent = 0
         self._drain_grace = 0.0
         #: Told what happens here (connections, subscriptions, publishes, webhooks):
         #: metrics and the debug console add themselves (see :mod:`.observe`).
         self.observers = Observers()
+        #: Set by metrics: times each publication's way through this process (None: untimed).
+        self.timer: PublishTimer | None = None
         self._broker = broker or MemoryBroker()
         self.state = state or MemoryState(clock)
         self.state.publish = self._broker.publish
@@ -304,6 +305,16 @@ class Hub:
     def connection_count(self) -> int:
         return self._connection_count
 
+    @property
+    def slow_consumers(self) -> int:
+        """Connections closed because they did not read what they were sent, over all apps."""
+        return sum(state.counters.slow_consumers for state in self._states.values())
+
+    @property
+    def messages_sent(self) -> int:
+        """Channel-event frames handed to this process's connections, ever, over all apps."""
+        return sum(state.counters.deliveries for state in self._states.values())
+
     def health(self) -> dict[str, Any]:
         """This process's connections and its link to the other processes."""
         broker = self._broker.status()
@@ -315,6 +326,18 @@ class Hub:
     def sessions(self, app: App) -> Iterable[Session]:
         """The app's connections on this process."""
         return self._states[app.id].sessions.values()
+
+    def app_states(self) -> Iterable[AppState]:
+        """What this process holds of each app (for metrics, read at scrape time)."""
+        return self._states.values()
+
+    def counters(self, app: App) -> AppCounters:
+        """The app's counters on this process."""
+        return self._states[app.id].counters
+
+    def broker_status(self) -> dict[str, Any]:
+        """The broker's ``status()``: ``connected`` and ``reconnects`` among it."""
+        return self._broker.status()
 
     def _all_sessions(self) -> list[Session]:
         """Every app's connections on this process, copied: the caller may close them."""
@@ -370,7 +393,8 @@ class Hub:
         channels = self._states[app.id].channels
         channel = channels.get(name)
         if channel is None:
-            channel = channels[name] = LocalChannel(name, kind)
+            channel = channels[name] = LocalChannel(name, kind,
+                                                    self._states[app.id].counters)
             subscribed = False
             try:
                 await self._broker.subscribe(app.id, name)
@@ -452,18 +476,20 @@ class Hub:
         connection may still publish during a drain): the SDK retries elsewhere.
         """
         self._check_open()
+        accepted = time.time()
         for name in channels:
             if protocol.channel_kind(name).cache:
                 await self.state.cache_put(app.id, name, event, data, app.cache_ttl)
-            await self._publish(app, Publication(app.id, name, event, data, exclude), source)
+            await self._publish(app, Publication(app.id, name, event, data, exclude,
+                                                 origin_time=accepted), source)
 
     async def relay(self, session: Session, name: str, event: str, data: str,
                     user_id: str | None) -> None:
         """Publish a client event to everyone on the channel but its sender."""
         self.webhooks.client_event(session.app, name, event, data, session.socket_id, user_id)
         await self._publish(session.app, Publication(
-            session.app.id, name, event, data, exclude=session.socket_id, user_id=user_id),
-            SOURCE_CLIENT_EVENT)
+            session.app.id, name, event, data, exclude=session.socket_id, user_id=user_id,
+            origin_time=time.time()), SOURCE_CLIENT_EVENT)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -474,7 +500,11 @@ class Hub:
         which gives it its offset. Observers hear of it once the broker took it."""
         self._check_open()
         stamped = await self._history_channels.stamp(app, publication)
+        counters = self._states[app.id].counters
+        if stamped.offset is not None:
+            counters.history_appends += 1
         await self._broker.publish(stamped)
+        counters.publications[source] += 1
         self.observers.published(app, stamped, source)
 
     async def cached_event(self, app: App, name: str) -> CacheEntry | None:
@@ -487,13 +517,20 @@ class Hub:
         channel = state.channels.get(publication.channel) if state else None
         if channel is None:
             return
+        timer = self.timer
+        if timer is not None and publication.origin_time is not None:
+            timer.received(publication.origin_time)
         if channel.stream is not None and publication.offset is not None:
             channel.stream.receive(publication)
         else:
             self._broadcast(channel, publication)
 
     def _broadcast(self, channel: LocalChannel, publication: Publication) -> None:
-        self.messages_sent += channel.send(publication)
+        timer = self.timer
+        if timer is None:
+            channel.send(publication)
+        else:
+            timer.fan_out(channel, publication)
 
 
 def _batches(items: list[Session], size: int) -> Iterator[list[Session]]:

@@ -86,24 +86,48 @@ class Observer:
         """Webhook events were given up: ``retries_exhausted``, ``queue_full`` or
         ``superseded`` (the cluster state no longer bore them out)."""
 
+    def http_answered(self, app: App | None, endpoint: str, status: int, seconds: float) -> None:
+        """An HTTP request was answered with ``status`` after ``seconds``.
+
+        ``endpoint`` names the route (``events``, ``batch_events``, ``channels``, ...,
+        ``health``), never the path; ``app`` is None when the request named no app
+        that signed it. Told on both paths (the HTTP front and Tornado's handlers)."""
+
+    def http_auth_failed(self, app: App | None, reason: str) -> None:
+        """An HTTP API request's signature was refused: ``unknown_app`` (``app`` None),
+        ``bad_key``, ``bad_signature``, ``stale_timestamp``, ``bad_body_md5`` or
+        ``missing_params``."""
+
 
 class Observers(Observer):
-    """Every observer added, told in the order they were added; the hub's one seam."""
+    """Every observer added, told in the order they were added; the hub's one seam.
+
+    An observer is called only for the methods it overrides, so that one listening
+    to rare events costs the frequent ones (``published``) nothing."""
 
     def __init__(self) -> None:
         self._observers: tuple[Observer, ...] = ()
+        #: Per method, the observers that override it (filled in as methods are told).
+        self._listeners: dict[str, tuple[Observer, ...]] = {}
 
     def add(self, observer: Observer) -> None:
         self._observers += (observer,)
+        self._listeners.clear()
 
     def remove(self, observer: Observer) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
+        self._listeners.clear()
 
     def __bool__(self) -> bool:
         return bool(self._observers)
 
     def _tell(self, method: str, *args: Any) -> None:
-        for observer in self._observers:
+        listeners = self._listeners.get(method)
+        if listeners is None:
+            base = getattr(Observer, method)
+            listeners = self._listeners[method] = tuple(
+                o for o in self._observers if getattr(type(o), method, base) is not base)
+        for observer in listeners:
             try:
                 getattr(observer, method)(*args)
             except Exception:  # an observer's bug must not cost the connection or publish
@@ -137,3 +161,9 @@ class Observers(Observer):
     def webhook_dropped(self, app: App, url: str, events: list[dict[str, Any]],
                         reason: str) -> None:
         self._tell("webhook_dropped", app, url, events, reason)
+
+    def http_answered(self, app: App | None, endpoint: str, status: int, seconds: float) -> None:
+        self._tell("http_answered", app, endpoint, status, seconds)
+
+    def http_auth_failed(self, app: App | None, reason: str) -> None:
+        self._tell("http_auth_failed", app, reason)

@@ -29,6 +29,9 @@ _PONG = protocol.encode_event(protocol.PONG, {})
 _PING = protocol.encode_event(protocol.PING, {})
 #: One float for every session that has not been told it floods (a float is 24 bytes).
 _NEVER = float("-inf")
+#: The ``frames_received`` kind of each protocol event (client events: ``client_event``).
+_FRAME_KINDS = {protocol.PING: "ping", protocol.PONG: "pong", protocol.SUBSCRIBE: "subscribe",
+                protocol.UNSUBSCRIBE: "unsubscribe", protocol.SIGNIN: "signin"}
 
 
 class Transport(Protocol):
@@ -49,8 +52,8 @@ class Transport(Protocol):
 class Session:
     """Protocol state of one connection: its channels, its user, its limits."""
 
-    __slots__ = ("hub", "app", "transport", "remote_ip", "socket_id", "channels", "user_id",
-                 "watchlist",
+    __slots__ = ("hub", "app", "counters", "transport", "remote_ip", "socket_id", "channels",
+                 "user_id", "watchlist",
                  "opened_at", "last_activity", "ping_sent_at", "is_closed",
                  "_client_events", "_inbound", "_flood_reported_at")
 
@@ -58,6 +61,8 @@ class Session:
         now = hub.clock()
         self.hub = hub
         self.app = app
+        #: The app's counters on this process (frames, bytes, limits hit).
+        self.counters = hub.counters(app)
         self.transport = transport
         #: The client's address (behind a proxy, as the proxy reported it).
         self.remote_ip = remote_ip
@@ -98,6 +103,13 @@ class Session:
             self.hub.release(self, code)
 
     def send(self, frame: bytes) -> None:
+        """Queue a frame to the client, counted in the app's ``sent_bytes``."""
+        self.counters.sent_bytes += len(frame)
+        self.deliver(frame)
+
+    def deliver(self, frame: bytes) -> None:
+        """Queue a channel's frame, uncounted: the broadcast counts its frames in bulk
+        (``LocalChannel.send``), so that it costs each socket nothing more."""
         if not self.is_closed:
             self.transport.send(frame)
 
@@ -116,10 +128,10 @@ class Session:
     def too_slow(self, why: str) -> None:
         """The client does not read what it is sent: drop it (4100) before it costs the others.
 
-        Counted in ``hub.slow_consumers`` once: a closed session is not closed again."""
+        Counted in the app's ``slow_consumers`` once: a closed session is not closed again."""
         if self.is_closed:
             return
-        self.hub.slow_consumers += 1
+        self.counters.slow_consumers += 1
         log.info("closing %s as a slow consumer: %s", self.socket_id, why)
         self.close(ErrorCode.OVER_CAPACITY, "Slow consumer: messages were not read fast enough")
 
@@ -155,7 +167,9 @@ class Session:
         :func:`protocol.encode_error`), never the connection. Lines logged meanwhile
         name the app and socket (:mod:`logjson`)."""
         self.mark_activity()
+        self.counters.received_bytes += len(message)
         if not self._inbound.take(self.last_activity):
+            self.counters.inbound_limited += 1
             self._report_flood()
             return
         about = logjson.about(app=self.app.id, socket_id=self.socket_id)
@@ -171,7 +185,11 @@ class Session:
         """Parse and dispatch one message, answering each refusal as the protocol says."""
         channel = None
         try:
-            frame = protocol.parse_client_frame(message)
+            try:
+                frame = protocol.parse_client_frame(message)
+            except MessageRejected:
+                self.counters.frames["invalid"] += 1
+                raise
             channel = frame.channel
             await self._dispatch(frame)
         except MessageRejected as rejection:
@@ -192,12 +210,16 @@ class Session:
                             f"Too many messages: more than {rate:g} per second are dropped")
 
     async def _dispatch(self, frame: ClientFrame) -> None:
+        frames = self.counters.frames
         handler = self._HANDLERS.get(frame.event)
         if handler is not None:
+            frames[_FRAME_KINDS[frame.event]] += 1
             await handler(self, frame)
         elif frame.event.startswith(protocol.CLIENT_EVENT_PREFIX):
+            frames["client_event"] += 1
             await self._on_client_event(frame)
         else:
+            frames["invalid"] += 1
             raise MessageRejected(f"Unknown event {frame.event!r}")
 
     async def _on_ping(self, frame: ClientFrame) -> None:
@@ -268,6 +290,7 @@ class Session:
 
     def _refuse_resume(self, name: str, resume: Position | None, reason: str) -> None:
         if resume is not None:
+            self.counters.resumes_failed += 1
             payload = {"reason": reason, "epoch": None, "offset": None}
             self.send(protocol.encode_event(protocol.RESUME_FAILED, payload, name))
 
@@ -331,6 +354,7 @@ class Session:
         self.send(protocol.encode_event(protocol.SIGNIN_SUCCESS, {"user_data": user_data}))
         if self.user_id is None:
             self.user_id, self.watchlist = user_id, watchlist
+            self.counters.signins += 1
             await self.hub.users.sign_in(self)
 
     async def _on_client_event(self, frame: ClientFrame) -> None:
@@ -349,6 +373,7 @@ class Session:
         if len(frame.event) > app.max_event_name_length:
             raise rejected(f"event name over {app.max_event_name_length} characters")
         if not self._take_client_event():
+            self.counters.client_events_limited += 1
             raise rejected(f"rate limit of {app.client_event_rate:g} per second exceeded")
         data = protocol.data_string(frame.data)
         if len(data.encode()) > app.max_event_bytes:

@@ -78,26 +78,30 @@ def verify_request(app: App, method: str, path: str, query: Mapping[str, str],
     """Check an HTTP API request signed as the official server SDKs sign it.
 
     ``query`` holds the decoded query parameters. Raises :class:`ApiError`
-    (401) naming what is wrong.
+    (401) naming what is wrong, its ``reason`` one of ``missing_params``,
+    ``bad_key``, ``stale_timestamp``, ``bad_body_md5``, ``bad_signature``.
     """
     params = {name.lower(): value for name, value in query.items()}
     signature = params.pop("auth_signature", None)
     if not signature or "auth_key" not in params or "auth_timestamp" not in params:
-        raise ApiError(401, "Missing auth_key, auth_timestamp or auth_signature")
+        raise ApiError(401, "Missing auth_key, auth_timestamp or auth_signature",
+                       "missing_params")
     if params["auth_key"] != app.key:
-        raise ApiError(401, "Unknown auth_key")
+        raise ApiError(401, "Unknown auth_key", "bad_key")
     if params.get("auth_version", "1.0") != "1.0":
-        raise ApiError(401, "Unsupported auth_version: use 1.0")
+        raise ApiError(401, "Unsupported auth_version: use 1.0", "bad_signature")
     try:
         timestamp = int(params["auth_timestamp"])
     except ValueError:
-        raise ApiError(401, "auth_timestamp must be an integer") from None
+        raise ApiError(401, "auth_timestamp must be an integer", "stale_timestamp") from None
     if abs(now - timestamp) > TIMESTAMP_WINDOW_SECONDS:
-        raise ApiError(401, f"auth_timestamp is more than {TIMESTAMP_WINDOW_SECONDS} s from server time")
+        raise ApiError(401, f"auth_timestamp is more than {TIMESTAMP_WINDOW_SECONDS} s from server time",
+                       "stale_timestamp")
     if body or "body_md5" in params:
         if not _same(hashlib.md5(body).hexdigest(), params.get("body_md5", "")):
-            raise ApiError(401, "body_md5 does not match the body")
+            raise ApiError(401, "body_md5 does not match the body", "bad_body_md5")
     query_string = "&".join(f"{name}={params[name]}" for name in sorted(params))
     expected = sign(app.secret, f"{method}\n{path}\n{query_string}")
     if not _same(expected, signature):
-        raise ApiError(401, "Invalid signature: check the app secret and the signed path")
+        raise ApiError(401, "Invalid signature: check the app secret and the signed path",
+                       "bad_signature")

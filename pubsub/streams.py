@@ -260,22 +260,23 @@ class Joiner:
                     continue
                 if publication.epoch == sent.epoch and (publication.offset or 0) <= sent.offset:
                     continue
+                session.counters.deliveries += 1  # held back from LocalChannel.send's count
             session.send(frame)
         self.held.clear()
 
 
 async def replay(store: HistoryStore, app_id: str, channel: str, retention: Retention,
-                 start: Position, resume: Position) -> tuple[Position, list[bytes]]:
+                 start: Position, resume: Position) -> tuple[Position, list[bytes], bool]:
     """The frames a client resuming from ``resume`` gets, having joined at ``start``,
-    and the position it is at after them.
+    the position it is at after them, and whether the resume succeeded.
 
     The frames are exactly the offsets after ``resume`` up to ``start`` and then
     ``resume_succeeded``; or only ``resume_failed``: a replay is never partial. An
     entry that cannot be encoded fails it with ``messages_lost``, like a lost one.
     """
 
-    def failed(reason: str) -> tuple[Position, list[bytes]]:
-        return start, [start.frame(protocol.RESUME_FAILED, channel, reason=reason)]
+    def failed(reason: str) -> tuple[Position, list[bytes], bool]:
+        return start, [start.frame(protocol.RESUME_FAILED, channel, reason=reason)], False
 
     if resume.epoch != start.epoch:
         return failed(EPOCH_CHANGED)
@@ -304,12 +305,12 @@ async def replay(store: HistoryStore, app_id: str, channel: str, retention: Rete
     except UnicodeEncodeError:  # an entry stored before the edge refused such text
         log.warning("history of %s holds an entry UTF-8 cannot carry: resume failed", channel)
         return failed(MESSAGES_LOST)
-    return start, [*frames, start.frame(protocol.RESUME_SUCCEEDED, channel)]
+    return start, [*frames, start.frame(protocol.RESUME_SUCCEEDED, channel)], True
 
 
 async def _ahead(store: HistoryStore, app_id: str, channel: str, retention: Retention,
-                 resume: Position, failed: Callable[[str], tuple[Position, list[bytes]]]
-                 ) -> tuple[Position, list[bytes]]:
+                 resume: Position, failed: Callable[[str], tuple[Position, list[bytes], bool]]
+                 ) -> tuple[Position, list[bytes], bool]:
     """A resume beyond the joining position: valid if the store has reached it."""
     try:
         page = await store.position(app_id, channel, retention=retention)
@@ -317,4 +318,4 @@ async def _ahead(store: HistoryStore, app_id: str, channel: str, retention: Rete
         return failed(UNAVAILABLE)
     if page.epoch != resume.epoch or resume.offset > page.last_offset:
         return failed(EPOCH_CHANGED)
-    return resume, [resume.frame(protocol.RESUME_SUCCEEDED, channel)]
+    return resume, [resume.frame(protocol.RESUME_SUCCEEDED, channel)], True

@@ -86,6 +86,8 @@ class WebhookStats:
     dropped: int = 0
     #: Dropped after ``retry_for`` of failed attempts.
     failed: int = 0
+    #: Attempts that were not a batch's first.
+    retries: int = 0
     #: Dropped unsent because the cluster state no longer said what they said (the
     #: channel or user came back, or left, through another process meanwhile).
     superseded: int = 0
@@ -159,6 +161,12 @@ class Webhooks:
     def stats(self, app: App) -> WebhookStats:
         """This app's counters (zeros for an app that never had an event)."""
         return self._stats.setdefault(app.id, WebhookStats())
+
+    def queue_depth(self, app: App) -> int:
+        """The app's events waiting to be posted, over all its URLs (those of the batch
+        being posted included; held leaves, which may yet be cancelled, not)."""
+        return sum(len(outbox.events) + outbox.sending
+                   for (app_id, _), outbox in self._outboxes.items() if app_id == app.id)
 
     # -- events from the hub -------------------------------------------------------
 
@@ -288,6 +296,8 @@ class Webhooks:
             batch = await self._still_true(app, url, batch)
             if not batch:
                 return
+            if attempt > 1:
+                self.stats(app).retries += 1
             failure = await self._attempt(app, url, batch)
             if failure is None:
                 self.stats(app).delivered += len(batch)

@@ -92,6 +92,20 @@ async def test_publication_reaches_only_subscribed_brokers_exactly_once(start, r
 
 
 @pytest.mark.gen_test(timeout=15)
+async def test_origin_time_travels_with_plain_and_history_publications(start, redis_server):
+    shared = config(redis_server.url)
+    a, b = await start(shared), await start(shared)
+    await a.broker.subscribe("1", "news")
+    await b.publish("news", "plain", origin_time=1234.5)
+    await b.publish("news", "stored", epoch="e1", offset=3, origin_time=1235.25)
+    await b.publish("news", "untimed", epoch="e1", offset=4)
+    assert [await a.next() for _ in range(3)] == [
+        Publication("1", "news", "update", "plain", origin_time=1234.5),
+        Publication("1", "news", "update", "stored", epoch="e1", offset=3, origin_time=1235.25),
+        Publication("1", "news", "update", "untimed", epoch="e1", offset=4)]
+
+
+@pytest.mark.gen_test(timeout=15)
 async def test_after_unsubscribe_nothing_arrives(start, redis_server):
     shared = config(redis_server.url)
     a, b = await start(shared), await start(shared)
@@ -150,7 +164,10 @@ async def test_malformed_messages_are_logged_and_skipped(start, redis_server, ca
     name = pubsub_channel(node_config.prefix, "1", "news")
     raw = redis.asyncio.Redis.from_url(redis_server.url)
     try:
-        for junk in (b"not json", b'{"an": "object"}', b'["event", 5, null, null]', b"\xff"):
+        for junk in (b"not json", b'{"an": "object"}', b'["event", 5, null, null]', b"\xff",
+                     b'["e", "d", null, null, null, null, "soon"]',
+                     b'["e", "d", null, null, "epoch", null, 1.5]',
+                     b'["e", "d", null, null, null, null, Infinity]'):
             await raw.publish(name, junk)
         await raw.publish(f"{node_config.prefix}:control", b"[1, 2]")
     finally:
@@ -160,7 +177,7 @@ async def test_malformed_messages_are_logged_and_skipped(start, redis_server, ca
     assert await a.next_data(1) == ["fine"]
     assert await asyncio.wait_for(a.controls.get(), 5) == {"still": "listening"}
     skipped = [r for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(skipped) == 5
+    assert len(skipped) == 8
 
 
 @pytest.mark.gen_test(timeout=15)

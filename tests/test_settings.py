@@ -94,6 +94,11 @@ def test_boolean_variables_accept_the_usual_spellings(text, value):
     assert load_settings({"PUSH_APP_CLIENT_EVENTS": text}).apps[0].client_events is value
 
 
+def test_metrics_are_on_unless_push_metrics_turns_them_off():
+    assert load_settings({}).metrics is True
+    assert load_settings({"PUSH_METRICS": "0"}).metrics is False
+
+
 def test_flags_override_the_environment():
     settings = load_settings({"PUSH_HOST": "0.0.0.0", "PUSH_PORT": "7001"}, port=7000)
     assert (settings.host, settings.port) == ("0.0.0.0", 7000)

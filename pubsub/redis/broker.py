@@ -7,9 +7,11 @@ included: Redis then gives every process the same order.
 
 Wire format (compact JSON; app id and channel are in the pub/sub name):
     publication       ``[event, data, exclude, user_id]``, and ``epoch, offset`` after
-                      them on a history channel (older processes read the four alone);
-                      presence events are published in this format by the cluster
-                      state's Lua transitions (:mod:`.state`), not by this module
+                      them on a history channel (older processes read the four alone),
+                      and then ``origin_time`` (seconds, the origin's wall clock) when
+                      there is one (``epoch, offset`` null off history channels);
+                      presence events are published in the four-field format by the
+                      cluster state's Lua transitions (:mod:`.state`), not by this module
     control message   a JSON object
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import redis.asyncio
@@ -139,7 +142,9 @@ def encode_publication(publication: Publication) -> bytes:
     """A publication as its channel's pub/sub name carries it (see the wire format above)."""
     fields: list[Any] = [publication.event, publication.data, publication.exclude,
                          publication.user_id]
-    if publication.epoch is not None:
+    if publication.origin_time is not None:
+        fields += [publication.epoch, publication.offset, publication.origin_time]
+    elif publication.epoch is not None:
         fields += [publication.epoch, publication.offset]
     return _encode(fields)
 
@@ -164,9 +169,10 @@ def _publication(where: tuple[str, str], payload: bytes) -> Publication | None:
     fields = _decode(payload, list)
     if fields is None:
         return None
-    if (len(fields) not in (4, 6) or not all(isinstance(field, str) for field in fields[:2])
+    if (len(fields) not in (4, 6, 7) or not all(isinstance(field, str) for field in fields[:2])
             or not all(field is None or isinstance(field, str) for field in fields[2:4])
-            or (len(fields) == 6 and not _is_position(*fields[4:]))):
+            or (len(fields) == 6 and not _is_position(*fields[4:6]))
+            or (len(fields) == 7 and not _is_timed(*fields[4:]))):
         log.warning("Redis: skipped a malformed publication: %.200r", payload)
         return None
     return Publication(where[0], where[1], *fields)
@@ -175,3 +181,10 @@ def _publication(where: tuple[str, str], payload: bytes) -> Publication | None:
 def _is_position(epoch: Any, offset: Any) -> bool:
     return (isinstance(epoch, str) and isinstance(offset, int) and not isinstance(offset, bool)
             and offset > 0)
+
+
+def _is_timed(epoch: Any, offset: Any, origin_time: Any) -> bool:
+    """The last three of seven fields: a position (or none) and a finite origin time."""
+    return ((_is_position(epoch, offset) or (epoch is None and offset is None))
+            and isinstance(origin_time, (int, float)) and not isinstance(origin_time, bool)
+            and math.isfinite(origin_time))

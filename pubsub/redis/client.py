@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 from urllib.parse import unquote, urlsplit
@@ -23,6 +24,8 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+
+from ..timing import Buckets
 
 #: What redis-py raises when Redis cannot be reached or does not answer in time.
 UNREACHABLE: tuple[type[Exception], ...] = (
@@ -109,13 +112,18 @@ def parse_url(url: str) -> dict[str, Any]:
     }
 
 
+#: Seconds of this process's Redis commands, by operation (the command's name, lowercase,
+#: or ``script``), each as a whole: retry and NOSCRIPT reload included, failures too.
+#: Process-wide, like the connections' event loop; metrics read it at scrape time.
+COMMAND_SECONDS: dict[str, Buckets] = {}
+
 #: Set while a task is inside a :func:`deadline`: an inner one then adds nothing.
 _under_deadline: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "redis_under_deadline", default=False)
 
 
 @contextlib.asynccontextmanager
-async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
+async def deadline(seconds: float, what: str, op: str | None = None) -> AsyncIterator[None]:
     """Cancel the block and raise redis-py's ``TimeoutError`` (one of :data:`UNREACHABLE`)
     unless it is done within ``seconds``.
 
@@ -127,12 +135,13 @@ async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
     same task only the outer one counts, so that a script call and the
     NOSCRIPT reload it may make are one command. A cancelled redis-py read
     or write disconnects its connection, so no half-answered connection goes
-    back to the pool.
+    back to the pool. With ``op``, the block's seconds go to :data:`COMMAND_SECONDS`.
     """
     if _under_deadline.get():
         yield
         return
     token = _under_deadline.set(True)
+    started = time.perf_counter()
     try:
         async with asyncio.timeout(seconds):
             yield
@@ -140,6 +149,15 @@ async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
         raise redis.exceptions.TimeoutError(f"no {what} from Redis within {seconds:g} s") from None
     finally:
         _under_deadline.reset(token)
+        if op is not None:
+            _command_seconds(op).observe(time.perf_counter() - started)
+
+
+def _command_seconds(op: str) -> Buckets:
+    buckets = COMMAND_SECONDS.get(op)
+    if buckets is None:
+        buckets = COMMAND_SECONDS[op] = Buckets()
+    return buckets
 
 
 class _Deadlined:
@@ -155,7 +173,8 @@ class _Deadlined:
         self.command_timeout = command_timeout
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        async with deadline(self.command_timeout, f"answer to {args[0]}"):
+        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        async with deadline(self.command_timeout, f"answer to {name}", name.lower()):
             return await super().execute_command(*args, **options)  # type: ignore[misc]
 
     def register_script(self, script: str | bytes) -> AsyncScript:
@@ -164,7 +183,7 @@ class _Deadlined:
 
 class _DeadlinedScript(AsyncScript):
     async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
-        async with deadline(self.registered_client.command_timeout, "answer to a script"):
+        async with deadline(self.registered_client.command_timeout, "answer to a script", "script"):
             return await super().__call__(keys, args, client)
 
 

@@ -56,7 +56,7 @@ class Link:
         acks = [loop.create_future() for _ in names]
         for name, ack in zip(names, acks):
             self._acks[name.encode()].append(ack)
-        async with deadline(timeout, "confirmation of the subscription"):
+        async with deadline(timeout, "confirmation of the subscription", "subscribe"):
             if sharded:  # one SSUBSCRIBE per name: a command's channels must share a slot
                 for name in names:
                     await self._pubsub.ssubscribe(name)
@@ -79,7 +79,7 @@ class Link:
         self._check()
         pong = asyncio.get_running_loop().create_future()
         self._pongs.append(pong)
-        async with deadline(timeout, "answer to PING"):
+        async with deadline(timeout, "answer to PING", "ping"):
             await self._pubsub.ping()
             await pong
 

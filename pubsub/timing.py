@@ -1,0 +1,121 @@
+"""Histograms kept as plain numbers, and the timing of each publication through this process.
+
+A Prometheus ``Histogram`` takes a lock and a method call or two per
+observation. On the broadcast path and the HTTP front that is a cost paid per
+publication or request whether anyone scrapes or not, so these paths count
+into :class:`Buckets` instead (a bisect and two additions, the event loop's
+one thread being the only writer) and :mod:`.metrics` reads them at scrape
+time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from .broker import Publication
+    from .channels import LocalChannel
+
+#: One publication in this many has its fan-out timed: two clock reads per publication
+#: were a measurable part of a small fan-out's cost (bench/metrics_overhead.py).
+FANOUT_SAMPLE = 8
+#: Seconds: from 100 µs (a fan-out to a few sockets) to 10 s (a stalled Redis).
+LATENCY_BUCKETS: tuple[float, ...] = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05,
+                                      .1, .25, .5, 1, 2.5, 5, 10)
+
+
+class Buckets:
+    """One histogram's counts: ``counts[i]`` observations fell at or under ``bounds[i]`` and
+    over the bound before (the last, over every bound); ``sum`` is their total."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def observe_all(self, values: Iterable[float]) -> None:
+        """Observe each of ``values``, negative ones as 0 (clocks of different machines)."""
+        bounds, counts, total = self.bounds, self.counts, 0.0
+        for value in values:
+            if value > 0:
+                counts[bisect_left(bounds, value)] += 1
+                total += value
+            else:
+                counts[0] += 1
+        self.sum += total
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+class PublishTimer:
+    """Times each publication on this process, from its origin's acceptance (``origin_time``).
+
+    * ``broker_lag``: from acceptance to :meth:`received` (the broker handed it here);
+    * ``fanout``: the seconds of one publication's local send loop (:meth:`fan_out`), for
+      one publication in :data:`FANOUT_SAMPLE`;
+    * ``latency``: from acceptance to the end of the loop iteration that queued it to its
+      sockets. Transports write what they queued in a ``call_soon`` callback scheduled by
+      the first frame of the iteration (``handlers/outbound.py``'s Flusher); the callback
+      this timer schedules after the iteration's first fan-out comes after it (callbacks
+      run in order), so it runs once the last socket write of those publications is done.
+
+    Only :meth:`fan_out` schedules that callback: scheduled at :meth:`received`, before
+    the fan-out queued the iteration's first frame, it would run before the flush. The
+    broadcast path only appends numbers to lists, and the callback sorts them into the
+    buckets. Clock skew between processes can make a difference negative: it is
+    counted as 0.
+    """
+
+    __slots__ = ("broker_lag", "fanout", "latency", "_fanouts", "_origins", "_scheduled",
+                 "_countdown", "_clock")
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.broker_lag = Buckets()
+        self.fanout = Buckets()
+        self.latency = Buckets()
+        #: This iteration's fan-out seconds and fanned-out origin times.
+        self._fanouts: list[float] = []
+        self._origins: list[float] = []
+        self._scheduled = False
+        #: Publications until the next one whose fan-out is timed.
+        self._countdown = 1
+        self._clock = clock
+
+    def received(self, origin_time: float) -> None:
+        """A publication accepted at ``origin_time`` came from the broker."""
+        self.broker_lag.observe(max(self._clock() - origin_time, 0.0))
+
+    def fan_out(self, channel: LocalChannel, publication: Publication) -> None:
+        """``channel.send(publication)`` to the local subscribers, timed."""
+        self._countdown -= 1
+        if self._countdown:
+            channel.send(publication)
+        else:
+            self._countdown = FANOUT_SAMPLE
+            started = time.perf_counter()
+            channel.send(publication)
+            self._fanouts.append(time.perf_counter() - started)
+        if publication.origin_time is not None:
+            self._origins.append(publication.origin_time)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._written)
+
+    def _written(self) -> None:
+        now = self._clock()
+        fanouts, origins = self._fanouts, self._origins
+        self._fanouts, self._origins = [], []
+        self._scheduled = False
+        self.fanout.observe_all(fanouts)
+        self.latency.observe_all([now - origin for origin in origins])
