@@ -22,7 +22,7 @@ class AppCounters:
     ``sent_bytes`` counts the channel-event frames handed to sockets (the
     frame's length times its recipients) and every frame the session sends
     itself (greeting, replies, errors); ``received_bytes`` the length of each
-    client message (characters of a text message, as received).
+    client message in bytes (a text message's UTF-8 size).
     """
 
     __slots__ = ("publications", "deliveries", "sent_bytes", "received_bytes", "frames", "signins",

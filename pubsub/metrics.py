@@ -246,8 +246,8 @@ class _Collector(Collector):
                               "by where they came from.", "source")
         deliveries = family("deliveries", "Channel-event frames handed to sockets' write queues.")
         frames = family("frames_received", "Client frames received, by kind.", "kind")
-        received = family("received_bytes", "Length of the client messages received "
-                          "(characters of text messages).", "transport")
+        received = family("received_bytes", "Bytes of the client messages received "
+                          "(a text message's UTF-8 size, without framing).", "transport")
         sent = family("sent_bytes", "Bytes of the frames queued to clients (channel events "
                       "times recipients, and the server's own replies).", "transport")
         signins = family("signins", "Users signed in (pusher:signin accepted).")
@@ -302,8 +302,11 @@ class _Collector(Collector):
         commands = HistogramMetricFamily(PREFIX + "broker_command_duration_seconds",
                                          "Seconds of each Redis command of this process, by "
                                          "operation.", labels=("op",))
-        for op, buckets in sorted(COMMAND_SECONDS.items()):
-            commands.add_metric((op,), *_histogram(buckets))
+        # The durations are process-wide (redis/client.py): an engine on the memory broker
+        # shows none, even beside another engine of the same process that uses Redis.
+        if status["kind"] != "memory":
+            for op, buckets in sorted(COMMAND_SECONDS.items()):
+                commands.add_metric((op,), *_histogram(buckets))
         yield commands
 
     def _timings(self) -> Iterator[Metric]:

@@ -167,7 +167,10 @@ class Session:
         :func:`protocol.encode_error`), never the connection. Lines logged meanwhile
         name the app and socket (:mod:`logjson`)."""
         self.mark_activity()
-        self.counters.received_bytes += len(message)
+        # Tornado hands text messages over decoded; nearly all are ASCII, whose length
+        # is their size, so only the others pay for an encode.
+        self.counters.received_bytes += (len(message) if isinstance(message, bytes)
+                                         or message.isascii() else len(message.encode()))
         if not self._inbound.take(self.last_activity):
             self.counters.inbound_limited += 1
             self._report_flood()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import string
 import time
@@ -354,3 +355,17 @@ async def test_latency_is_observed_on_each_process_of_a_redis_cluster(
         assert metrics.value(P + "broker_command_duration_seconds_count", op="subscribe") >= 1
     for socket in sockets:
         socket.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_bytes_received_are_the_utf8_size_of_each_message(server_port, raw):
+    socket = await raw()
+    before = (await scrape(server_port)).value("tornado_push_received_bytes_total", app=MAIN.id)
+    messages = [json.dumps({"event": "pusher:ping", "data": {}}),
+                json.dumps({"event": "pusher:ping", "data": {"note": "héllo ☃ 𝄞"}},
+                           ensure_ascii=False)]
+    for message in messages:
+        await socket.send(message)
+    await socket.barrier()
+    after = (await scrape(server_port)).value("tornado_push_received_bytes_total", app=MAIN.id)
+    assert after - before == sum(len(message.encode()) for message in messages)
