@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: One publication in this many has its fan-out timed: two clock reads per publication
 #: were a measurable part of a small fan-out's cost (bench/metrics_overhead.py).
 FANOUT_SAMPLE = 8
+#: Broker lags measured but not yet in the buckets, at most (see PublishTimer.received).
+MAX_PENDING = 1024
 #: Seconds: from 100 µs (a fan-out to a few sockets) to 10 s (a stalled Redis).
 LATENCY_BUCKETS: tuple[float, ...] = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05,
                                       .1, .25, .5, 1, 2.5, 5, 10)
@@ -77,13 +79,15 @@ class PublishTimer:
     counted as 0.
     """
 
-    __slots__ = ("broker_lag", "fanout", "latency", "_fanouts", "_origins", "_scheduled",
-                 "_countdown", "_clock")
+    __slots__ = ("broker_lag", "fanout", "latency", "_lags", "_fanouts", "_origins",
+                 "_scheduled", "_countdown", "_clock")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.broker_lag = Buckets()
         self.fanout = Buckets()
         self.latency = Buckets()
+        #: Broker lags measured since the buckets last took them (see :meth:`received`).
+        self._lags: list[float] = []
         #: This iteration's fan-out seconds and fanned-out origin times.
         self._fanouts: list[float] = []
         self._origins: list[float] = []
@@ -93,8 +97,21 @@ class PublishTimer:
         self._clock = clock
 
     def received(self, origin_time: float) -> None:
-        """A publication accepted at ``origin_time`` came from the broker."""
-        self.broker_lag.observe(max(self._clock() - origin_time, 0.0))
+        """A publication accepted at ``origin_time`` came from the broker.
+
+        Its lag is measured now and sorted into the buckets with the iteration's
+        latencies (or at a scrape, :meth:`settle`): one clock read and one append
+        here. A process that only holds what it receives (history streams waiting
+        for a gap) sorts them once :data:`MAX_PENDING` wait."""
+        lags = self._lags
+        lags.append(self._clock() - origin_time)
+        if len(lags) >= MAX_PENDING:
+            self.settle()
+
+    def settle(self) -> None:
+        """Sort the lags measured so far into :attr:`broker_lag` (a scrape calls it first)."""
+        lags, self._lags = self._lags, []
+        self.broker_lag.observe_all(lags)
 
     def fan_out(self, channel: LocalChannel, publication: Publication) -> None:
         """``channel.send(publication)`` to the local subscribers, timed."""
@@ -117,5 +134,6 @@ class PublishTimer:
         fanouts, origins = self._fanouts, self._origins
         self._fanouts, self._origins = [], []
         self._scheduled = False
+        self.settle()
         self.fanout.observe_all(fanouts)
         self.latency.observe_all([now - origin for origin in origins])

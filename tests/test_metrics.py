@@ -32,7 +32,7 @@ from tornado_push.pubsub.apps import WebhookTarget
 from tornado_push.pubsub.metrics import CLOSE_CODES
 from tornado_push.pubsub import protocol
 from tornado_push.pubsub.session import Session
-from tornado_push.pubsub.timing import FANOUT_SAMPLE, PublishTimer
+from tornado_push.pubsub.timing import FANOUT_SAMPLE, MAX_PENDING, PublishTimer
 from tornado_push.settings import load_settings
 from webhook_receiver import receiver  # noqa: F401 (fixture)
 
@@ -204,6 +204,22 @@ async def test_latency_is_observed_after_the_flush_that_writes_the_publication(h
     assert transport.latency_counts_at_flush[-1] == 0  # not yet observed when written
     assert hub.timer.latency.count == 1
     assert hub.timer.broker_lag.count == 1
+
+
+def test_broker_lags_held_without_a_fan_out_are_counted_at_a_scrape_and_bounded():
+    """A history stream may hold what it receives: no fan-out sorts those lags, so a
+    scrape does (settle), and they never pile up past MAX_PENDING meanwhile."""
+    clock = [100.0]
+    timer = PublishTimer(clock=lambda: clock[0])
+    for _ in range(MAX_PENDING - 1):
+        timer.received(99.99)
+    assert timer.broker_lag.count == 0
+    timer.received(100.5)  # a clock ahead of ours: counted as 0
+    assert timer.broker_lag.count == MAX_PENDING
+    timer.received(99.0)
+    timer.settle()
+    assert timer.broker_lag.count == MAX_PENDING + 1
+    assert timer.broker_lag.sum == pytest.approx((MAX_PENDING - 1) * 0.01 + 1.0)
 
 
 @pytest.mark.gen_test(timeout=30)
