@@ -15,7 +15,7 @@ delivery a call. Metrics read its counters at scrape time instead.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from .apps import App
@@ -102,68 +102,53 @@ class Observer:
 class Observers(Observer):
     """Every observer added, told in the order they were added; the hub's one seam.
 
-    An observer is called only for the methods it overrides, so that one listening
-    to rare events costs the frequent ones (``published``) nothing."""
+    Each of :class:`Observer`'s methods is, on this object, a function made when
+    an observer is added or removed: nothing when no observer overrides that
+    method, else a call to each that does. So an observer listening to rare
+    events costs the frequent ones (``published``) nothing, and one that raises
+    is logged (rate-limited) without costing the others or the caller.
+    """
 
     def __init__(self) -> None:
         self._observers: tuple[Observer, ...] = ()
-        #: Per method, the observers that override it (filled in as methods are told).
-        self._listeners: dict[str, tuple[Observer, ...]] = {}
+        self._bind()
 
     def add(self, observer: Observer) -> None:
         self._observers += (observer,)
-        self._listeners.clear()
+        self._bind()
 
     def remove(self, observer: Observer) -> None:
         self._observers = tuple(o for o in self._observers if o is not observer)
-        self._listeners.clear()
+        self._bind()
 
     def __bool__(self) -> bool:
         return bool(self._observers)
 
-    def _tell(self, method: str, *args: Any) -> None:
-        listeners = self._listeners.get(method)
-        if listeners is None:
+    def _bind(self) -> None:
+        for method in _METHODS:
             base = getattr(Observer, method)
-            listeners = self._listeners[method] = tuple(
-                o for o in self._observers if getattr(type(o), method, base) is not base)
-        for observer in listeners:
+            calls = tuple(getattr(o, method) for o in self._observers
+                          if getattr(type(o), method, base) is not base)
+            setattr(self, method, _teller(method, calls) if calls else _ignore)
+
+
+#: Observer's methods, which :class:`Observers` binds.
+_METHODS = tuple(name for name, value in vars(Observer).items()
+                 if callable(value) and not name.startswith("_"))
+
+
+def _ignore(*args: Any) -> None:
+    """What :class:`Observers` tells when no observer listens."""
+
+
+def _teller(method: str, calls: tuple[Callable[..., None], ...]) -> Callable[..., None]:
+    """Calls each of ``calls`` (observers' ``method``) with the same arguments."""
+
+    def tell(*args: Any) -> None:
+        for call in calls:
             try:
-                getattr(observer, method)(*args)
+                call(*args)
             except Exception:  # an observer's bug must not cost the connection or publish
-                log.exception("observer %s failed in %s", type(observer).__name__, method)
+                log.exception("an observer failed in %s", method)
 
-    def connection_opened(self, session: Session) -> None:
-        self._tell("connection_opened", session)
-
-    def connection_refused(self, app: App | None, reason: str) -> None:
-        self._tell("connection_refused", app, reason)
-
-    def connection_closed(self, session: Session, code: int) -> None:
-        self._tell("connection_closed", session, code)
-
-    def subscribed(self, session: Session, channel: str) -> None:
-        self._tell("subscribed", session, channel)
-
-    def subscription_refused(self, session: Session, channel: str, status: int) -> None:
-        self._tell("subscription_refused", session, channel, status)
-
-    def unsubscribed(self, session: Session, channel: str) -> None:
-        self._tell("unsubscribed", session, channel)
-
-    def published(self, app: App, publication: Publication, source: str) -> None:
-        self._tell("published", app, publication, source)
-
-    def webhook_attempted(self, app: App, url: str, events: list[dict[str, Any]],
-                          outcome: str, status: int | None, seconds: float) -> None:
-        self._tell("webhook_attempted", app, url, events, outcome, status, seconds)
-
-    def webhook_dropped(self, app: App, url: str, events: list[dict[str, Any]],
-                        reason: str) -> None:
-        self._tell("webhook_dropped", app, url, events, reason)
-
-    def http_answered(self, app: App | None, endpoint: str, status: int, seconds: float) -> None:
-        self._tell("http_answered", app, endpoint, status, seconds)
-
-    def http_auth_failed(self, app: App | None, reason: str) -> None:
-        self._tell("http_auth_failed", app, reason)
+    return tell

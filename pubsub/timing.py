@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from bisect import bisect_left, bisect_right
+from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:
     from .broker import Publication
@@ -44,16 +44,25 @@ class Buckets:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def observe_all(self, values: Iterable[float]) -> None:
-        """Observe each of ``values``, negative ones as 0 (clocks of different machines)."""
-        bounds, counts, total = self.bounds, self.counts, 0.0
-        for value in values:
-            if value > 0:
-                counts[bisect_left(bounds, value)] += 1
-                total += value
-            else:
-                counts[0] += 1
-        self.sum += total
+    def observe_all(self, values: list[float]) -> None:
+        """Observe each of ``values``, negative ones as 0 (clocks of different machines).
+
+        Sorted once, then counted a bucket at a time (a C bisect each) up to the
+        largest value: most batches end within the first few buckets, so this costs
+        far less than a bisect per value (bench/metrics_overhead.py)."""
+        if not values:
+            return
+        values = sorted(values)
+        counts, taken, size = self.counts, 0, len(values)
+        positive = bisect_right(values, 0.0)
+        self.sum += sum(values[positive:])
+        for index, bound in enumerate(self.bounds):
+            below = bisect_right(values, bound, taken)
+            counts[index] += below - taken
+            taken = below
+            if taken == size:
+                return
+        counts[-1] += size - taken
 
     @property
     def count(self) -> int:
