@@ -311,7 +311,6 @@ class _Collector(Collector):
 
     def _timings(self) -> Iterator[Metric]:
         timer = self._metrics.timer
-        timer.settle()
         for name, buckets, doc in (
                 ("publish_latency_seconds", timer.latency, "From acceptance at the origin "
                  "process to the last socket write of the publication on this process."),

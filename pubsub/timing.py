@@ -19,11 +19,6 @@ if TYPE_CHECKING:
     from .broker import Publication
     from .channels import LocalChannel
 
-#: One publication in this many has its fan-out timed: two clock reads per publication
-#: were a measurable part of a small fan-out's cost (bench/metrics_overhead.py).
-FANOUT_SAMPLE = 8
-#: Broker lags measured but not yet in the buckets, at most (see PublishTimer.received).
-MAX_PENDING = 1024
 #: Seconds: from 100 µs (a fan-out to a few sockets) to 10 s (a stalled Redis).
 LATENCY_BUCKETS: tuple[float, ...] = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05,
                                       .1, .25, .5, 1, 2.5, 5, 10)
@@ -44,22 +39,21 @@ class Buckets:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def observe_all(self, values: list[float]) -> None:
-        """Observe each of ``values``, negative ones as 0 (clocks of different machines).
-
-        Sorted once, then counted a bucket at a time (a C bisect each) up to the
-        largest value: most batches end within the first few buckets, so this costs
-        far less than a bisect per value (bench/metrics_overhead.py)."""
-        if not values:
+    def observe_since(self, now: float, starts: list[float]) -> None:
+        """Observe ``now - start`` for each of ``starts``, negative ones as 0, without
+        making the differences: ``now - start <= bound`` is ``start >= now - bound``,
+        counted a bucket at a time on the sorted starts."""
+        if not starts:
             return
-        values = sorted(values)
-        counts, taken, size = self.counts, 0, len(values)
-        positive = bisect_right(values, 0.0)
-        self.sum += sum(values[positive:])
+        starts = sorted(starts)
+        counts, size = self.counts, len(starts)
+        past = bisect_right(starts, now)  # starts after now (a clock ahead): 0, not summed
+        self.sum += past * now - sum(starts[:past])
+        taken = 0
         for index, bound in enumerate(self.bounds):
-            below = bisect_right(values, bound, taken)
-            counts[index] += below - taken
-            taken = below
+            within = size - bisect_left(starts, now - bound)
+            counts[index] += within - taken
+            taken = within
             if taken == size:
                 return
         counts[-1] += size - taken
@@ -72,77 +66,68 @@ class Buckets:
 class PublishTimer:
     """Times each publication on this process, from its origin's acceptance (``origin_time``).
 
-    * ``broker_lag``: from acceptance to :meth:`received` (the broker handed it here);
-    * ``fanout``: the seconds of one publication's local send loop (:meth:`fan_out`), for
-      one publication in :data:`FANOUT_SAMPLE`;
+    * ``broker_lag``: from acceptance to the loop iteration in which the broker handed
+      it here (:meth:`received`). One clock read serves the iteration: what is handed
+      over in one iteration came in one read of the broker's connection (or, in one
+      process, with one request).
+    * ``fanout``: the seconds of a local send loop (:meth:`fan_out`), the first of each
+      loop iteration (a sample: one per iteration).
     * ``latency``: from acceptance to the end of the loop iteration that queued it to its
       sockets. Transports write what they queued in a ``call_soon`` callback scheduled by
       the first frame of the iteration (``handlers/outbound.py``'s Flusher); the callback
       this timer schedules after the iteration's first fan-out comes after it (callbacks
       run in order), so it runs once the last socket write of those publications is done.
 
-    Only :meth:`fan_out` schedules that callback: scheduled at :meth:`received`, before
-    the fan-out queued the iteration's first frame, it would run before the flush. The
-    broadcast path only appends numbers to lists, and the callback sorts them into the
-    buckets. Clock skew between processes can make a difference negative: it is
-    counted as 0.
+    The broadcast path appends a number to a list per publication; each iteration's
+    callbacks sort them into the buckets, a batch at a time. Clock skew between
+    processes can make a difference negative: it is counted as 0.
     """
 
-    __slots__ = ("broker_lag", "fanout", "latency", "_lags", "_fanouts", "_origins",
-                 "_scheduled", "_countdown", "_clock")
+    __slots__ = ("broker_lag", "fanout", "latency", "_arrived", "_arrived_at", "_origins",
+                 "_writing", "_clock")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.broker_lag = Buckets()
         self.fanout = Buckets()
         self.latency = Buckets()
-        #: Broker lags measured since the buckets last took them (see :meth:`received`).
-        self._lags: list[float] = []
-        #: This iteration's fan-out seconds and fanned-out origin times.
-        self._fanouts: list[float] = []
+        #: Origin times handed over by the broker this iteration, and when.
+        self._arrived: list[float] = []
+        self._arrived_at = 0.0
+        #: Origin times fanned out this iteration.
         self._origins: list[float] = []
-        self._scheduled = False
-        #: Publications until the next one whose fan-out is timed.
-        self._countdown = 1
+        #: Set by the iteration's first fan-out: the callback after the flush is due.
+        self._writing = False
         self._clock = clock
 
     def received(self, origin_time: float) -> None:
-        """A publication accepted at ``origin_time`` came from the broker.
+        """A publication accepted at ``origin_time`` came from the broker."""
+        arrived = self._arrived
+        if not arrived:  # the first of this iteration
+            self._arrived_at = self._clock()
+            asyncio.get_running_loop().call_soon(self._count_arrivals)
+        arrived.append(origin_time)
 
-        Its lag is measured now and sorted into the buckets with the iteration's
-        latencies (or at a scrape, :meth:`settle`): one clock read and one append
-        here. A process that only holds what it receives (history streams waiting
-        for a gap) sorts them once :data:`MAX_PENDING` wait."""
-        lags = self._lags
-        lags.append(self._clock() - origin_time)
-        if len(lags) >= MAX_PENDING:
-            self.settle()
-
-    def settle(self) -> None:
-        """Sort the lags measured so far into :attr:`broker_lag` (a scrape calls it first)."""
-        lags, self._lags = self._lags, []
-        self.broker_lag.observe_all(lags)
+    def _count_arrivals(self) -> None:
+        arrived, self._arrived = self._arrived, []
+        self.broker_lag.observe_since(self._arrived_at, arrived)
 
     def fan_out(self, channel: LocalChannel, publication: Publication) -> None:
         """``channel.send(publication)`` to the local subscribers, timed."""
-        self._countdown -= 1
-        if self._countdown:
+        if self._writing:
             channel.send(publication)
         else:
-            self._countdown = FANOUT_SAMPLE
+            self._writing = True
             started = time.perf_counter()
             channel.send(publication)
-            self._fanouts.append(time.perf_counter() - started)
-        if publication.origin_time is not None:
-            self._origins.append(publication.origin_time)
-        if not self._scheduled:
-            self._scheduled = True
+            self.fanout.observe(time.perf_counter() - started)
+            # After the send: the flush its first frame scheduled runs before this.
             asyncio.get_running_loop().call_soon(self._written)
+        origin = publication.origin_time
+        if origin is not None:
+            self._origins.append(origin)
 
     def _written(self) -> None:
         now = self._clock()
-        fanouts, origins = self._fanouts, self._origins
-        self._fanouts, self._origins = [], []
-        self._scheduled = False
-        self.settle()
-        self.fanout.observe_all(fanouts)
-        self.latency.observe_all([now - origin for origin in origins])
+        origins, self._origins = self._origins, []
+        self._writing = False
+        self.latency.observe_since(now, origins)
