@@ -40,6 +40,7 @@ import tornado.web
 from .admin_auth import (COOKIE, CSRF_FIELD, CSRF_HEADER, SESSION_SECONDS, AdminKeys,
                          AdminRequest, LoginThrottle, audit, refusals)
 from .admin_feed import FeedHandler
+from .metrics import tell_answered
 from .api import JsonHandler
 from ..pubsub import rest
 from ..pubsub.apps import App
@@ -109,7 +110,11 @@ class AdminConsole:
 
 class AdminHandler(AdminRequest, JsonHandler):
     """Refuses, before any method runs: a cross-origin POST (403), a request without
-    a session (401, or a redirect for pages), a POST without the session's CSRF token (403)."""
+    a session (401, or a redirect for pages), a POST without the session's CSRF token (403).
+    Every answer counts in the HTTP metrics as endpoint ``admin``."""
+
+    def on_finish(self) -> None:
+        tell_answered(self, self.console.hub, "admin")
 
     def prepare(self) -> None:
         if len(self.request.body) > MAX_BODY_BYTES:

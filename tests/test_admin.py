@@ -217,6 +217,17 @@ async def test_every_admin_answer_has_the_security_headers(push, logged_in):
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_admin_answers_count_in_the_http_metrics_as_one_endpoint(push, logged_in):
+    def answered(status: str) -> float:
+        return push.metrics.http_answers["_unknown", "admin", status]  # no app: _unknown
+
+    before = answered("200"), answered("401")
+    await logged_in.fetch("/admin/api/nodes")
+    await logged_in.fetch("/admin/api/nodes", cookie=False)
+    assert (answered("200"), answered("401")) == (before[0] + 1, before[1] + 1)
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_actions_need_the_sessions_csrf_token(logged_in, server_port):
     path = f"/admin/api/apps/{MAIN.id}/events"
     event = {"channels": ["news"], "name": "hello", "data": "{}"}
