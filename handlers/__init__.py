@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from . import api
+from .fallback import FallbackOptions, fallback_routes
 from .health import HealthHandler, InFlightRequests, ReadyHandler
 from .metrics import MetricsHandler
 from .socket import PusherSocketHandler
@@ -20,7 +21,8 @@ _USER = r"(?P<user_id>[^/]+)"
 def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str = "",
            compression: bool = False,
            max_message_bytes: int | None = None,
-           metrics: Metrics | None = None) -> list[tuple[str, type, dict[str, Any]]]:
+           metrics: Metrics | None = None,
+           fallback: FallbackOptions | None = None) -> list[tuple[str, type, dict[str, Any]]]:
     """The push server's routes at the paths Pusher clients and SDKs use, under ``prefix``.
 
     ``prefix`` (e.g. ``"/push"``) mounts every path under it: pusher-js then
@@ -30,7 +32,9 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
     ``compression`` offers permessage-deflate to WebSocket clients;
     ``max_message_bytes`` caps a client's WebSocket message (close 1009 beyond),
     else the Application's ``websocket_max_message_size`` applies;
-    ``metrics``, when given, is served at ``{prefix}/metrics`` (this process's only).
+    ``metrics``, when given, is served at ``{prefix}/metrics`` (this process's only);
+    ``fallback`` sets how pusher-js's HTTP fallback sessions, served under
+    ``{prefix}/pusher/app/{key}/...``, are kept (:mod:`handlers.fallback`).
     """
     if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
         raise ValueError(f"prefix must start with '/' and not end with one, got {prefix!r}")
@@ -40,6 +44,7 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
     at = re.escape(prefix)
     return [
         (rf"{at}/app/([^/]+)", PusherSocketHandler, socket),
+        *fallback_routes(hub, at, fallback or FallbackOptions(), max_message_bytes),
         (rf"{at}{_APP}/events", api.EventsHandler, signed),
         (rf"{at}{_APP}/batch_events", api.BatchEventsHandler, signed),
         (rf"{at}{_APP}/channels", api.ChannelsHandler, signed),

@@ -24,6 +24,25 @@ _frames = FrameCache()
 _flusher = Flusher()
 
 
+def app_for(hub: Hub, key: str, version: str | None) -> App:
+    """The app a connection with ``key`` and ``?protocol=version`` is for, or
+    :class:`ConnectionRefused` saying why not (every transport admits the same way)."""
+    app = hub.apps.by_key(key)
+    if app is None:
+        raise ConnectionRefused(ErrorCode.NO_SUCH_APP, f"App key {key} does not exist",
+                                "unknown_app")
+    if version is None:
+        raise ConnectionRefused(ErrorCode.NO_PROTOCOL,
+                                "No protocol version given: add ?protocol=7", "no_protocol")
+    if version != str(protocol.PROTOCOL_VERSION):
+        raise ConnectionRefused(ErrorCode.UNSUPPORTED_PROTOCOL,
+                                f"Protocol {version} is not supported: use 7",
+                                "unsupported_protocol")
+    if not app.enabled:
+        raise ConnectionRefused(ErrorCode.APP_DISABLED, "App is disabled", "app_disabled")
+    return app
+
+
 def _retrieve_outcome(future: asyncio.Future) -> None:
     # A write to a client that has gone fails; nothing is owed to it, so
     # retrieve the error instead of letting asyncio log it as unhandled.
@@ -80,7 +99,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     def open(self, key: str) -> None:
         self._deflates = websocket_compresses(self)
         try:
-            app = self._app_for(key)
+            app = app_for(self.hub, key, self.get_query_argument("protocol", None))
         except ConnectionRefused as refusal:
             self.hub.observers.connection_refused(self.hub.apps.by_key(key), refusal.reason)
             self.send(protocol.dumps({"event": protocol.ERROR,
@@ -92,24 +111,6 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         self.session.open()
         if not self.session.is_closed:  # a connection the hub refused is closed already
             release_handshake(self)
-
-    def _app_for(self, key: str) -> App:
-        """The app this connection is for, or :class:`ConnectionRefused`."""
-        app = self.hub.apps.by_key(key)
-        if app is None:
-            raise ConnectionRefused(ErrorCode.NO_SUCH_APP, f"App key {key} does not exist",
-                                    "unknown_app")
-        version = self.get_query_argument("protocol", None)
-        if version is None:
-            raise ConnectionRefused(ErrorCode.NO_PROTOCOL,
-                                    "No protocol version given: add ?protocol=7", "no_protocol")
-        if version != str(protocol.PROTOCOL_VERSION):
-            raise ConnectionRefused(ErrorCode.UNSUPPORTED_PROTOCOL,
-                                    f"Protocol {version} is not supported: use 7",
-                                    "unsupported_protocol")
-        if not app.enabled:
-            raise ConnectionRefused(ErrorCode.APP_DISABLED, "App is disabled", "app_disabled")
-        return app
 
     async def on_message(self, message: str | bytes) -> None:
         # Tornado reads this socket's next message only after this returns,
