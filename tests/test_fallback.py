@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 import tornado.web
 
@@ -48,3 +51,72 @@ async def test_public_channel_receives_sdk_triggers_in_order(connect_http, sdk, 
     received = [(await a.expect(type="channel_event", channel="news", event="headline",
                                 timeout=10))["data"]["n"] for _ in range(20)]
     assert received == list(range(20))
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_socket_id_excludes_that_connection_only(connect_http, sdk):
+    a = await connect_http("a")
+    b = await connect_http("b")
+    await subscribed(a, "news")
+    await subscribed(b, "news")
+    socket_a = a.seen(type="connected")[0]["socket_id"]
+    await in_thread(sdk.trigger, "news", "edit", {"v": 1}, socket_a)
+    await in_thread(sdk.trigger, "news", "sentinel", {})
+    await b.expect(type="channel_event", event="edit", timeout=10)
+    await a.expect(type="channel_event", event="sentinel", timeout=10)
+    assert a.seen(event="edit") == []
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_private_channel_and_client_events_not_echoed(connect_http, connect, sdk):
+    a = await connect_http("a")
+    b = await connect("b")  # WebSocket: the two kinds of connection meet on one channel
+    await subscribed(a, "private-chat")
+    await subscribed(b, "private-chat")
+    await in_thread(sdk.trigger, "private-chat", "created", {"id": 7})
+    assert (await a.expect(type="channel_event", event="created", timeout=10))["data"] == {"id": 7}
+    assert await a.trigger("private-chat", "client-typing", {"who": "a"})
+    assert (await b.expect(type="channel_event", event="client-typing", timeout=10)
+            )["data"] == {"who": "a"}
+    await b.trigger("private-chat", "client-typing", {"who": "b"})
+    assert (await a.expect(type="channel_event", event="client-typing", timeout=10)
+            )["data"] == {"who": "b"}
+    assert [e["data"]["who"] for e in a.seen(type="channel_event", event="client-typing")] == ["b"]
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_presence_members_both_ways_and_disconnect_leaves_after_the_timer(
+        connect_http, connect, hub):
+    alice = await connect_http("alice", user="alice")
+    bob = await connect("bob", user="bob")
+    await subscribed(alice, "presence-room")
+    await subscribed(bob, "presence-room")
+    assert set((await bob.members("presence-room"))["members"]) == {"alice", "bob"}
+    added = await alice.expect(type="channel_event", event="pusher:member_added", timeout=10)
+    assert added["data"]["id"] == "bob"
+    await bob.disconnect()
+    removed = await alice.expect(type="channel_event", event="pusher:member_removed", timeout=10)
+    assert removed["data"]["id"] == "bob"
+    carol = await connect("carol", user="carol")
+    await subscribed(carol, "presence-room")
+    await alice.disconnect()  # pusher-js sends nothing: the server's timer notices
+    removed = await carol.expect(type="channel_event", event="pusher:member_removed",
+                                 timeout=DISCONNECT_TIMEOUT + 15)
+    assert removed["data"]["id"] == "alice"
+    assert [s.transport.kind for s in hub.sessions(APPS[0])] == ["ws"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_more_than_256_kib_on_one_session_arrives_whole(connect_http, hub):
+    a = await connect_http("a")
+    await subscribed(a, "bulk")
+    payload = "x" * 9000
+    count = 40  # 360 KB, written back to back: past pusher-js's 256 KiB stream recycle
+    for n in range(count):
+        await hub.trigger(APPS[0], ["bulk"], "part", json.dumps({"n": n, "p": payload}))
+        await asyncio.sleep(0)  # one write each, as publications arriving one by one
+    received = [(await a.expect(type="channel_event", event="part", timeout=20))["data"]
+                for _ in range(count)]
+    assert [data["n"] for data in received] == list(range(count))
+    assert all(data["p"] == payload for data in received)
+    assert len(a.seen(type="connected")) == 1  # the same connection throughout: no 1006
