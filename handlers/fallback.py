@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +31,6 @@ from ..pubsub.errors import ConnectionRefused, ErrorCode
 from ..pubsub.hub import Hub
 from ..pubsub.observe import CLOSED_ABNORMALLY
 from ..pubsub.session import Session
-
-log = logging.getLogger(__name__)
 
 #: pusher-js aborts a stream and opens the next once it has read more than this many
 #: characters of it; anything written after the point it stopped reading is lost.
@@ -191,7 +188,7 @@ class HttpTransport:
         if self._closing is not None and receiver.ready():
             receiver.write_frame(self._closing)
             receiver.end()
-        elif self.kind == "xhr_polling" and receiver.written:
+        elif not receiver.streaming and receiver.written:
             receiver.end()
 
     def answer_closed(self, receiver: ReceiveHandler) -> bool:
@@ -273,17 +270,16 @@ class ReceiveHandler(_FallbackHandler):
         self._wrote = asyncio.Event()
         self._chars = 0
         self._flushing: asyncio.Future | None = None
-        self._streaming = False
+        self.streaming = False
         self.transport: HttpTransport | None = None
 
     async def post(self, key: str, server: str, sid: str, kind: str) -> None:
         for name, value in _HEADERS.items():
             self.set_header(name, value)
-        self._streaming = kind == "xhr_streaming"
-        if self._streaming:
-            self.write_frame(_PRELUDE, counts_as_written=False)
+        self.streaming = kind == "xhr_streaming"
         session_key = (key, server, sid)
         transport = self.sessions.get(session_key)
+        opened = transport is None
         if transport is None:
             try:
                 app = app_for(self.sessions.hub, key, self.get_query_argument("protocol", None))
@@ -293,9 +289,10 @@ class ReceiveHandler(_FallbackHandler):
             transport = self.sessions.open(session_key, app, _TRANSPORT_KINDS[kind],
                                            self.request.remote_ip or "")
             if transport is None:
-                self.clear()
-                self.set_status(503)
-                return
+                raise tornado.web.HTTPError(503, reason="Too many HTTP sessions")
+        if self.streaming:
+            self.write_frame(_PRELUDE, counts_as_written=False)
+        if opened:
             self.write_frame(_OPEN)
         elif transport.answer_closed(self):
             return
@@ -327,7 +324,7 @@ class ReceiveHandler(_FallbackHandler):
             for waiter in pending:
                 waiter.cancel()
             if not done:  # silence
-                if self._streaming:
+                if self.streaming:
                     if self.ready():
                         self.write_frame(_HEARTBEAT)
                 else:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
+import tornado.httpclient
 import tornado.web
 
-from conftest import APPS, MAX_MESSAGE_BYTES, in_thread, subscribed
+from conftest import APPS, MAX_MESSAGE_BYTES, SIGNIN_REQUIRED, in_thread, subscribed
+from test_pusherjs_client_events import error_codes
+from tornado_push.pubsub.errors import ErrorCode
 from app_server import auth_routes
 from tornado_push.handlers import routes
 from tornado_push.handlers.fallback import FallbackOptions
@@ -120,3 +124,69 @@ async def test_more_than_256_kib_on_one_session_arrives_whole(connect_http, hub)
     assert [data["n"] for data in received] == list(range(count))
     assert all(data["p"] == payload for data in received)
     assert len(a.seen(type="connected")) == 1  # the same connection throughout: no 1006
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_close_codes_reach_pusherjs_in_c_frames(connect_http, hub):
+    late = await connect_http("late", app=SIGNIN_REQUIRED, user="alice")
+    await late.expect(type="state", current="disconnected", timeout=10)
+    assert 4009 in error_codes(late)  # refused: pusher-js stays disconnected
+    client = await connect_http("a")
+    first = client.seen(type="connected")[0]["socket_id"]
+    hub.close_all(ErrorCode.RECONNECT, "Reconnect now")  # 4200: pusher-js reconnects at once
+    again = await client.expect(type="connected", timeout=10)
+    assert again["socket_id"] != first
+
+
+# -- the wire, as pusher-js's requests put it -----------------------------------------
+
+def _url(port: int, path: str, key: str = APPS[0].key) -> str:
+    return f"http://127.0.0.1:{port}/pusher/app/{key}/{path}"
+
+
+async def _post(url: str, body: str = "", **headers: str) -> tornado.httpclient.HTTPResponse:
+    client = tornado.httpclient.AsyncHTTPClient()
+    return await client.fetch(url, method="POST", body=body, raise_error=False,
+                              headers={"Content-Type": "application/json", **headers})
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_preflight_and_posts_answer_cors(server_port):
+    url = _url(server_port, "12/abcdefgh/xhr_streaming?protocol=7")
+    preflight = await tornado.httpclient.AsyncHTTPClient().fetch(
+        url, method="OPTIONS", headers={"Origin": "http://page.example",
+                                        "Access-Control-Request-Method": "POST",
+                                        "Access-Control-Request-Headers": "content-type"})
+    assert preflight.code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://page.example"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "content-type"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    poll = await _post(_url(server_port, "12/abcdefgh/xhr?protocol=7"), Origin="http://page.example")
+    assert poll.code == 200 and poll.body.startswith(b"o\n")
+    assert poll.headers["Access-Control-Allow-Origin"] == "http://page.example"
+    lines = poll.body.decode().splitlines()[1:]
+    if not lines:  # the greeting came after the poll was answered: the next one has it
+        poll = await _post(_url(server_port, "12/abcdefgh/xhr?protocol=7"))
+        assert poll.headers["Access-Control-Allow-Origin"] == "*"
+        lines = poll.body.decode().splitlines()
+    established = json.loads(json.loads(lines[0][1:])[0])
+    assert established["event"] == "pusher:connection_established"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_refusals_are_frames_after_o_and_bad_sends_get_http_errors(server_port, caplog):
+    caplog.set_level(logging.INFO)
+    refused = await _post(_url(server_port, "7/refusedk/xhr?protocol=7", key="no-such-key"))
+    lines = refused.body.decode().splitlines()
+    assert lines[0] == "o" and lines[2].startswith("c[4001,")
+    assert json.loads(json.loads(lines[1][1:])[0])["data"]["code"] == 4001
+    unknown = await _post(_url(server_port, "7/nosuchid/xhr_send"), body='["{}"]')
+    assert unknown.code == 404
+    await _post(_url(server_port, "7/sessionx/xhr?protocol=7"))  # opens the session
+    for body in ("not json", '{"a": 1}', "[1, 2]"):
+        assert (await _post(_url(server_port, "7/sessionx/xhr_send"), body=body)).code == 400
+    assert (await _post(_url(server_port, "7/sessionx/xhr_send"), body="[]")).code == 204
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "/pusher/app/app-key/" in logged  # the access log names the app...
+    assert "sessionx" not in logged and "nosuchid" not in logged  # ...never the session
+    assert not [r for r in caplog.records if r.exc_info]
