@@ -181,6 +181,7 @@ class Push:
 
     def routes(self, prefix: str = "") -> list[tuple[str, type, dict[str, Any]]]:
         """Routes for the host's ``Application``: ``{prefix}/app/{key}`` (WebSocket),
+        ``{prefix}/pusher/app/{key}/...`` (pusher-js's HTTP fallbacks, docs/fallbacks.md),
         ``{prefix}/apps/{id}/...`` (HTTP API), ``{prefix}/health``, ``{prefix}/ready``,
         unless metrics are off ``{prefix}/metrics`` (this process's, for Prometheus), and
         ``{prefix}/admin/`` (the admin console; 404 unless ``admin_password`` is set).
@@ -191,7 +192,8 @@ class Push:
         """
         engine = routes(self.hub, self.in_flight, prefix=prefix,
                         compression=self.settings.websocket_compression,
-                        max_message_bytes=self.settings.max_message_bytes, metrics=self.metrics)
+                        max_message_bytes=self.settings.max_message_bytes, metrics=self.metrics,
+                        fallback=self.settings.fallback)
         return engine + admin.routes(self.admin, prefix)
 
     async def start(self, *, address: str | None = None) -> None:

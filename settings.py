@@ -46,6 +46,12 @@ Environment:
     PUSH_HTTP_BODY_TIMEOUT          seconds a request's body may take after its head (default 30);
                                     past any of these the connection is closed (see
                                     handlers.front.HTTPTimeouts)
+    PUSH_HTTP_FALLBACK_DISCONNECT_TIMEOUT
+                                    seconds a pusher-js HTTP fallback session (xhr_streaming,
+                                    xhr_polling) lives with no receive request open before it
+                                    is closed as gone (default 10; docs/fallbacks.md)
+    PUSH_HTTP_FALLBACK_MAX_SESSIONS HTTP fallback sessions per process, closed ones awaiting
+                                    expiry included; beyond, new ones get 503 (default 10000)
     PUSH_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
     PUSH_LOG_FORMAT                 text, or json: one JSON object per line with app, socket_id
                                     and channel where known (default text; pubsub/logjson.py)
@@ -120,6 +126,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .handlers.fallback import FallbackOptions
 from .handlers.front import HTTPTimeouts
 from .pubsub.apps import WEBHOOK_EVENT_TYPES, App, WebhookTarget
 from .pubsub.hub import HubOptions
@@ -136,6 +143,7 @@ _APP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(App)
                  if f.default is not dataclasses.MISSING}
 _WEBHOOK_DEFAULTS = WebhookOptions()
 _HTTP_DEFAULTS = HTTPTimeouts()
+_FALLBACK_DEFAULTS = FallbackOptions()
 _REDIS_DEFAULTS = RedisConfig()
 #: Braces would change which part of a key Redis Cluster hashes.
 _REDIS_PREFIX_RE = re.compile(r"[^\s{}]+")
@@ -167,6 +175,8 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024
     http_timeouts: HTTPTimeouts = field(default_factory=HTTPTimeouts)
+    #: pusher-js's HTTP fallback sessions (``handlers/fallback.py``).
+    fallback: FallbackOptions = field(default_factory=FallbackOptions)
     log_level: str = "INFO"
     log_format: str = "text"
     #: None: one process, the in-process broker.
@@ -241,6 +251,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             idle=env.number("PUSH_HTTP_IDLE_TIMEOUT", _HTTP_DEFAULTS.idle, positive=True),
             header=env.number("PUSH_HTTP_HEADER_TIMEOUT", _HTTP_DEFAULTS.header, positive=True),
             body=env.number("PUSH_HTTP_BODY_TIMEOUT", _HTTP_DEFAULTS.body, positive=True)),
+        fallback=FallbackOptions(
+            disconnect_timeout=env.number("PUSH_HTTP_FALLBACK_DISCONNECT_TIMEOUT",
+                                          _FALLBACK_DEFAULTS.disconnect_timeout, positive=True),
+            max_sessions=env.integer("PUSH_HTTP_FALLBACK_MAX_SESSIONS",
+                                     _FALLBACK_DEFAULTS.max_sessions, positive=True)),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
         log_format=env.text("PUSH_LOG_FORMAT", Settings.log_format).lower(),
         redis=_redis(env),

@@ -16,6 +16,7 @@ from tornado_push.pubsub.errors import ErrorCode
 from app_server import auth_routes
 from tornado_push.handlers import routes
 from tornado_push.handlers.fallback import FallbackOptions
+from tornado_push.handlers.front import HTTPTimeouts
 
 TRANSPORTS = ["xhr_streaming", "xhr_polling"]
 #: Short, so that a client that left is noticed within the test.
@@ -190,3 +191,28 @@ async def test_refusals_are_frames_after_o_and_bad_sends_get_http_errors(server_
     assert "/pusher/app/app-key/" in logged  # the access log names the app...
     assert "sessionx" not in logged and "nosuchid" not in logged  # ...never the session
     assert not [r for r in caplog.records if r.exc_info]
+
+
+class TestQuietStream:
+    """A stream that outlives the server's HTTP timeouts, kept alive by heartbeats."""
+
+    @pytest.fixture
+    def http_timeouts(self) -> HTTPTimeouts:
+        return HTTPTimeouts(idle=0.5, header=0.5, body=0.5)
+
+    @pytest.fixture
+    def app(self, hub) -> tornado.web.Application:
+        fallback = FallbackOptions(disconnect_timeout=DISCONNECT_TIMEOUT, heartbeat_interval=0.3)
+        return tornado.web.Application(routes(hub, fallback=fallback) + auth_routes(APPS))
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_quiet_session_stays_past_the_http_timeouts(self, connect_http, hub, sdk):
+        a = await connect_http("a")
+        await subscribed(a, "news")
+        session = next(iter(hub.sessions(APPS[0])))
+        # What is tested is time passing: several heartbeats and HTTP timeouts of quiet.
+        await asyncio.sleep(2.0)
+        await in_thread(sdk.trigger, "news", "late", {"v": 1})
+        assert (await a.expect(type="channel_event", event="late", timeout=10))["data"] == {"v": 1}
+        assert [s.socket_id for s in hub.sessions(APPS[0])] == [session.socket_id]
+        assert len(a.seen(type="connected")) == 1

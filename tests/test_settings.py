@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from tornado_push.handlers.fallback import FallbackOptions
 from tornado_push.handlers.front import HTTPTimeouts
 from tornado_push.pubsub.apps import App
 from tornado_push.pubsub.hub import HubOptions
@@ -47,6 +48,7 @@ def test_defaults_listen_on_loopback_6001_with_one_app():
     assert settings.hub == HubOptions()
     assert (settings.max_message_bytes, settings.max_body_bytes) == (65536, 1048576)
     assert settings.http_timeouts == HTTPTimeouts(idle=5.0, header=10.0, body=30.0)
+    assert settings.fallback == FallbackOptions(disconnect_timeout=10, max_sessions=10000)
     assert settings.log_level == "INFO"
     assert settings.log_format == "text"
 
@@ -77,6 +79,8 @@ def test_every_push_variable_overrides_its_default():
         "PUSH_LOG_LEVEL": "debug",
         "PUSH_LOG_FORMAT": "JSON",
         "PUSH_MAX_OUTBOUND_DELAY": "2.5",
+        "PUSH_HTTP_FALLBACK_DISCONNECT_TIMEOUT": "4",
+        "PUSH_HTTP_FALLBACK_MAX_SESSIONS": "50",
     })
     assert settings == Settings(
         host="0.0.0.0", port=7001,
@@ -84,7 +88,8 @@ def test_every_push_variable_overrides_its_default():
         hub=HubOptions(activity_timeout=60, pong_timeout=2.5, max_connections=500,
                        max_inbound_rate=20, max_inbound_burst=40, max_outbound_delay=2.5),
         max_message_bytes=4096, max_body_bytes=2048,
-        http_timeouts=HTTPTimeouts(idle=2, header=3.5, body=60), log_level="DEBUG",
+        http_timeouts=HTTPTimeouts(idle=2, header=3.5, body=60),
+        fallback=FallbackOptions(disconnect_timeout=4, max_sessions=50), log_level="DEBUG",
         log_format="json")
 
 
@@ -150,7 +155,8 @@ def test_timeout_that_is_not_a_positive_number_is_refused(name, value):
 
 
 @pytest.mark.parametrize("name", ["PUSH_HTTP_IDLE_TIMEOUT", "PUSH_HTTP_HEADER_TIMEOUT",
-                                  "PUSH_HTTP_BODY_TIMEOUT"])
+                                  "PUSH_HTTP_BODY_TIMEOUT",
+                                  "PUSH_HTTP_FALLBACK_DISCONNECT_TIMEOUT"])
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
 def test_http_timeout_that_is_not_a_positive_number_is_refused(name, value):
     refused({name: value}, name)
