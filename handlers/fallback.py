@@ -234,6 +234,7 @@ class _FallbackHandler(tornado.web.RequestHandler):
     def initialize(self, sessions: HttpSessions, max_message_bytes: int | None = None,
                    **_: object) -> None:
         self.sessions = sessions
+        #: A client message's largest size (None: 64 KiB, PUSH_MAX_MESSAGE_BYTES's default).
         self.max_message_bytes = max_message_bytes or 64 * 1024
 
     def set_default_headers(self) -> None:
@@ -371,14 +372,15 @@ class SendHandler(_FallbackHandler):
         session = transport.session if transport is not None else None
         if session is None or session.is_closed:
             raise tornado.web.HTTPError(404, reason="No such session")
-        if len(self.request.body) > self.max_message_bytes:
-            raise tornado.web.HTTPError(413, reason="Message too large")
         try:
             messages = json.loads(self.request.body)
         except ValueError:
             raise tornado.web.HTTPError(400, reason="Body is not JSON") from None
         if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
             raise tornado.web.HTTPError(400, reason="Body is not a JSON array of strings")
+        if any(len(message.encode(errors="replace")) > self.max_message_bytes
+               for message in messages):  # the WebSocket's limit, as a message's own size
+            raise tornado.web.HTTPError(413, reason="Message too large")
         assert transport is not None
         async with transport.inbound:
             session.mark_activity()  # an empty array is pusher-js's ping

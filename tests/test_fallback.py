@@ -26,8 +26,9 @@ DISCONNECT_TIMEOUT = 1.0
 @pytest.fixture
 def app(hub) -> tornado.web.Application:
     fallback = FallbackOptions(disconnect_timeout=DISCONNECT_TIMEOUT)
-    return tornado.web.Application(routes(hub, fallback=fallback) + auth_routes(APPS),
-                                   websocket_max_message_size=MAX_MESSAGE_BYTES)
+    return tornado.web.Application(routes(hub, fallback=fallback,
+                                          max_message_bytes=MAX_MESSAGE_BYTES)
+                                   + auth_routes(APPS))
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -187,6 +188,8 @@ async def test_refusals_are_frames_after_o_and_bad_sends_get_http_errors(server_
     for body in ("not json", '{"a": 1}', "[1, 2]"):
         assert (await _post(_url(server_port, "7/sessionx/xhr_send"), body=body)).code == 400
     assert (await _post(_url(server_port, "7/sessionx/xhr_send"), body="[]")).code == 204
+    too_large = json.dumps(["x" * (MAX_MESSAGE_BYTES + 1)])
+    assert (await _post(_url(server_port, "7/sessionx/xhr_send"), body=too_large)).code == 413
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "/pusher/app/app-key/" in logged  # the access log names the app...
     assert "sessionx" not in logged and "nosuchid" not in logged  # ...never the session
