@@ -145,7 +145,10 @@ class HttpTransport:
     # -- receive requests ----------------------------------------------------------
 
     def attach(self, receiver: ReceiveHandler) -> None:
-        """``receiver`` takes over from any other (finished without a ``c`` frame)."""
+        """``receiver`` takes over from any other (finished without a ``c`` frame); a
+        receive request shows the client alive, as any WebSocket frame does."""
+        assert self.session is not None
+        self.session.mark_activity()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None

@@ -127,6 +127,19 @@ async def test_connection_gauge_counts_clients_and_drops_when_they_leave(server_
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_connections_are_labelled_by_their_transport(server_port, connect):
+    await connect("ws")
+    for transport in ("xhr_streaming", "xhr_polling"):
+        await connect(transport, enabledTransports=[transport], httpHost="127.0.0.1",
+                      httpPort=server_port)
+    scraped = await scrape(server_port)
+    for transport in ("ws", "xhr_streaming", "xhr_polling"):
+        assert scraped.value(P + "connections", app=MAIN.id, transport=transport) == 1
+        assert scraped.value(P + "connections_opened_total", app=MAIN.id,
+                             transport=transport) == 1
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_deliveries_latency_and_publications_count_each_publish_by_source(
         server_port, connect, sdk):
     clients = [await connect(f"c{n}", user=f"u{n}") for n in range(3)]
