@@ -52,6 +52,9 @@ Environment:
                                     is closed as gone (default 10; docs/fallbacks.md)
     PUSH_HTTP_FALLBACK_MAX_SESSIONS HTTP fallback sessions per process, closed ones awaiting
                                     expiry included; beyond, new ones get 503 (default 10000)
+    PUSH_HTTP_FALLBACK_HOSTNAME     this process's own host name: HTTP fallback clients send the
+                                    rest of a session's requests to it, so sessions need no
+                                    sticky routing (default empty: not sent)
     PUSH_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
     PUSH_LOG_FORMAT                 text, or json: one JSON object per line with app, socket_id
                                     and channel where known (default text; pubsub/logjson.py)
@@ -255,7 +258,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             disconnect_timeout=env.number("PUSH_HTTP_FALLBACK_DISCONNECT_TIMEOUT",
                                           _FALLBACK_DEFAULTS.disconnect_timeout, positive=True),
             max_sessions=env.integer("PUSH_HTTP_FALLBACK_MAX_SESSIONS",
-                                     _FALLBACK_DEFAULTS.max_sessions, positive=True)),
+                                     _FALLBACK_DEFAULTS.max_sessions, positive=True),
+            hostname=env.environ.get("PUSH_HTTP_FALLBACK_HOSTNAME", "").strip()),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
         log_format=env.text("PUSH_LOG_FORMAT", Settings.log_format).lower(),
         redis=_redis(env),

@@ -37,7 +37,6 @@ from ..pubsub.session import Session
 RECYCLE_CHARS = 256 * 1024
 #: SockJS's prelude: pusher-js takes it for a heartbeat; proxies see bytes at once.
 _PRELUDE = "h" * 2048 + "\n"
-_OPEN = "o\n"
 _HEARTBEAT = "h\n"
 _TRANSPORT_KINDS = {"xhr_streaming": "xhr_streaming", "xhr": "xhr_polling"}
 _HEADERS = {
@@ -59,6 +58,15 @@ class FallbackOptions:
     heartbeat_interval: float = 25
     #: HTTP sessions this process keeps, closed ones awaiting expiry included (503 beyond).
     max_sessions: int = 10_000
+    #: This process's own host name, sent in the ``o`` frame: pusher-js then sends the rest
+    #: of the session's requests there (same scheme, port and path), which pins a session to
+    #: its process without sticky routing. Empty: not sent.
+    hostname: str = ""
+
+    @property
+    def open_frame(self) -> str:
+        """The ``o`` line that opens a session."""
+        return f"o{json.dumps({'hostname': self.hostname})}\n" if self.hostname else "o\n"
 
 
 def _close_frame(code: int, reason: str) -> str:
@@ -297,7 +305,7 @@ class ReceiveHandler(_FallbackHandler):
         if self.streaming:
             self.write_frame(_PRELUDE, counts_as_written=False)
         if opened:
-            self.write_frame(_OPEN)
+            self.write_frame(self.sessions.options.open_frame)
         elif transport.answer_closed(self):
             return
         self.transport = transport
@@ -313,7 +321,7 @@ class ReceiveHandler(_FallbackHandler):
         self.sessions.hub.observers.connection_refused(self.sessions.hub.apps.by_key(key),
                                                        refusal.reason)
         error = protocol.encode_error(refusal.code, refusal.message)
-        self.write_frame(_OPEN + "a[" + _encoded.text(error) + "]\n"
+        self.write_frame(self.sessions.options.open_frame + "a[" + _encoded.text(error) + "]\n"
                          + _close_frame(refusal.code, refusal.message))
 
     async def _hold(self) -> None:

@@ -219,3 +219,36 @@ class TestQuietStream:
         assert (await a.expect(type="channel_event", event="late", timeout=10))["data"] == {"v": 1}
         assert [s.socket_id for s in hub.sessions(APPS[0])] == [session.socket_id]
         assert len(a.seen(type="connected")) == 1
+
+
+class TestPinnedHost:
+    """``o{"hostname": ...}``: pusher-js sends the rest of the session to that host."""
+
+    @pytest.fixture
+    def hosts(self) -> list[tuple[str, str]]:
+        """(Host header, path) of every request the server finished."""
+        return []
+
+    @pytest.fixture
+    def app(self, hub, hosts) -> tornado.web.Application:
+        fallback = FallbackOptions(hostname="127.0.0.1")
+        return tornado.web.Application(
+            routes(hub, fallback=fallback) + auth_routes(APPS),
+            log_function=lambda handler: hosts.append((handler.request.host,
+                                                       handler.request.path)))
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_open_frame_names_the_host_and_pusherjs_follows_it(self, connect, server_port,
+                                                                   sdk, hosts):
+        poll = await _post(_url(server_port, "1/pinnedid/xhr?protocol=7"))
+        assert poll.body.decode().splitlines()[0] == 'o{"hostname": "127.0.0.1"}'
+        hosts.clear()
+        a = await connect("a", enabledTransports=["xhr_polling"], httpHost="localhost",
+                          httpPort=server_port)
+        await subscribed(a, "news")
+        await in_thread(sdk.trigger, "news", "pinned", {})
+        await a.expect(type="channel_event", event="pinned", timeout=10)
+        session = [host for host, path in hosts if path.startswith("/pusher/")]
+        assert session[0] == f"localhost:{server_port}"  # the first poll, as configured
+        assert set(session[1:]) == {f"127.0.0.1:{server_port}"}  # the rest, pinned
+        assert len(session) >= 3

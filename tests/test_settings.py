@@ -48,7 +48,8 @@ def test_defaults_listen_on_loopback_6001_with_one_app():
     assert settings.hub == HubOptions()
     assert (settings.max_message_bytes, settings.max_body_bytes) == (65536, 1048576)
     assert settings.http_timeouts == HTTPTimeouts(idle=5.0, header=10.0, body=30.0)
-    assert settings.fallback == FallbackOptions(disconnect_timeout=10, max_sessions=10000)
+    assert settings.fallback == FallbackOptions(disconnect_timeout=10, max_sessions=10000,
+                                                hostname="")
     assert settings.log_level == "INFO"
     assert settings.log_format == "text"
 
@@ -81,6 +82,7 @@ def test_every_push_variable_overrides_its_default():
         "PUSH_MAX_OUTBOUND_DELAY": "2.5",
         "PUSH_HTTP_FALLBACK_DISCONNECT_TIMEOUT": "4",
         "PUSH_HTTP_FALLBACK_MAX_SESSIONS": "50",
+        "PUSH_HTTP_FALLBACK_HOSTNAME": "node3.example.com",
     })
     assert settings == Settings(
         host="0.0.0.0", port=7001,
@@ -89,7 +91,8 @@ def test_every_push_variable_overrides_its_default():
                        max_inbound_rate=20, max_inbound_burst=40, max_outbound_delay=2.5),
         max_message_bytes=4096, max_body_bytes=2048,
         http_timeouts=HTTPTimeouts(idle=2, header=3.5, body=60),
-        fallback=FallbackOptions(disconnect_timeout=4, max_sessions=50), log_level="DEBUG",
+        fallback=FallbackOptions(disconnect_timeout=4, max_sessions=50,
+                                 hostname="node3.example.com"), log_level="DEBUG",
         log_format="json")
 
 
