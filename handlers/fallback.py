@@ -122,22 +122,15 @@ class HttpTransport:
     # -- the session's transport -------------------------------------------------
 
     def send(self, frame: bytes) -> None:
-        """Queue one message; over the app's ``max_outbound_bytes`` unread, the outbox is
-        dropped and the session closed as too slow (4100)."""
+        """Queue one message, and nothing more: a broadcast is iterating the channel's
+        subscribers meanwhile (the outbound limit is checked by :meth:`flush`)."""
         if self._closing is not None:
             return
-        session = self.session
-        assert session is not None
         if self._waiting_since is None:
-            self._waiting_since = session.hub.clock()
+            assert self.session is not None
+            self._waiting_since = self.session.hub.clock()
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
-        limit = session.app.max_outbound_bytes
-        if limit and self._outbox_bytes > limit:
-            self._outbox.clear()
-            self._outbox_bytes = 0
-            session.too_slow(f"over {limit} bytes unread")
-            return
         self._schedule_flush()
 
     def close(self, code: int, reason: str) -> None:
@@ -185,8 +178,19 @@ class HttpTransport:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write what is queued to the receiver, if one can take it now."""
+        """Write what is queued to the receiver, if one can take it now. Over the app's
+        ``max_outbound_bytes`` unread, the outbox is dropped instead and the session closed
+        as too slow (4100), as a WebSocket is."""
         self._flush_scheduled = False
+        session = self.session
+        assert session is not None
+        limit = session.app.max_outbound_bytes
+        if limit and self._outbox_bytes > limit and self._closing is None:
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            self._waiting_since = None
+            session.too_slow(f"over {limit} bytes unread")  # queues the error and c frame
+            return
         receiver = self._receiver
         if receiver is None or not receiver.ready():
             return

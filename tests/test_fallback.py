@@ -10,7 +10,8 @@ import pytest
 import tornado.httpclient
 import tornado.web
 
-from conftest import APPS, MAX_MESSAGE_BYTES, SIGNIN_REQUIRED, in_thread, subscribed
+from conftest import (APPS, MAX_MESSAGE_BYTES, SIGNIN_REQUIRED, SMALL_BUFFER, in_thread,
+                      subscribed, until)
 from test_pusherjs_client_events import error_codes
 from tornado_push.pubsub.errors import ErrorCode
 from app_server import auth_routes
@@ -252,3 +253,37 @@ class TestPinnedHost:
         assert session[0] == f"localhost:{server_port}"  # the first poll, as configured
         assert set(session[1:]) == {f"127.0.0.1:{server_port}"}  # the rest, pinned
         assert len(session) >= 3
+
+
+class TestBounds:
+    """The registry's size and each session's outbox are bounded."""
+
+    @pytest.fixture
+    def app(self, hub) -> tornado.web.Application:
+        fallback = FallbackOptions(max_sessions=2, disconnect_timeout=30)
+        return tornado.web.Application(routes(hub, fallback=fallback) + auth_routes(APPS))
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_sessions_over_the_limit_get_503(self, server_port):
+        for sid in ("session1", "session2"):
+            assert (await _post(_url(server_port, f"1/{sid}/xhr?protocol=7"))).code == 200
+        assert (await _post(_url(server_port, "1/session3/xhr?protocol=7"))).code == 503
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_a_client_that_stops_polling_is_closed_as_a_slow_consumer(self, server_port,
+                                                                           hub):
+        app = SMALL_BUFFER  # max_outbound_bytes 256 KiB
+        url = _url(server_port, "1/stalled1/xhr?protocol=7", key=app.key)
+        while b"connection_established" not in (await _post(url)).body:
+            pass  # o, then the greeting (in the same answer or the next)
+        subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": "news"}})
+        send = _url(server_port, "1/stalled1/xhr_send", key=app.key)
+        assert (await _post(send, body=json.dumps([subscribe]))).code == 204
+        for n in range(40):  # 360 KB that nobody polls for
+            await hub.trigger(app, ["news"], "part", json.dumps({"n": n, "p": "x" * 9000}))
+        await until(lambda: hub.counters(app).slow_consumers == 1)
+        assert list(hub.sessions(app)) == []
+        answer = (await _post(url)).body.decode().splitlines()
+        error = json.loads(json.loads(answer[-2][1:])[-1])
+        assert error["event"] == "pusher:error" and error["data"]["code"] == 4100
+        assert answer[-1].startswith("c[4100,")
