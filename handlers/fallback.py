@@ -6,8 +6,8 @@ POSTs to three URLs under it: ``xhr_streaming`` (a response that stays open and
 carries one frame per line), ``xhr`` (the same, answered as soon as there is
 something to say: polling) and ``xhr_send`` (the client's messages, a JSON array
 of strings). Frames: ``o`` (opened), ``a[...]`` (messages, each the text of a
-WebSocket frame), ``h`` (heartbeat), ``c[code,"reason"]`` (closed). The wire is
-specified in ``docs/fallbacks.md``.
+WebSocket frame), ``h`` (heartbeat), ``c[code,"reason"]`` (closed), as stock
+pusher-js 8 sends and parses them; ``docs/fallbacks.md`` is the users' guide.
 
 Each HTTP session is a :class:`pubsub.session.Session` whose transport is an
 :class:`HttpTransport`: channels, auth, presence, limits and metrics are the
@@ -27,7 +27,7 @@ import tornado.web
 from .socket import app_for
 from ..pubsub import protocol
 from ..pubsub.apps import App
-from ..pubsub.errors import ConnectionRefused, ErrorCode
+from ..pubsub.errors import ConnectionRefused
 from ..pubsub.hub import Hub
 from ..pubsub.observe import CLOSED_ABNORMALLY
 from ..pubsub.session import Session
@@ -224,6 +224,7 @@ class HttpSessions:
         self._sessions: dict[tuple[str, str, str], HttpTransport] = {}
 
     def get(self, key: tuple[str, str, str]) -> HttpTransport | None:
+        """The session's transport, closed or not, until it expires."""
         return self._sessions.get(key)
 
     def open(self, key: tuple[str, str, str], app: App, kind: str,
@@ -238,6 +239,7 @@ class HttpSessions:
         return transport
 
     def forget(self, key: tuple[str, str, str], transport: HttpTransport) -> None:
+        """Drop an expired session (only that one: a new one may hold its key)."""
         if self._sessions.get(key) is transport:
             del self._sessions[key]
 
@@ -271,9 +273,10 @@ class _FallbackHandler(tornado.web.RequestHandler):
         pass  # pusher-js sends no cookies cross-origin; the session path is the credential
 
     def _request_summary(self) -> str:
-        path = self.request.path.rsplit("/", 3)[0]  # without {server}/{sid}/{kind}
-        return f"{self.request.method} {path}/…/{self.path_kwargs.get('kind', '')} " \
-               f"({self.request.remote_ip})"
+        # What Tornado's access log shows: the path without {server}/{sid}.
+        app_path = self.request.path.rsplit("/", 3)[0]
+        kind = self.path_kwargs.get("kind", "")
+        return f"{self.request.method} {app_path}/…/{kind} ({self.request.remote_ip})"
 
 
 class ReceiveHandler(_FallbackHandler):
