@@ -9,6 +9,7 @@ from . import api
 from .health import HealthHandler, InFlightRequests, ReadyHandler
 from .metrics import MetricsHandler
 from .socket import PusherSocketHandler
+from .sse import ServerSentEventsHandler
 from ..pubsub.hub import Hub
 from ..pubsub.metrics import Metrics
 
@@ -40,6 +41,7 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
     at = re.escape(prefix)
     return [
         (rf"{at}/app/([^/]+)", PusherSocketHandler, socket),
+        (rf"{at}/app/([^/]+)/sse", ServerSentEventsHandler, context),
         (rf"{at}{_APP}/events", api.EventsHandler, signed),
         (rf"{at}{_APP}/batch_events", api.BatchEventsHandler, signed),
         (rf"{at}{_APP}/channels", api.ChannelsHandler, signed),

@@ -1,0 +1,254 @@
+"""Server-Sent Events (``GET /app/{key}/sse``): a raw HTTP client reads the stream while the
+official SDK publishes; refusals come as HTTP errors before any streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import pytest
+
+from conftest import APPS, MAIN, in_thread, until
+from tornado_push.embed import Push
+from tornado_push.handlers.sse import MAX_CHANNELS, sse_event
+from tornado_push.pubsub import protocol
+from tornado_push.pubsub.apps import App
+from tornado_push.pubsub.hub import Hub, HubOptions
+
+#: A client reading nothing passes its limit after a few hundred kilobytes of events.
+FLOOD = App(id="91", key="sse-flood-key", secret="sse-flood-secret",
+            max_outbound_bytes=64 * 1024)
+
+
+@pytest.fixture
+def hub_apps() -> list[App]:
+    return [*APPS, FLOOD]
+
+
+@pytest.fixture
+def hub_options() -> HubOptions:
+    # Heartbeats every second; max_outbound_delay short so that a stalled reader goes soon.
+    return HubOptions(activity_timeout=1, pong_timeout=1, max_outbound_delay=2)
+
+
+class SSEClient:
+    """An ``EventSource`` reduced to its wire: HTTP/1.0 (no chunking), events parsed as the
+    HTML standard says (``id``, ``event``, ``data`` lines joined by newlines, comments)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 status: int, head: str) -> None:
+        self.reader, self.writer, self.status, self.head = reader, writer, status, head
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self.comments = 0
+        self.ended = asyncio.Event()
+        self._task = asyncio.ensure_future(self._read()) if status == 200 else None
+
+    @classmethod
+    async def open(cls, port: int, key: str = MAIN.key, query: str = "",
+                   headers: dict[str, str] | None = None, receive_buffer: int | None = None
+                   ) -> SSEClient:
+        sock = socket.socket()
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+        lines = [f"GET /app/{key}/sse?{query} HTTP/1.0", "Accept: text/event-stream",
+                 *(f"{name}: {value}" for name, value in (headers or {}).items())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+        return cls(reader, writer, int(head.split()[1]), head)
+
+    async def body(self) -> str:
+        return (await asyncio.wait_for(self.reader.read(), 10)).decode()
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                block = await self.reader.readuntil(b"\n\n")
+                event: dict = {}
+                for line in block.decode()[:-2].split("\n"):
+                    if line.startswith(":"):
+                        self.comments += 1
+                        continue
+                    field, _, value = line.partition(": ")
+                    event[field] = event[field] + "\n" + value if field in event else value
+                if event:
+                    self.events.put_nowait(event)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.ended.set()
+
+    async def next(self, timeout: float = 10) -> dict:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    async def expect(self, event: str, timeout: float = 10) -> dict:
+        """The next event named ``event``, skipping others (presence, resume notices)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            received = await self.next(max(0.01, deadline - time.monotonic()))
+            if received.get("event") == event:
+                return received
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.writer.close()
+
+
+def sessions_on(hub: Hub, app: App, channel: str) -> list:
+    return [s for s in hub.sessions(app) if channel in s.channels]
+
+
+async def publish(sdk, channel: str, event: str, data: dict) -> None:
+    await in_thread(sdk.trigger, channel, event, data)
+
+
+def test_sse_event_format() -> None:
+    frame = protocol.encode_frame("news", "line one\nline two\r\nthree", "history-a",
+                                  epoch="e1", offset=7)
+    assert sse_event(frame) == (b"id: history-a:e1:7\nevent: news\n"
+                                b"data: line one\ndata: line two\ndata: three\n\n")
+    error = protocol.encode_event(protocol.SUBSCRIPTION_ERROR,
+                                  {"type": "AuthError", "error": "no", "status": 401}, "private-a")
+    assert sse_event(error) == (b'event: pusher:error\ndata: {"type":"AuthError","error":"no",'
+                                b'"status":401,"channel":"private-a"}\n\n')
+    assert sse_event(protocol.encode_event(protocol.PING, {})) == b": ping\n\n"
+    assert sse_event(protocol.encode_frame(protocol.SUBSCRIPTION_SUCCEEDED, "{}", "a")) == b""
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_public_events_arrive_in_order(server_port, sdk) -> None:
+    client = await SSEClient.open(server_port, query="channels=news,other")
+    assert client.status == 200 and "text/event-stream" in client.head
+    try:
+        # The headers come once the channels are subscribed: publishing now loses nothing.
+        for n in range(5):
+            await publish(sdk, "news" if n % 2 else "other", "tick", {"n": n})
+        received = [await client.next() for _ in range(5)]
+        assert [json.loads(e["data"])["n"] for e in received] == list(range(5))
+        assert {e["event"] for e in received} == {"tick"} and all("id" not in e for e in received)
+    finally:
+        client.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_history_channel_events_carry_ids(server_port, sdk) -> None:
+    client = await SSEClient.open(server_port, query="channels=history-ids")
+    try:
+        for n in range(3):
+            await publish(sdk, "history-ids", "tick", {"n": n})
+        ids = [(await client.next())["id"] for _ in range(3)]
+        channels, epochs, offsets = zip(*(i.split(":") for i in ids))
+        assert set(channels) == {"history-ids"} and len(set(epochs)) == 1
+        assert offsets == ("1", "2", "3")
+    finally:
+        client.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_refusals_are_http_errors_before_streaming(server_port) -> None:
+    cases = [("nope", "channels=a", 404), (MAIN.key, "", 400), (MAIN.key, "channels=bad%20name", 400),
+             (MAIN.key, "channels=" + ",".join(f"c{i}" for i in range(MAX_CHANNELS + 1)), 400),
+             (MAIN.key, "channels=private-a", 403),
+             (MAIN.key, "channels=presence-a&token=1:00", 400)]
+    for key, query, status in cases:
+        client = await SSEClient.open(server_port, key, query)
+        assert client.status == status, (key, query, client.head)
+        assert "text/plain" in client.head and (await client.body()).strip()
+        client.close()
+
+
+def token_query(channels: list[str], *, expires_in: float = 60, user_id: str | None = None,
+                secret: str | None = None) -> str:
+    signer = Push(apps=[App(id=MAIN.id, key=MAIN.key, secret=secret or MAIN.secret)])
+    from urllib.parse import urlencode
+    return urlencode(signer.authorize_sse(channels, expires_in=expires_in, user_id=user_id))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_token_authorizes_private_and_presence(server_port, sdk, hub) -> None:
+    query = token_query(["private-feed", "presence-room"], user_id="ann")
+    client = await SSEClient.open(server_port, query=query)
+    assert client.status == 200
+    try:
+        await publish(sdk, "private-feed", "secret", {"n": 1})
+        assert json.loads((await client.expect("secret"))["data"]) == {"n": 1}
+        [session] = sessions_on(hub, MAIN, "presence-room")
+        assert session.channels["presence-room"].user_id == "ann"
+    finally:
+        client.close()
+    for bad in (token_query(["private-feed"], secret="wrong"),
+                token_query(["private-feed"], expires_in=-1),
+                token_query(["private-feed", "private-other"]).replace("private-other", "x"),
+                token_query(["presence-room"], user_id="ann").replace("user_id=ann", "user_id=bob")):
+        refused = await SSEClient.open(server_port, query=bad)
+        assert refused.status == 403, bad
+        refused.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_last_event_id_resumes_without_gap(server_port, sdk, hub) -> None:
+    channel = "history-resume"
+    client = await SSEClient.open(server_port, query=f"channels={channel}")
+    for n in range(2):
+        await publish(sdk, channel, "tick", {"n": n})
+    last = [await client.next() for _ in range(2)][-1]["id"]
+    [session] = sessions_on(hub, MAIN, channel)
+    session.transport.abort()  # the server drops the stream
+    await asyncio.wait_for(client.ended.wait(), 10)
+    client.close()
+    for n in range(2, 5):  # missed while away
+        await publish(sdk, channel, "tick", {"n": n})
+    again = await SSEClient.open(server_port, query=f"channels={channel}",
+                                 headers={"Last-Event-ID": last})
+    try:
+        await publish(sdk, channel, "tick", {"n": 5})
+        received = [await again.expect("tick") for _ in range(4)]
+        assert [json.loads(e["data"])["n"] for e in received] == [2, 3, 4, 5]
+        assert [e["id"].rsplit(":", 1)[1] for e in received] == ["3", "4", "5", "6"]
+    finally:
+        again.close()
+    epoch = last.split(":")[1]
+    stale = await SSEClient.open(server_port, query=f"channels={channel}",
+                                 headers={"Last-Event-ID": f"{channel}:not-{epoch}:1"})
+    try:
+        failed = await stale.expect("pusher_internal:resume_failed")
+        assert json.loads(failed["data"])["channel"] == channel
+    finally:
+        stale.close()
+    bad = await SSEClient.open(server_port, query=f"channels={channel}",
+                               headers={"Last-Event-ID": "garbage"})
+    assert bad.status == 400
+    bad.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_idle_stream_gets_heartbeats_and_stays_open(server_port, hub) -> None:
+    client = await SSEClient.open(server_port, query="channels=quiet")
+    try:
+        await until(lambda: client.comments >= 3, timeout=20)  # past pong_timeout twice over
+        assert not client.ended.is_set() and len(sessions_on(hub, MAIN, "quiet")) == 1
+    finally:
+        client.close()
+    await until(lambda: not sessions_on(hub, MAIN, "quiet"))  # the client left: so does the session
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_slow_reader_is_closed(server_port, hub) -> None:
+    client = await SSEClient.open(server_port, FLOOD.key, "channels=flood", receive_buffer=4096)
+    client._task.cancel()  # reads nothing more
+    try:
+        [session] = await until(lambda: sessions_on(hub, FLOOD, "flood"))
+        session.transport.request.connection.stream.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        payload = "x" * 2000
+        deadline = time.monotonic() + 30
+        while not session.is_closed:
+            assert time.monotonic() < deadline, "never closed"
+            await hub.trigger(FLOOD, ["flood"], "big", payload, None)
+            await asyncio.sleep(0)
+        assert hub.counters(FLOOD).slow_consumers == 1
+    finally:
+        client.close()
