@@ -182,6 +182,7 @@ class Push:
 
     def routes(self, prefix: str = "") -> list[tuple[str, type, dict[str, Any]]]:
         """Routes for the host's ``Application``: ``{prefix}/app/{key}`` (WebSocket),
+        ``{prefix}/app/{key}/sse`` (Server-Sent Events, docs/fallbacks.md),
         ``{prefix}/apps/{id}/...`` (HTTP API), ``{prefix}/health``, ``{prefix}/ready``,
         unless metrics are off ``{prefix}/metrics`` (this process's, for Prometheus), and
         ``{prefix}/admin/`` (the admin console; 404 unless ``admin_password`` is set).

@@ -250,5 +250,25 @@ async def test_slow_reader_is_closed(server_port, hub) -> None:
             await hub.trigger(FLOOD, ["flood"], "big", payload, None)
             await asyncio.sleep(0)
         assert hub.counters(FLOOD).slow_consumers == 1
+        # Read now: events in full, then the error saying why, then the end (HTTP/1.0).
+        rest = (await asyncio.wait_for(client.reader.read(), 30)).decode()
+        blocks = [b for b in rest.rstrip("\n").split("\n\n") if not b.startswith(":")]
+        assert blocks[-1].startswith("event: pusher:error\ndata: ")
+        assert json.loads(blocks[-1].split("data: ", 1)[1])["code"] == 4100
+        assert all(b == f"event: big\ndata: {payload}" for b in blocks[1:-1])
     finally:
         client.close()
+
+
+def test_authorize_sse_refuses_what_the_server_would() -> None:
+    push = Push(apps=[MAIN])
+    with pytest.raises(ValueError):
+        push.authorize_sse(["presence-room"])  # no user_id
+    with pytest.raises(ValueError):
+        push.authorize_sse(["bad name"])
+    with pytest.raises(ValueError):
+        push.authorize_sse([])
+    query = push.authorize_sse(["private-a", "presence-b"], user_id=7, expires_in=30)
+    assert query["channels"] == "private-a,presence-b" and query["user_id"] == "7"
+    expiry = int(query["token"].split(":")[0])
+    assert time.time() + 25 < expiry <= time.time() + 31
