@@ -32,6 +32,9 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
     its own.
     """
 
+    #: The ``transport`` label of its connections in metrics.
+    kind = "ws"
+
     # Ours in slots, 8 bytes each: the instance dict is Tornado's (see release_handshake).
     __slots__ = ("hub", "session", "_compression", "_max_message_bytes", "_deflates", "_queued",
                  "_backlog")

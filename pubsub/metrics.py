@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 PREFIX = "tornado_push_"
 #: The ``app`` label of anything that names no configured app (unknown key, failed auth).
 UNKNOWN_APP = "_unknown"
-#: Connections are WebSockets today; an SSE transport would add its own value.
+#: The ``transport`` label of the zeroes made at start and of the byte counters, which are
+#: kept per app, not per transport; connections are labelled by ``session.transport.kind``.
 TRANSPORT = "ws"
 #: Close codes that are labels as they are; any other a client chose is ``other``.
 CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011}
@@ -158,14 +159,14 @@ class Metrics(Observer):
     # -- the observer ------------------------------------------------------------
 
     def connection_opened(self, session: Session) -> None:
-        self.opened.labels(self.app_label(session.app), TRANSPORT).inc()
+        self.opened.labels(self.app_label(session.app), session.transport.kind).inc()
 
     def connection_refused(self, app: App | None, reason: str) -> None:
         self.refused.labels(self.app_label(app), reason).inc()
 
     def connection_closed(self, session: Session, code: int) -> None:
         label = str(code) if code in CLOSE_CODES else "other"
-        self.closed.labels(self.app_label(session.app), TRANSPORT, label).inc()
+        self.closed.labels(self.app_label(session.app), session.transport.kind, label).inc()
 
     def subscription_refused(self, session: Session, channel: str, status: int) -> None:
         self.subscriptions_refused.labels(self.app_label(session.app), str(status)).inc()
@@ -219,7 +220,9 @@ class _Collector(Collector):
                                     "presence channel here, summed over channels.", labels=("app",))
         for state in hub.app_states():
             app_id = state.app.id
-            connections.add_metric((app_id, TRANSPORT), len(state.sessions))
+            by_transport = Tally(session.transport.kind for session in list(state.sessions.values()))
+            for transport in by_transport or (TRANSPORT,):
+                connections.add_metric((app_id, transport), by_transport[transport])
             subscribed: Tally[str] = Tally()
             occupied: Tally[str] = Tally()
             users = 0

@@ -37,6 +37,10 @@ _FRAME_KINDS = {protocol.PING: "ping", protocol.PONG: "pong", protocol.SUBSCRIBE
 class Transport(Protocol):
     """What a session needs from the connection that carries it."""
 
+    #: The transport's name in metrics' ``transport`` label: "ws", "xhr_streaming",
+    #: "xhr_polling", "sse".
+    kind: str
+
     def send(self, frame: bytes) -> None:
         """Queue one encoded text frame; drop it silently if the connection is closed."""
 

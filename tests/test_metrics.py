@@ -172,6 +172,8 @@ async def test_deliveries_latency_and_publications_count_each_publish_by_source(
 class FlushingTransport:
     """Queues frames and writes them in a callback scheduled at the first, as the Flusher does."""
 
+    kind = "test"
+
     def __init__(self, timer: PublishTimer) -> None:
         self.timer = timer
         self.queued: list[bytes] = []
