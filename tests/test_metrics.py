@@ -35,6 +35,7 @@ from tornado_push.pubsub import protocol
 from tornado_push.pubsub.session import Session
 from tornado_push.pubsub.timing import LATENCY_BUCKETS, Buckets, PublishTimer
 from tornado_push.settings import load_settings
+from sse_client import SSEClient
 from webhook_receiver import receiver  # noqa: F401 (fixture)
 
 P = "tornado_push_"
@@ -124,6 +125,24 @@ async def test_connection_gauge_counts_clients_and_drops_when_they_leave(server_
     assert after.value(P + "connections_closed_total", app=MAIN.id, code="1000") == 3
     assert after.value(P + "connections_refused_total", app="_unknown", reason="unknown_app") == 1
     assert after.value(P + "connections", app=MAIN.id) == 1
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_sse_streams_are_connections_labelled_sse(server_port):
+    stream = await SSEClient.open(server_port, query="channels=feed")
+    assert stream.status == 200
+    during = await scrape(server_port)
+    assert during.value(P + "connections", app=MAIN.id, transport="sse") == 1
+    assert during.value(P + "connections_opened_total", app=MAIN.id, transport="sse") == 1
+    stream.close()  # the browser leaving: 1001, going away
+    await scraped_until(server_port, lambda s: s.value(
+        P + "connections_closed_total", app=MAIN.id, transport="sse", code="1001") == 1
+        and s.value(P + "connections", app=MAIN.id, transport="sse") == 0)
+    refused = await SSEClient.open(server_port, "no-such-key", "channels=feed")
+    assert refused.status == 404
+    refused.close()
+    after = await scrape(server_port)
+    assert after.value(P + "connections_refused_total", app="_unknown", reason="unknown_app") == 1
 
 
 @pytest.mark.gen_test(timeout=30)
