@@ -295,6 +295,15 @@ async def test_webhook_failure_and_retry_show(server_port, connect, receiver):  
     assert metrics.value(P + "webhook_queue_depth", app=MAIN.id) == 0
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_webhook_events_given_up_are_counted(server_port, push):
+    # The counter once shadowed the observer method of the same name: drops logged a
+    # traceback and were never counted.
+    push.hub.observers.webhook_dropped(MAIN, "http://127.0.0.1:9/hooks", [{}, {}], "queue_full")
+    metrics = await scrape(server_port)
+    assert metrics.value(P + "webhook_events_dropped_total", app=MAIN.id, reason="queue_full") == 2
+
+
 def series_budget(apps: int) -> dict[str, int]:
     """The most series each family may have, from the configuration alone: ``apps``
     configured, one ``_unknown`` more where a request may name none."""
