@@ -54,6 +54,8 @@ from ..pubsub.streams import Position
 MAX_CHANNELS = 100
 #: An ``EventSource`` leaving is the normal end of a stream (1001: going away).
 _CLIENT_LEFT = 1001
+#: Close codes after which Pusher clients do not reconnect (protocol 7).
+_FINAL_CODES = range(4000, 4100)
 HEARTBEAT = b": ping\n\n"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 #: Frames an ``EventSource`` has no use for.
@@ -280,9 +282,19 @@ class ServerSentEventsHandler(tornado.web.RequestHandler):
 
     def close(self, code: int, reason: str) -> None:
         """End the stream after what was queued (the ``pusher:error`` saying why): these
-        last bytes go past the outbound limit, bounded by one iteration's events."""
+        last bytes go past the outbound limit, bounded by one iteration's events.
+
+        A close before anything was streamed with a code Pusher clients must not reconnect
+        on (4000-4099, e.g. 4004 over the app's connection quota) is answered ``403`` with
+        ``reason`` instead: an ``EventSource`` retries a stream that ended, never a 4xx."""
         queued, self._queued = self._queued, None
-        if queued and not self._ended.is_set():
+        if self._ended.is_set():
+            return
+        if not self._headers_written and _FINAL_CODES.start <= code < _FINAL_CODES.stop:
+            self.set_status(403)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self._write(reason.encode() + b"\n")
+        elif queued:
             self._write(b"".join(queued))
         self._ended.set()
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import APPS, MAIN, in_thread, until
+from conftest import APPS, MAIN, TINY, in_thread, until
 from sse_client import SSEClient
 from tornado_push.embed import Push
 from tornado_push.handlers.sse import MAX_CHANNELS, sse_event
@@ -95,6 +95,20 @@ async def test_refusals_are_http_errors_before_streaming(server_port) -> None:
         assert client.status == status, (key, query, client.head)
         assert "text/plain" in client.head and (await client.body()).strip()
         client.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_stream_over_the_app_quota_is_refused_before_streaming(server_port, hub) -> None:
+    streams = [await SSEClient.open(server_port, TINY.key, "channels=full") for _ in range(3)]
+    try:
+        assert [s.status for s in streams] == [200] * 3
+        over = await SSEClient.open(server_port, TINY.key, "channels=full")
+        assert over.status == 403 and "quota" in (await over.body()).lower()
+        over.close()
+        assert len(sessions_on(hub, TINY, "full")) == 3
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def token_query(channels: list[str], *, expires_in: float = 60, user_id: str | None = None,
