@@ -199,8 +199,11 @@ class ServerSentEventsHandler(tornado.web.RequestHandler):
         query = {name: self.get_query_argument(name, None)
                  for name in ("channels", "token", "user_id")}
         try:
-            stream = check_request(self.hub, key, query, self.request.headers.get("Last-Event-ID"),
-                                   time.time())
+            # The header (the browser's reconnect) is fresher than a query a page wrote
+            # into the URL, say after a reload, which loses the browser's.
+            last_event_id = (self.request.headers.get("Last-Event-ID")
+                             or self.get_query_argument("last_event_id", None))
+            stream = check_request(self.hub, key, query, last_event_id, time.time())
         except Refused as refusal:
             if refusal.reason is not None:
                 self.hub.observers.connection_refused(self.hub.apps.by_key(key), refusal.reason)

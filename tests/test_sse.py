@@ -161,6 +161,13 @@ async def test_last_event_id_resumes_without_gap(server_port, sdk, hub) -> None:
         assert [e["id"].rsplit(":", 1)[1] for e in received] == ["3", "4", "5", "6"]
     finally:
         again.close()
+    # A page that reloaded puts the id it kept in the URL instead: the same resume.
+    reloaded = await SSEClient.open(server_port, query=f"channels={channel}&last_event_id={last}")
+    try:
+        assert [json.loads((await reloaded.expect("tick"))["data"])["n"] for _ in range(4)] \
+            == [2, 3, 4, 5]
+    finally:
+        reloaded.close()
     epoch = last.split(":")[1]
     stale = await SSEClient.open(server_port, query=f"channels={channel}",
                                  headers={"Last-Event-ID": f"{channel}:not-{epoch}:1"})
