@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import time
 from typing import Any, Callable, Iterable
 
 import tornado
@@ -42,7 +43,7 @@ from .pubsub.redis.broker import RedisBroker
 from .pubsub.redis.client import connect
 from .pubsub.redis.state import RedisState
 from .pubsub.session import parse_member, parse_user
-from .pubsub.signing import auth_token, channel_auth_message, user_auth_message
+from .pubsub.signing import auth_token, channel_auth_message, sse_token, user_auth_message
 from .pubsub.webhooks import Poster, Webhooks
 from .settings import Settings, load_settings
 
@@ -182,6 +183,7 @@ class Push:
     def routes(self, prefix: str = "") -> list[tuple[str, type, dict[str, Any]]]:
         """Routes for the host's ``Application``: ``{prefix}/app/{key}`` (WebSocket),
         ``{prefix}/pusher/app/{key}/...`` (pusher-js's HTTP fallbacks, docs/fallbacks.md),
+        ``{prefix}/app/{key}/sse`` (Server-Sent Events, docs/fallbacks.md),
         ``{prefix}/apps/{id}/...`` (HTTP API), ``{prefix}/health``, ``{prefix}/ready``,
         unless metrics are off ``{prefix}/metrics`` (this process's, for Prometheus), and
         ``{prefix}/admin/`` (the admin console; 404 unless ``admin_password`` is set).
@@ -308,6 +310,33 @@ class Push:
         _checked(parse_member, app, channel_data)
         return {"auth": auth_token(app, channel_auth_message(socket_id, channel, channel_data)),
                 "channel_data": channel_data}
+
+    def authorize_sse(self, channels: Iterable[str], *, expires_in: float = 600,
+                      user_id: str | int | None = None,
+                      app_id: str | None = None) -> dict[str, str]:
+        """The query parameters of an SSE stream (``{prefix}/app/{key}/sse``) over
+        ``channels``: ``{"channels", "token"}``, plus ``"user_id"`` for presence channels.
+        URL-encode them onto the stream's URL (``urllib.parse.urlencode``).
+
+        The token signs the channels, the user and an expiry ``expires_in`` seconds from
+        now; it is checked when the stream connects, and so on each of the browser's
+        reconnects, which fail (403) once it has expired: give a page a fresh URL then.
+        Raises ``ValueError`` for an invalid channel name or a presence channel without
+        ``user_id``.
+        """
+        app = self.app(app_id)
+        names = [_checked(rest.check_channel, name) for name in channels]
+        if not names:
+            raise ValueError("name at least one channel")
+        if user_id is None and any(protocol.channel_kind(n).presence for n in names):
+            raise ValueError("presence channels need the user_id")
+        listed = ",".join(names)
+        user = None if user_id is None else str(user_id)
+        query = {"channels": listed,
+                 "token": sse_token(app, listed, int(time.time() + expires_in), user)}
+        if user is not None:
+            query["user_id"] = user
+        return query
 
     def authenticate_user(self, socket_id: str, user_id: str, *, user_info: Any = None,
                           watchlist: Iterable[str] | None = None,

@@ -10,6 +10,7 @@ from .fallback import FallbackOptions, fallback_routes
 from .health import HealthHandler, InFlightRequests, ReadyHandler
 from .metrics import MetricsHandler
 from .socket import PusherSocketHandler
+from .sse import ServerSentEventsHandler
 from ..pubsub.hub import Hub
 from ..pubsub.metrics import Metrics
 
@@ -45,6 +46,7 @@ def routes(hub: Hub, in_flight: InFlightRequests | None = None, *, prefix: str =
     return [
         (rf"{at}/app/([^/]+)", PusherSocketHandler, socket),
         *fallback_routes(hub, at, fallback or FallbackOptions(), max_message_bytes),
+        (rf"{at}/app/([^/]+)/sse", ServerSentEventsHandler, context),
         (rf"{at}{_APP}/events", api.EventsHandler, signed),
         (rf"{at}{_APP}/batch_events", api.BatchEventsHandler, signed),
         (rf"{at}{_APP}/channels", api.ChannelsHandler, signed),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..pubsub import lograte
 
@@ -38,19 +38,50 @@ def websocket_text_frame(payload: bytes) -> bytes:
 
 
 class FrameCache:
-    """Remembers the last payload framed, by identity: the broadcast loop asks for it again."""
+    """Remembers the last payload framed, by identity: the broadcast loop asks for it again.
 
-    __slots__ = ("_payload", "_frame")
+    ``framer`` turns a Pusher JSON frame into the bytes a transport writes
+    (default: a WebSocket text frame)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_payload", "_frame", "_framer")
+
+    def __init__(self, framer: Callable[[bytes], bytes] = websocket_text_frame) -> None:
         self._payload: bytes | None = None
         self._frame = b""
+        self._framer = framer
 
     def frame(self, payload: bytes) -> bytes:
         # Holding the payload keeps its id from being reused while it is cached.
         if payload is not self._payload:
-            self._payload, self._frame = payload, websocket_text_frame(payload)
+            self._payload, self._frame = payload, self._framer(payload)
         return self._frame
+
+
+def retrieve_outcome(future: asyncio.Future) -> None:
+    """Done callback of a write to a client: one that has gone fails, and nothing is owed
+    to it, so its error is retrieved instead of logged by asyncio as unhandled."""
+    if not future.cancelled():
+        future.exception()
+
+
+#: When bytes were first seen waiting unread, and the write count they are within; None
+#: while nothing waits (a tuple or None: connections keep one each, so no object).
+Backlog = tuple[float, int] | None
+
+
+def unread_time(backlog: Backlog, now: float, progress: tuple[int, int]) -> tuple[Backlog, float]:
+    """The connection's new backlog mark, and for how long at least bytes have waited unread.
+
+    ``progress`` is the stream's (bytes given to it, bytes the kernel took), counted from
+    the start. Measured between calls: bytes that waited at one call and still wait at a
+    later one have waited the time between. A connection with nothing waiting keeps no mark.
+    """
+    written, taken = progress
+    if written == taken:
+        return None, 0.0
+    if backlog is None or taken >= backlog[1]:  # what waited at the last call has gone
+        return (now, written), 0.0
+    return backlog, now - backlog[0]
 
 
 class Flushable(Protocol):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import tornado.websocket
 
-from .outbound import FrameCache, Flusher
+from .outbound import FrameCache, Flusher, retrieve_outcome, unread_time
 from .tornado_internals import (abort, frames_read_in_own_task, release_handshake,
                                 websocket_compresses, write_frames, write_progress)
 from ..pubsub import protocol
@@ -41,13 +39,6 @@ def app_for(hub: Hub, key: str, version: str | None) -> App:
     if not app.enabled:
         raise ConnectionRefused(ErrorCode.APP_DISABLED, "App is disabled", "app_disabled")
     return app
-
-
-def _retrieve_outcome(future: asyncio.Future) -> None:
-    # A write to a client that has gone fails; nothing is owed to it, so
-    # retrieve the error instead of letting asyncio log it as unhandled.
-    if not future.cancelled():
-        future.exception()
 
 
 class PusherSocketHandler(tornado.websocket.WebSocketHandler):
@@ -140,7 +131,7 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
             connection = self.ws_connection
             if connection is not None and not connection.is_closing():
                 try:
-                    connection.write_message(frame).add_done_callback(_retrieve_outcome)
+                    connection.write_message(frame).add_done_callback(retrieve_outcome)
                 except tornado.websocket.WebSocketClosedError:
                     pass  # gone mid-broadcast: on_close follows, the others still get theirs
             return
@@ -193,12 +184,5 @@ class PusherSocketHandler(tornado.websocket.WebSocketHandler):
         time between. Costs nothing on the write path; a connection with nothing waiting
         keeps no mark.
         """
-        written, taken = write_progress(self.ws_connection)
-        backlog = self._backlog
-        if written == taken:
-            self._backlog = None
-            return 0.0
-        if backlog is None or taken >= backlog[1]:  # what waited at the last call has gone
-            self._backlog = (now, written)
-            return 0.0
-        return now - backlog[0]
+        self._backlog, unread = unread_time(self._backlog, now, write_progress(self.ws_connection))
+        return unread

@@ -62,7 +62,7 @@ def write_frames(connection: tornado.websocket.WebSocketProtocol | None, data: b
     stream = connection.stream  # WebSocketProtocol13.stream
     if stream._closed:  # noqa: SLF001
         return True
-    unsent = stream._write_buffer._size  # noqa: SLF001  (what _StreamBuffer.__len__ returns)
+    unsent = unsent_bytes(stream)
     if limit and unsent + len(data) > limit:
         return False
     if not unsent and type(stream) is tornado.iostream.IOStream:
@@ -91,7 +91,17 @@ def write_progress(connection: tornado.websocket.WebSocketProtocol | None) -> tu
     """
     if connection is None or connection.is_closing():
         return 0, 0
-    stream = connection.stream
+    return stream_write_progress(connection.stream)
+
+
+def unsent_bytes(stream: tornado.iostream.IOStream) -> int:
+    """Bytes the stream holds in its own buffer, not yet taken by the kernel."""
+    return stream._write_buffer._size  # noqa: SLF001  (what _StreamBuffer.__len__ returns)
+
+
+def stream_write_progress(stream: tornado.iostream.IOStream) -> tuple[int, int]:
+    """:func:`write_progress` of any stream (an HTTP response's, say): bytes given to the
+    stream to queue and bytes of those the kernel has taken since, counted from the start."""
     return stream._total_write_index, stream._total_write_done_index  # noqa: SLF001
 
 

@@ -101,7 +101,7 @@ class Metrics(Observer):
             ("app", "status"))
         self.webhook_requests = counter("webhook_requests", "Webhook POSTs, by outcome.",
                                         ("app", "outcome"))
-        self.webhook_dropped = counter("webhook_events_dropped", "Webhook events given up, by "
+        self.webhooks_dropped = counter("webhook_events_dropped", "Webhook events given up, by "
                                        "reason.", ("app", "reason"))
         self.auth_failures = counter("http_auth_failures", "HTTP API requests whose signature "
                                      "was refused, by reason.", ("app", "reason"))
@@ -178,7 +178,7 @@ class Metrics(Observer):
 
     def webhook_dropped(self, app: App, url: str, events: list[dict[str, object]],
                         reason: str) -> None:
-        self.webhook_dropped.labels(self.app_label(app), reason).inc(len(events))
+        self.webhooks_dropped.labels(self.app_label(app), reason).inc(len(events))
 
     def http_answered(self, app: App | None, endpoint: str, status: int, seconds: float) -> None:
         self.http_answers[self.app_label(app), endpoint, str(status)] += 1

@@ -105,3 +105,27 @@ def verify_request(app: App, method: str, path: str, query: Mapping[str, str],
     if not _same(expected, signature):
         raise ApiError(401, "Invalid signature: check the app secret and the signed path",
                        "bad_signature")
+
+
+def sse_token_message(key: str, channels: str, user_id: str | None, expiry: int) -> str:
+    """What an SSE token signs: the app key, the ``channels`` query value exactly as sent,
+    the presence user id (empty when none) and the expiry (Unix seconds)."""
+    return f"sse\n{key}\n{channels}\n{user_id or ''}\n{expiry}"
+
+
+def sse_token(app: App, channels: str, expiry: int, user_id: str | None = None) -> str:
+    """The ``token`` query value of an SSE stream: ``"{expiry}:{hex signature}"``."""
+    return f"{expiry}:{sign(app.secret, sse_token_message(app.key, channels, user_id, expiry))}"
+
+
+def verify_sse_token(app: App, channels: str, user_id: str | None, token: object,
+                     now: float) -> bool:
+    """True when ``token`` signs this stream's channels and user and has not expired at
+    ``now`` (Unix seconds). The signature is compared in constant time."""
+    if not isinstance(token, str):
+        return False
+    expiry, _, signature = token.partition(":")
+    if not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12:
+        return False
+    expected = sign(app.secret, sse_token_message(app.key, channels, user_id, int(expiry)))
+    return _same(expected, signature) and int(expiry) > now

@@ -35,6 +35,7 @@ from tornado_push.pubsub import protocol
 from tornado_push.pubsub.session import Session
 from tornado_push.pubsub.timing import LATENCY_BUCKETS, Buckets, PublishTimer
 from tornado_push.settings import load_settings
+from sse_client import SSEClient
 from webhook_receiver import receiver  # noqa: F401 (fixture)
 
 P = "tornado_push_"
@@ -137,6 +138,24 @@ async def test_connections_are_labelled_by_their_transport(server_port, connect)
         assert scraped.value(P + "connections", app=MAIN.id, transport=transport) == 1
         assert scraped.value(P + "connections_opened_total", app=MAIN.id,
                              transport=transport) == 1
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_sse_streams_are_connections_labelled_sse(server_port):
+    stream = await SSEClient.open(server_port, query="channels=feed")
+    assert stream.status == 200
+    during = await scrape(server_port)
+    assert during.value(P + "connections", app=MAIN.id, transport="sse") == 1
+    assert during.value(P + "connections_opened_total", app=MAIN.id, transport="sse") == 1
+    stream.close()  # the browser leaving: 1001, going away
+    await scraped_until(server_port, lambda s: s.value(
+        P + "connections_closed_total", app=MAIN.id, transport="sse", code="1001") == 1
+        and s.value(P + "connections", app=MAIN.id, transport="sse") == 0)
+    refused = await SSEClient.open(server_port, "no-such-key", "channels=feed")
+    assert refused.status == 404
+    refused.close()
+    after = await scrape(server_port)
+    assert after.value(P + "connections_refused_total", app="_unknown", reason="unknown_app") == 1
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -287,6 +306,15 @@ async def test_webhook_failure_and_retry_show(server_port, connect, receiver):  
     assert metrics.value(P + "webhook_retries_total", app=MAIN.id) == 1
     assert metrics.value(P + "webhook_request_duration_seconds_count") == 2
     assert metrics.value(P + "webhook_queue_depth", app=MAIN.id) == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_webhook_events_given_up_are_counted(server_port, push):
+    # The counter once shadowed the observer method of the same name: drops logged a
+    # traceback and were never counted.
+    push.hub.observers.webhook_dropped(MAIN, "http://127.0.0.1:9/hooks", [{}, {}], "queue_full")
+    metrics = await scrape(server_port)
+    assert metrics.value(P + "webhook_events_dropped_total", app=MAIN.id, reason="queue_full") == 2
 
 
 def series_budget(apps: int) -> dict[str, int]:
