@@ -707,3 +707,7 @@ async def test_http_fallback_through_nginx_keeps_each_session_on_its_process(
     for name in ("alice", "bob"):
         assert len(clients[name].seen(type="connected")) == 1, name
         assert error_codes(clients[name]) == [], name
+    # nginx's access log shows the requests but never a session (its only credential).
+    log = (deployment.run_dir / "logs" / "nginx-access.log").read_text()
+    assert f'"POST /pusher/app/{MAIN.key}/.../xhr_send HTTP/1.1" 204' in log, log
+    assert "stick" not in log, log
