@@ -24,6 +24,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,6 +46,8 @@ from conftest import MAIN, ROOT, in_thread
 from pusherjs import JSClient, PusherJS
 from redis_server import bindable, free_port
 from sse_client import SSEClient
+from browser import Browser
+from test_fallback_browser import page_origin, seen  # noqa: F401 (a fixture)
 from conftest import subscribed
 from test_pusherjs_client_events import error_codes
 
@@ -711,3 +714,26 @@ async def test_http_fallback_through_nginx_keeps_each_session_on_its_process(
     log = (deployment.run_dir / "logs" / "nginx-access.log").read_text()
     assert f'"POST /pusher/app/{MAIN.key}/.../xhr_send HTTP/1.1" 204' in log, log
     assert "stick" not in log, log
+
+
+@needs_nginx
+@pytest.mark.timeout(120)
+@pytest.mark.gen_test(timeout=90)
+async def test_browser_streams_over_http2_through_nginx_tls(
+        deploy, certificates, page_origin, browser: Browser):
+    """Chromium's xhr_streaming session through nginx's TLS server, over HTTP/2 (one
+    connection for all of a browser's streams), passes frames as they come."""
+    deployment = await deploy(tls=certificates)
+    page = await browser.open(f"{page_origin}/page", ignore_https_errors=True)
+    await page.evaluate("window.start", [MAIN.key, {
+        "httpHost": "127.0.0.1", "httpsPort": deployment.tls_port, "forceTLS": True,
+        "enabledTransports": ["xhr_streaming"]}])
+    await seen(page, "subscribed")
+    await trigger(sdk(deployment, tls=True), "news", "headline", {"n": 1})
+    assert [event["data"] for event in await seen(page, "headline")] == [{"n": 1}]
+    log = (deployment.run_dir / "logs" / "nginx-access.log").read_text()
+    # Every request of the session went over HTTP/2, and the log hides the session.
+    assert re.search(rf'"POST /pusher/app/{MAIN.key}/\.\.\./xhr_send\?\S* HTTP/2\.0" 204', log), log
+    assert not re.search(r'"\w+ /pusher/\S* HTTP/1', log), log
+    assert len(await seen(page, "connected")) == 1
+    browser.assert_no_errors()

@@ -19,14 +19,13 @@ from tornado_push.pubsub.hub import Hub
 #: pusher-js as a page loads it (the same package the Node tests drive).
 PUSHER_WEB = ROOT / "tests" / "js" / "node_modules" / "pusher-js" / "dist" / "web"
 
-#: The page starts pusher-js on demand and records what it sees.
+#: The page starts pusher-js on demand (``window.start([key, options])``, subscribing to
+#: ``news``) and records what it sees.
 PAGE = """<!doctype html><title>fallback</title><link rel="icon" href="data:,">
 <script src="/pusher.js"></script><script>
 window.seen = [];
-window.start = ([key, port, transport]) => {
-  const pusher = new Pusher(key, {
-    cluster: "local", wsHost: "127.0.0.1", wsPort: port, httpHost: "127.0.0.1",
-    httpPort: port, forceTLS: false, enabledTransports: [transport], disableStats: true});
+window.start = ([key, options]) => {
+  const pusher = new Pusher(key, {cluster: "local", disableStats: true, ...options});
   pusher.connection.bind("connected", () => window.seen.push(
     {type: "connected", socket_id: pusher.connection.socket_id}));
   const channel = pusher.subscribe("news");
@@ -70,7 +69,9 @@ async def test_browser_on_another_origin_gets_a_publish_over_the_http_fallback(
         transport, page_origin, server_port, hub: Hub, sdk, browser: Browser, caplog) -> None:
     caplog.set_level(logging.INFO, logger="tornado.access")
     page = await browser.open(f"{page_origin}/page")
-    await page.evaluate("window.start", [MAIN.key, server_port, transport])
+    await page.evaluate("window.start", [MAIN.key, {
+        "httpHost": "127.0.0.1", "httpPort": server_port, "forceTLS": False,
+        "enabledTransports": [transport]}])
     await seen(page, "subscribed")  # pusher:subscribe went over xhr_send
     assert [session.transport.kind for session in hub.sessions(MAIN)] == [transport]
     await in_thread(sdk.trigger, "news", "headline", {"n": 1})
