@@ -722,17 +722,24 @@ async def test_http_fallback_through_nginx_keeps_each_session_on_its_process(
 async def test_browser_streams_over_http2_through_nginx_tls(
         deploy, certificates, page_origin, browser: Browser):
     """Chromium's xhr_streaming session through nginx's TLS server, over HTTP/2 (one
-    connection for all of a browser's streams), passes frames as they come."""
+    connection for all of a browser's streams), passes frames as they come; a
+    WebSocket from the same browser to the same server still works (HTTP/1.1)."""
     deployment = await deploy(tls=certificates)
-    page = await browser.open(f"{page_origin}/page", ignore_https_errors=True)
-    await page.evaluate("window.start", [MAIN.key, {
-        "httpHost": "127.0.0.1", "httpsPort": deployment.tls_port, "forceTLS": True,
-        "enabledTransports": ["xhr_streaming"]}])
-    await seen(page, "subscribed")
+    pages = {}
+    for transport in ("xhr_streaming", "ws"):
+        page = await browser.open(f"{page_origin}/page", name=transport, ignore_https_errors=True)
+        await page.evaluate("window.start", [MAIN.key, {
+            "wsHost": "127.0.0.1", "wssPort": deployment.tls_port, "httpHost": "127.0.0.1",
+            "httpsPort": deployment.tls_port, "forceTLS": True, "enabledTransports": [transport]}])
+        await seen(page, "subscribed")
+        pages[transport] = page
     await trigger(sdk(deployment, tls=True), "news", "headline", {"n": 1})
-    assert [event["data"] for event in await seen(page, "headline")] == [{"n": 1}]
+    for transport, page in pages.items():
+        assert [event["data"] for event in await seen(page, "headline")] == [{"n": 1}], transport
+    page = pages["xhr_streaming"]
     log = (deployment.run_dir / "logs" / "nginx-access.log").read_text()
-    # Every request of the session went over HTTP/2, and the log hides the session.
+    # Every request of the session that ended went over HTTP/2 (nginx logs a request
+    # when it ends: not the open stream, nor the WebSocket), and the log hides the session.
     assert re.search(rf'"POST /pusher/app/{MAIN.key}/\.\.\./xhr_send\?\S* HTTP/2\.0" 204', log), log
     assert not re.search(r'"\w+ /pusher/\S* HTTP/1', log), log
     assert len(await seen(page, "connected")) == 1
