@@ -9,6 +9,10 @@ SDK, a rolling restart is ``supervisorctl restart push:push-K``, and
 ``supervisor/stop.sh`` stops it all at teardown (then, as a fallback, the
 PIDs from the pid files are killed).
 
+pusher-js's HTTP fallback (Node and Chromium) and SSE go through the same
+nginx: a fallback session's requests must all reach its process (the sticky
+hash on the session path), and the TLS server speaks HTTP/2 to browsers.
+
 Which process a client is on is read from its socket id, ``{node}.{n}``,
 against each process's ``/health`` (``node``).
 
