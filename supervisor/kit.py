@@ -138,7 +138,7 @@ def render(args: argparse.Namespace, environ: dict[str, str]) -> list[str]:
     if not tls:
         nginx_template = re.sub(r"(?ms)^# BEGIN TLS.*?^# END TLS\n", "", nginx_template)
     nginx = Template(nginx_template).substitute(
-        run_dir=run_dir, worker_rlimit_nofile=fds, worker_connections=fds // 2,
+        run_dir=run_dir, repo=REPO, worker_rlimit_nofile=fds, worker_connections=fds // 2,
         max_body_bytes=settings.max_body_bytes, upstream_servers=servers,
         listen_address=f"[{args.host}]" if ":" in args.host else args.host, port=args.port,
         activity_timeout=f"{settings.hub.activity_timeout:g}",

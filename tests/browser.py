@@ -44,9 +44,13 @@ class Browser:
         self._chromium = await self._playwright.chromium.launch(executable_path=CHROMIUM)
         return self
 
-    async def open(self, url: str, viewport: dict[str, int] = DESKTOP, name: str = "page") -> Page:
-        """A page showing ``url``; its console errors and page errors go to :attr:`errors`."""
-        context = await self._chromium.new_context(viewport=viewport)
+    async def open(self, url: str, viewport: dict[str, int] = DESKTOP, name: str = "page",
+                   **context_options: Any) -> Page:
+        """A page showing ``url``; its console errors and page errors go to :attr:`errors`.
+
+        ``context_options`` go to Playwright's ``new_context`` (e.g.
+        ``ignore_https_errors=True`` for a test certificate)."""
+        context = await self._chromium.new_context(viewport=viewport, **context_options)
         self.contexts.append(context)
         page = await context.new_page()
         page.on("console", lambda message: message.type == "error"

@@ -9,6 +9,10 @@ SDK, a rolling restart is ``supervisorctl restart push:push-K``, and
 ``supervisor/stop.sh`` stops it all at teardown (then, as a fallback, the
 PIDs from the pid files are killed).
 
+pusher-js's HTTP fallback (Node and Chromium) and SSE go through the same
+nginx: a fallback session's requests must all reach its process (the sticky
+hash on the session path), and the TLS server speaks HTTP/2 to browsers.
+
 Which process a client is on is read from its socket id, ``{node}.{n}``,
 against each process's ``/health`` (``node``).
 
@@ -24,6 +28,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +49,9 @@ from app_server import auth_routes
 from conftest import MAIN, ROOT, in_thread
 from pusherjs import JSClient, PusherJS
 from redis_server import bindable, free_port
+from sse_client import SSEClient
+from browser import Browser
+from test_fallback_browser import page_origin, seen  # noqa: F401 (a fixture)
 from conftest import subscribed
 from test_pusherjs_client_events import error_codes
 
@@ -338,6 +346,23 @@ def events_since(js: PusherJS, mark: int, client: JSClient, **match: Any) -> lis
             and all(event.get(key) == value for key, value in match.items())]
 
 
+
+async def fallback_session_node(base: str, session: str) -> int:
+    """Open an xhr_polling session ``{server}/{session}`` through nginx at ``base``
+    (``http://host:port``) as pusher-js would; the node its socket id names."""
+    url = f"{base}/pusher/app/{MAIN.key}/{session}/xhr?protocol=7"
+    frames: list[str] = []
+    for _ in range(3):  # the greeting may come after the first poll was answered ("o")
+        response = await tornado.httpclient.AsyncHTTPClient().fetch(
+            url, method="POST", body="", headers={"Content-Type": "application/json"})
+        frames += [line for line in response.body.decode().splitlines() if line.startswith("a")]
+        if frames:
+            break
+    established = json.loads(json.loads(frames[0][1:])[0])
+    assert established["event"] == "pusher:connection_established", established
+    return int(json.loads(established["data"])["socket_id"].split(".")[0])
+
+
 # -- tests ------------------------------------------------------------------------------
 
 @needs_nginx
@@ -598,3 +623,128 @@ def test_rendered_supervisord_conf_gives_the_processes_their_environment_exactly
         assert environment == {**tricky, "PUSH_XHEADERS": "true"}
         assert f"$(($2 + {number}))" in command
     assert (tmp_path / "run" / "supervisord.conf").stat().st_mode & 0o077 == 0  # secrets
+
+
+@needs_nginx
+@pytest.mark.timeout(150)
+@pytest.mark.gen_test(timeout=120)
+async def test_http_fallback_through_nginx_keeps_each_session_on_its_process(
+        deploy, certificates, js, server_port):
+    """pusher-js's xhr_streaming and xhr_polling through nginx, plain and TLS, on
+    three processes: each session's requests all reach the process holding it
+    (elsewhere its xhr_send would get 404 and its next poll a new session), while
+    sessions from one client address still spread over the processes. An SSE
+    stream through nginx gets the same publishes."""
+    deployment = await deploy(processes=3, tls=certificates)
+    nodes = {await node_of_process(deployment, number): number for number in range(3)}
+    plain = f"http://127.0.0.1:{deployment.port}"
+
+    # Sessions are routed by their path, not by the client's address (all of
+    # these come from 127.0.0.1): they land on more than one process, and each
+    # one's xhr_send reaches the process that knows it.
+    sessions = {f"{n}/stick{n:03d}{uuid.uuid4().hex[:6]}": 0 for n in range(24)}
+    for session in sessions:
+        sessions[session] = await fallback_session_node(plain, session)
+        sent = await tornado.httpclient.AsyncHTTPClient().fetch(
+            f"{plain}/pusher/app/{MAIN.key}/{session}/xhr_send", method="POST", body="[]",
+            headers={"Content-Type": "application/json"}, raise_error=False)
+        assert sent.code == 204, (session, sent.code)
+    assert len(set(sessions.values())) > 1, sessions
+    assert set(sessions.values()) <= set(nodes)
+
+    # Real pusher-js: alice streams over http, bob polls over https, carol uses a
+    # WebSocket (least_conn); all meet on one presence channel.
+    base = f"http://127.0.0.1:{server_port}/test/{MAIN.key}"
+    transports = {"alice": ("xhr_streaming", False), "bob": ("xhr_polling", True),
+                  "carol": ("ws", False)}
+    clients: dict[str, JSClient] = {}
+    for name, (transport, tls) in transports.items():
+        client = js.client(name)
+        options = ({"forceTLS": True, "httpsPort": deployment.tls_port,
+                    "wssPort": deployment.tls_port} if tls
+                   else {"forceTLS": False, "httpPort": deployment.port})
+        await client.connect(MAIN.key, deployment.port, auth_endpoint=f"{base}/auth?user={name}",
+                             enabledTransports=[transport], httpHost="127.0.0.1", **options)
+        await client.expect(type="connected", timeout=15)
+        await subscribed(client, "news")
+        await subscribed(client, "presence-room")
+        clients[name] = client
+    everyone = list(clients.values())
+    for client in everyone:
+        assert (await client.members("presence-room"))["count"] == 3, client.name
+    for name in ("alice", "bob"):  # carol joined last, on a WebSocket
+        added = await expect_event(clients[name], "presence-room", "pusher:member_added",
+                                   timeout=10)
+        if added["id"] == "bob":  # alice saw bob join first
+            added = await expect_event(clients[name], "presence-room", "pusher:member_added",
+                                       timeout=10)
+        assert added["id"] == "carol", name
+
+    # An SSE stream through nginx too (its own unbuffered location).
+    stream = await SSEClient.open(deployment.port, query="channels=news",
+                                  headers={"Host": f"127.0.0.1:{deployment.port}"})
+    assert stream.status == 200, stream.head
+
+    # A publish made to each process directly reaches everyone, wherever they are.
+    for number in range(3):
+        direct = pusher.Pusher(app_id=MAIN.id, key=MAIN.key, secret=MAIN.secret,
+                               host="127.0.0.1", port=deployment.process_port(number), ssl=False)
+        await trigger(direct, "news", "headline", {"from": number})
+    for client in everyone:
+        assert [await expect_event(client, "news", "headline", timeout=15)
+                for _ in range(3)] == [{"from": 0}, {"from": 1}, {"from": 2}], client.name
+    try:
+        assert [json.loads((await stream.expect("headline", timeout=15))["data"])
+                for _ in range(3)] == [{"from": 0}, {"from": 1}, {"from": 2}]
+    finally:
+        stream.close()
+
+    # A client event from the streaming session reaches the others; carol leaving
+    # is seen by both HTTP sessions.
+    assert await clients["alice"].trigger("presence-room", "client-wave", {"by": "alice"})
+    for name in ("bob", "carol"):
+        assert await expect_event(clients[name], "presence-room", "client-wave",
+                                  timeout=15) == {"by": "alice"}
+    await clients["carol"].disconnect()
+    for name in ("alice", "bob"):
+        removed = await expect_event(clients[name], "presence-room", "pusher:member_removed",
+                                     timeout=15)
+        assert removed["id"] == "carol", name
+    # Each HTTP client kept its first session throughout (no reconnect after a 404).
+    for name in ("alice", "bob"):
+        assert len(clients[name].seen(type="connected")) == 1, name
+        assert error_codes(clients[name]) == [], name
+    # nginx's access log shows the requests but never a session (its only credential).
+    log = (deployment.run_dir / "logs" / "nginx-access.log").read_text()
+    assert f'"POST /pusher/app/{MAIN.key}/.../xhr_send HTTP/1.1" 204' in log, log
+    assert "stick" not in log, log
+
+
+@needs_nginx
+@pytest.mark.timeout(120)
+@pytest.mark.gen_test(timeout=90)
+async def test_browser_streams_over_http2_through_nginx_tls(
+        deploy, certificates, page_origin, browser: Browser):
+    """Chromium's xhr_streaming session through nginx's TLS server, over HTTP/2 (one
+    connection for all of a browser's streams), passes frames as they come; a
+    WebSocket from the same browser to the same server still works (HTTP/1.1)."""
+    deployment = await deploy(tls=certificates)
+    pages = {}
+    for transport in ("xhr_streaming", "ws"):
+        page = await browser.open(f"{page_origin}/page", name=transport, ignore_https_errors=True)
+        await page.evaluate("window.start", [MAIN.key, {
+            "wsHost": "127.0.0.1", "wssPort": deployment.tls_port, "httpHost": "127.0.0.1",
+            "httpsPort": deployment.tls_port, "forceTLS": True, "enabledTransports": [transport]}])
+        await seen(page, "subscribed")
+        pages[transport] = page
+    await trigger(sdk(deployment, tls=True), "news", "headline", {"n": 1})
+    for transport, page in pages.items():
+        assert [event["data"] for event in await seen(page, "headline")] == [{"n": 1}], transport
+    page = pages["xhr_streaming"]
+    log = (deployment.run_dir / "logs" / "nginx-access.log").read_text()
+    # Every request of the session that ended went over HTTP/2 (nginx logs a request
+    # when it ends: not the open stream, nor the WebSocket), and the log hides the session.
+    assert re.search(rf'"POST /pusher/app/{MAIN.key}/\.\.\./xhr_send\?\S* HTTP/2\.0" 204', log), log
+    assert not re.search(r'"\w+ /pusher/\S* HTTP/1', log), log
+    assert len(await seen(page, "connected")) == 1
+    browser.assert_no_errors()
