@@ -91,6 +91,8 @@ class Cable:
 
     def __init__(self) -> None:
         self.plugged = True
+        #: Connections the page opened while unplugged (each closed at once).
+        self.refused = 0
         self._sockets: list[WebSocketRoute] = []
 
     @classmethod
@@ -102,6 +104,7 @@ class Cable:
 
     async def _route(self, socket: WebSocketRoute) -> None:
         if not self.plugged:
+            self.refused += 1
             await socket.close(code=self.LOST, reason="network down")
             return
         socket.connect_to_server()
