@@ -52,6 +52,9 @@ Environment:
                                     is closed as gone (default 10; docs/fallbacks.md)
     PUSH_HTTP_FALLBACK_MAX_SESSIONS HTTP fallback sessions per process, closed ones awaiting
                                     expiry included; beyond, new ones get 503 (default 10000)
+    PUSH_HTTP_FALLBACK_MAX_SESSIONS_PER_IP
+                                    of those, the most one client address may hold; beyond,
+                                    its new ones get 429 (default 1000)
     PUSH_HTTP_FALLBACK_HOSTNAME     this process's own host name: HTTP fallback clients send the
                                     rest of a session's requests to it, so sessions need no
                                     sticky routing (default empty: not sent)
@@ -259,6 +262,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                                           _FALLBACK_DEFAULTS.disconnect_timeout, positive=True),
             max_sessions=env.integer("PUSH_HTTP_FALLBACK_MAX_SESSIONS",
                                      _FALLBACK_DEFAULTS.max_sessions, positive=True),
+            max_sessions_per_ip=env.integer("PUSH_HTTP_FALLBACK_MAX_SESSIONS_PER_IP",
+                                            _FALLBACK_DEFAULTS.max_sessions_per_ip,
+                                            positive=True),
             hostname=env.environ.get("PUSH_HTTP_FALLBACK_HOSTNAME", "").strip()),
         log_level=env.text("PUSH_LOG_LEVEL", Settings.log_level).upper(),
         log_format=env.text("PUSH_LOG_FORMAT", Settings.log_format).lower(),

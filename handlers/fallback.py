@@ -58,6 +58,10 @@ class FallbackOptions:
     heartbeat_interval: float = 25
     #: HTTP sessions this process keeps, closed ones awaiting expiry included (503 beyond).
     max_sessions: int = 10_000
+    #: Of those, the most one client address may hold (429 beyond), so that one client
+    #: cannot fill the table and refuse everyone else. Generous, as the users of the
+    #: fallback are often many people behind one proxy's address.
+    max_sessions_per_ip: int = 1_000
     #: This process's own host name, sent in the ``o`` frame: pusher-js then sends the rest
     #: of the session's requests there (same scheme, port and path), which pins a session to
     #: its process without sticky routing. Empty: not sent.
@@ -103,8 +107,10 @@ class HttpTransport:
     and no further, so nothing is lost when the client opens the next one.
     """
 
-    def __init__(self, sessions: HttpSessions, key: tuple[str, str, str], kind: str) -> None:
+    def __init__(self, sessions: HttpSessions, key: tuple[str, str, str], kind: str,
+                 remote_ip: str) -> None:
         self.kind = kind
+        self.remote_ip = remote_ip
         self.session: Session | None = None
         self._sessions = sessions
         self._key = key
@@ -216,24 +222,33 @@ class HttpTransport:
 
 
 class HttpSessions:
-    """This process's HTTP sessions by ``(app key, server, session id)``, bounded in count."""
+    """This process's HTTP sessions by ``(app key, server, session id)``, bounded in count
+    in all and per client address."""
 
     def __init__(self, hub: Hub, options: FallbackOptions) -> None:
         self.hub = hub
         self.options = options
         self._sessions: dict[tuple[str, str, str], HttpTransport] = {}
+        self._per_ip: dict[str, int] = {}
 
     def get(self, key: tuple[str, str, str]) -> HttpTransport | None:
         """The session's transport, closed or not, until it expires."""
         return self._sessions.get(key)
 
     def open(self, key: tuple[str, str, str], app: App, kind: str,
-             remote_ip: str) -> HttpTransport | None:
-        """A new session, opened (or refused: closed); None when the process has its fill."""
+             remote_ip: str) -> HttpTransport:
+        """A new session, opened (or refused by the engine: closed).
+
+        Raises :class:`tornado.web.HTTPError` 503 when the process has its fill, 429 when
+        ``remote_ip`` has its share: before the engine sees anything."""
         if len(self._sessions) >= self.options.max_sessions:
-            return None
-        transport = HttpTransport(self, key, kind)
+            raise tornado.web.HTTPError(503, reason="Too many HTTP sessions")
+        from_ip = self._per_ip.get(remote_ip, 0)
+        if from_ip >= self.options.max_sessions_per_ip:
+            raise tornado.web.HTTPError(429, reason="Too many HTTP sessions from this address")
+        transport = HttpTransport(self, key, kind, remote_ip)
         self._sessions[key] = transport
+        self._per_ip[remote_ip] = from_ip + 1
         transport.session = Session(self.hub, app, transport, remote_ip)
         transport.session.open()
         return transport
@@ -242,6 +257,9 @@ class HttpSessions:
         """Drop an expired session (only that one: a new one may hold its key)."""
         if self._sessions.get(key) is transport:
             del self._sessions[key]
+            remaining = self._per_ip.pop(transport.remote_ip) - 1
+            if remaining:
+                self._per_ip[transport.remote_ip] = remaining
 
 
 class _FallbackHandler(tornado.web.RequestHandler):
@@ -307,8 +325,6 @@ class ReceiveHandler(_FallbackHandler):
                 return
             transport = self.sessions.open(session_key, app, _TRANSPORT_KINDS[kind],
                                            self.request.remote_ip or "")
-            if transport is None:
-                raise tornado.web.HTTPError(503, reason="Too many HTTP sessions")
         if self.streaming:
             self.write_frame(_PRELUDE, counts_as_written=False)
         if opened:

@@ -197,6 +197,36 @@ async def test_refusals_are_frames_after_o_and_bad_sends_get_http_errors(server_
     assert not [r for r in caplog.records if r.exc_info]
 
 
+class TestSessionsPerAddress:
+    """One client address cannot fill the process's session table for everyone else."""
+
+    @pytest.fixture
+    def app(self, hub) -> tornado.web.Application:
+        fallback = FallbackOptions(disconnect_timeout=DISCONNECT_TIMEOUT, max_sessions_per_ip=3)
+        return tornado.web.Application(routes(hub, fallback=fallback) + auth_routes(APPS))
+
+    @pytest.mark.gen_test(timeout=30)
+    async def test_an_address_over_its_share_gets_429_and_others_still_connect(
+            self, server_port, hub):
+        async def open_session(sid: str, source: str) -> tornado.httpclient.HTTPResponse:
+            request = tornado.httpclient.HTTPRequest(
+                _url(server_port, f"7/{sid}/xhr?protocol=7"), method="POST", body="",
+                network_interface=source)
+            return await tornado.httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+
+        for n in range(3):
+            assert (await open_session(f"flood{n}", "127.0.0.1")).body.startswith(b"o\n")
+        refused = await open_session("flood3", "127.0.0.1")
+        assert (refused.code, refused.reason) == (429, "Too many HTTP sessions from this address")
+        assert len(list(hub.sessions(APPS[0]))) == 3  # refused before the engine saw it
+        other = await open_session("other", "127.0.0.2")
+        assert other.code == 200 and other.body.startswith(b"o\n")
+        # Once the flood's sessions expire (no receive request within the timer), the
+        # address has its share again.
+        await until(lambda: not list(hub.sessions(APPS[0])))
+        assert (await open_session("again", "127.0.0.1")).code == 200
+
+
 class TestQuietStream:
     """A stream that outlives the server's HTTP timeouts, kept alive by heartbeats."""
 

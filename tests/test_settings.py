@@ -82,6 +82,7 @@ def test_every_push_variable_overrides_its_default():
         "PUSH_MAX_OUTBOUND_DELAY": "2.5",
         "PUSH_HTTP_FALLBACK_DISCONNECT_TIMEOUT": "4",
         "PUSH_HTTP_FALLBACK_MAX_SESSIONS": "50",
+        "PUSH_HTTP_FALLBACK_MAX_SESSIONS_PER_IP": "5",
         "PUSH_HTTP_FALLBACK_HOSTNAME": "node3.example.com",
     })
     assert settings == Settings(
@@ -91,7 +92,7 @@ def test_every_push_variable_overrides_its_default():
                        max_inbound_rate=20, max_inbound_burst=40, max_outbound_delay=2.5),
         max_message_bytes=4096, max_body_bytes=2048,
         http_timeouts=HTTPTimeouts(idle=2, header=3.5, body=60),
-        fallback=FallbackOptions(disconnect_timeout=4, max_sessions=50,
+        fallback=FallbackOptions(disconnect_timeout=4, max_sessions=50, max_sessions_per_ip=5,
                                  hostname="node3.example.com"), log_level="DEBUG",
         log_format="json")
 
