@@ -10,6 +10,8 @@ Fixture (a pytest plugin: ``pytest_plugins = ["browser"]``):
               its own (own storage, like another device); every console error and
               uncaught exception of every page is kept for :meth:`Browser.assert_no_errors`
 
+:class:`PageHandler` serves a test's own page from a Tornado app.
+
 ``cable = await Cable.attach(page)`` routes the page's push WebSockets through
 Playwright, so a test can lose the network under a page and give it back.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import tornado.web
 from playwright.async_api import BrowserContext, Page, Playwright, WebSocketRoute, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -126,6 +129,16 @@ class Cable:
     def inject(self, frame: dict[str, Any]) -> None:
         """Hand ``frame`` to the page on its newest connection, as if the server sent it."""
         self._sockets[-1].send(json.dumps(frame))
+
+
+class PageHandler(tornado.web.RequestHandler):
+    """Serves one fixed HTML page: ``(r"/page", PageHandler, {"html": PAGE})``."""
+
+    def initialize(self, html: str) -> None:
+        self.html = html
+
+    def get(self) -> None:
+        self.finish(self.html)
 
 
 @pytest.fixture

@@ -183,6 +183,28 @@ def connect(js: PusherJS, server_port: int):
     return connect
 
 
+#: What pusher-js can be held to: WebSocket, or one of its HTTP fallbacks.
+TRANSPORTS = ["ws", "xhr_streaming", "xhr_polling"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request) -> str:
+    """Each test asking for it runs once per transport (a module may narrow the list)."""
+    return request.param
+
+
+@pytest.fixture
+def connect_over(connect, server_port: int, transport: str):
+    """``connect`` with pusher-js held to :func:`transport`."""
+
+    async def connect_over(name: str, **options: Any) -> JSClient:
+        if transport != "ws":  # pusher-js derives no HTTP host from wsHost
+            options.update(httpHost="127.0.0.1", httpPort=server_port, forceTLS=False)
+        return await connect(name, enabledTransports=[transport], **options)
+
+    return connect_over
+
+
 class RawSocket:
     """A bare WebSocket client for what pusher-js would never send.
 

@@ -1,4 +1,7 @@
-"""Real pusher-js 8 (Node build) over the HTTP fallbacks, xhr_streaming and xhr_polling."""
+"""Real pusher-js 8 (Node build) over the HTTP fallbacks, xhr_streaming and xhr_polling.
+
+The cases these transports share with WebSocket unchanged (publish order, socket_id
+exclusion) run over all three in test_pusherjs_channels.py."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from tornado_push.handlers import routes
 from tornado_push.handlers.fallback import FallbackOptions
 from tornado_push.handlers.front import HTTPTimeouts
 
-TRANSPORTS = ["xhr_streaming", "xhr_polling"]
+HTTP_TRANSPORTS = ["xhr_streaming", "xhr_polling"]
 #: Short, so that a client that left is noticed within the test.
 DISCONNECT_TIMEOUT = 1.0
 
@@ -32,51 +35,15 @@ def app(hub) -> tornado.web.Application:
                                    + auth_routes(APPS))
 
 
-@pytest.fixture(params=TRANSPORTS)
+@pytest.fixture(params=HTTP_TRANSPORTS)
 def transport(request) -> str:
+    """This module's tests run over the HTTP fallbacks only (see :func:`conftest.connect_over`)."""
     return request.param
 
 
-@pytest.fixture
-def connect_http(connect, server_port: int, transport: str):
-    """``connect`` with pusher-js held to one HTTP transport."""
-
-    async def connect_http(name: str, **kwargs):
-        return await connect(name, enabledTransports=[transport], httpHost="127.0.0.1",
-                             httpPort=server_port, forceTLS=False, **kwargs)
-
-    return connect_http
-
-
 @pytest.mark.gen_test(timeout=30)
-async def test_public_channel_receives_sdk_triggers_in_order(connect_http, sdk, hub, transport):
-    a = await connect_http("a")
-    assert [session.transport.kind for session in hub.sessions(APPS[0])] == [transport]
-    await subscribed(a, "news")
-    for number in range(20):
-        await in_thread(sdk.trigger, "news", "headline", {"n": number})
-    received = [(await a.expect(type="channel_event", channel="news", event="headline",
-                                timeout=10))["data"]["n"] for _ in range(20)]
-    assert received == list(range(20))
-
-
-@pytest.mark.gen_test(timeout=30)
-async def test_socket_id_excludes_that_connection_only(connect_http, sdk):
-    a = await connect_http("a")
-    b = await connect_http("b")
-    await subscribed(a, "news")
-    await subscribed(b, "news")
-    socket_a = a.seen(type="connected")[0]["socket_id"]
-    await in_thread(sdk.trigger, "news", "edit", {"v": 1}, socket_a)
-    await in_thread(sdk.trigger, "news", "sentinel", {})
-    await b.expect(type="channel_event", event="edit", timeout=10)
-    await a.expect(type="channel_event", event="sentinel", timeout=10)
-    assert a.seen(event="edit") == []
-
-
-@pytest.mark.gen_test(timeout=30)
-async def test_private_channel_and_client_events_not_echoed(connect_http, connect, sdk):
-    a = await connect_http("a")
+async def test_private_channel_and_client_events_not_echoed(connect_over, connect, sdk):
+    a = await connect_over("a")
     b = await connect("b")  # WebSocket: the two kinds of connection meet on one channel
     await subscribed(a, "private-chat")
     await subscribed(b, "private-chat")
@@ -93,8 +60,8 @@ async def test_private_channel_and_client_events_not_echoed(connect_http, connec
 
 @pytest.mark.gen_test(timeout=40)
 async def test_presence_members_both_ways_and_disconnect_leaves_after_the_timer(
-        connect_http, connect, hub):
-    alice = await connect_http("alice", user="alice")
+        connect_over, connect, hub):
+    alice = await connect_over("alice", user="alice")
     bob = await connect("bob", user="bob")
     await subscribed(alice, "presence-room")
     await subscribed(bob, "presence-room")
@@ -114,8 +81,8 @@ async def test_presence_members_both_ways_and_disconnect_leaves_after_the_timer(
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_more_than_256_kib_on_one_session_arrives_whole(connect_http, hub):
-    a = await connect_http("a")
+async def test_more_than_256_kib_on_one_session_arrives_whole(connect_over, hub):
+    a = await connect_over("a")
     await subscribed(a, "bulk")
     payload = "x" * 9000
     count = 40  # 360 KB, written back to back: past pusher-js's 256 KiB stream recycle
@@ -130,11 +97,11 @@ async def test_more_than_256_kib_on_one_session_arrives_whole(connect_http, hub)
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_close_codes_reach_pusherjs_in_c_frames(connect_http, hub):
-    late = await connect_http("late", app=SIGNIN_REQUIRED, user="alice")
+async def test_close_codes_reach_pusherjs_in_c_frames(connect_over, hub):
+    late = await connect_over("late", app=SIGNIN_REQUIRED, user="alice")
     await late.expect(type="state", current="disconnected", timeout=10)
     assert 4009 in error_codes(late)  # refused: pusher-js stays disconnected
-    client = await connect_http("a")
+    client = await connect_over("a")
     first = client.seen(type="connected")[0]["socket_id"]
     hub.close_all(ErrorCode.RECONNECT, "Reconnect now")  # 4200: pusher-js reconnects at once
     again = await client.expect(type="connected", timeout=10)
@@ -240,8 +207,8 @@ class TestQuietStream:
         return tornado.web.Application(routes(hub, fallback=fallback) + auth_routes(APPS))
 
     @pytest.mark.gen_test(timeout=30)
-    async def test_quiet_session_stays_past_the_http_timeouts(self, connect_http, hub, sdk):
-        a = await connect_http("a")
+    async def test_quiet_session_stays_past_the_http_timeouts(self, connect_over, hub, sdk):
+        a = await connect_over("a")
         await subscribed(a, "news")
         session = next(iter(hub.sessions(APPS[0])))
         # What is tested is time passing: several heartbeats and HTTP timeouts of quiet.

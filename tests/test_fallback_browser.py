@@ -11,7 +11,7 @@ import pytest
 import tornado.httpserver
 import tornado.web
 
-from browser import Browser, Cable
+from browser import Browser, Cable, PageHandler
 from conftest import MAIN, ROOT, in_thread
 from redis_server import free_port
 from tornado_push.handlers import routes
@@ -37,11 +37,6 @@ window.start = ([key, options]) => {
 </script>"""
 
 
-class PageHandler(tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.finish(PAGE)
-
-
 @pytest.fixture
 def app(hub: Hub) -> tornado.web.Application:
     return tornado.web.Application(routes(hub))
@@ -51,7 +46,7 @@ def app(hub: Hub) -> tornado.web.Application:
 def page_origin(io_loop) -> str:
     """Another origin (a port of its own) serving the page and pusher-js."""
     server = tornado.httpserver.HTTPServer(tornado.web.Application([
-        (r"/page", PageHandler),
+        (r"/page", PageHandler, {"html": PAGE}),
         (r"/(pusher\.js)", tornado.web.StaticFileHandler, {"path": str(PUSHER_WEB)})]))
     port = free_port()
     server.listen(port, "127.0.0.1")

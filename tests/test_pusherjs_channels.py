@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import in_thread, subscribed
+from conftest import MAIN, in_thread, subscribed
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -20,13 +20,15 @@ async def test_connection_gets_a_cluster_unique_socket_id(connect, hub):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_public_channel_receives_sdk_triggers_in_publish_order(connect, sdk):
-    a = await connect("a")
+async def test_public_channel_receives_sdk_triggers_in_publish_order(connect_over, sdk, hub,
+                                                                     transport):
+    a = await connect_over("a")
+    assert [session.transport.kind for session in hub.sessions(MAIN)] == [transport]
     await subscribed(a, "news")
     for number in range(30):
         await in_thread(sdk.trigger, "news", "headline", {"n": number})
-    received = [(await a.expect(type="channel_event", channel="news", event="headline"))["data"]["n"]
-                for _ in range(30)]
+    received = [(await a.expect(type="channel_event", channel="news", event="headline",
+                                timeout=10))["data"]["n"] for _ in range(30)]
     assert received == list(range(30))
 
 
@@ -54,9 +56,9 @@ async def test_one_trigger_reaches_every_listed_channel(connect, sdk):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_socket_id_excludes_that_connection_only(connect, sdk):
-    a = await connect("a")
-    b = await connect("b")
+async def test_socket_id_excludes_that_connection_only(connect_over, sdk):
+    a = await connect_over("a")
+    b = await connect_over("b")
     await subscribed(a, "news")
     await subscribed(b, "news")
     socket_a = a.seen(type="connected")[0]["socket_id"]

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import pytest
 import tornado.web
 
-from browser import Browser
+from browser import Browser, PageHandler
 from conftest import APPS, MAIN, until
 from tornado_push.embed import Push
 from tornado_push.handlers import routes
@@ -30,14 +30,9 @@ window.listen = (url, names) => {
 </script>"""
 
 
-class PageHandler(tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.finish(PAGE)
-
-
 @pytest.fixture
 def app(hub: Hub) -> tornado.web.Application:
-    return tornado.web.Application(routes(hub) + [(r"/page", PageHandler)])
+    return tornado.web.Application(routes(hub) + [(r"/page", PageHandler, {"html": PAGE})])
 
 
 async def received(page, count: int) -> list[dict]:
