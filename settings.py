@@ -23,7 +23,8 @@ Environment:
                                     (default false: they pass live only, like typing indicators)
     PUSH_DEFAULT_APP                false: no default app (then PUSH_APPS_FILE must give apps)
     PUSH_APPS_FILE                  JSON list of more apps, each {"id", "key", "secret", options...};
-                                    "webhooks" lists URLs or {"url", "event_types": [...]};
+                                    "webhooks" lists URLs or {"url", "event_types": [...],
+                                    "channel_name_starts_with", "channel_name_ends_with"};
                                     "history_channels" lists glob patterns, with
                                     "history_size" and "history_ttl" as above
     PUSH_ACTIVITY_TIMEOUT           seconds of silence before the server pings (default 120)
@@ -528,17 +529,24 @@ def _glob_patterns(where: str, items: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+#: A webhook target's channel filters, and every key its object may have.
+_CHANNEL_NAME_FILTERS = ("channel_name_starts_with", "channel_name_ends_with")
+_WEBHOOK_TARGET_KEYS = frozenset({"url", "event_types", *_CHANNEL_NAME_FILTERS})
+
+
 def _webhook_targets(where: str, items: Any) -> tuple[WebhookTarget, ...]:
-    """URL strings (every event type) or ``{"url", "event_types"}`` objects, validated."""
+    """URL strings (every event of every channel) or objects naming ``url`` and, optionally,
+    ``event_types``, ``channel_name_starts_with`` and ``channel_name_ends_with``; validated."""
     if not isinstance(items, list):
-        raise SettingsError(f"{where} must be a list of URLs or {{\"url\", \"event_types\"}} objects")
+        raise SettingsError(f"{where} must be a list of URLs or {{\"url\", ...}} objects")
     targets = []
     for number, item in enumerate(items, 1):
         here = f"{where} #{number}"
         if isinstance(item, str):
             item = {"url": item}
-        if not isinstance(item, dict) or not set(item) <= {"url", "event_types"}:
-            raise SettingsError(f"{here} must be a URL or an object with only url and event_types")
+        if not isinstance(item, dict) or not set(item) <= _WEBHOOK_TARGET_KEYS:
+            raise SettingsError(f"{here} must be a URL or an object with only "
+                                f"{', '.join(sorted(_WEBHOOK_TARGET_KEYS))}")
         url = item.get("url")
         if not _is_http_url(url):
             raise SettingsError(f"{here}: url must be an http or https URL with a host, got {url!r}")
@@ -547,9 +555,13 @@ def _webhook_targets(where: str, items: Any) -> tuple[WebhookTarget, ...]:
                 or not all(isinstance(kind, str) and kind in WEBHOOK_EVENT_TYPES for kind in kinds)):
             raise SettingsError(f"{here}: event_types must be a non-empty list of "
                                 f"{', '.join(sorted(WEBHOOK_EVENT_TYPES))}; got {kinds!r}")
+        affixes = {name: item.get(name, "") for name in _CHANNEL_NAME_FILTERS}
+        for name, affix in affixes.items():
+            if not isinstance(affix, str) or (name in item and not affix):
+                raise SettingsError(f"{here}: {name} must be a non-empty string, got {affix!r}")
         if any(target.url == url for target in targets):
             raise SettingsError(f"{here}: url {url!r} is listed twice")
-        targets.append(WebhookTarget(url, frozenset(kinds)))
+        targets.append(WebhookTarget(url, frozenset(kinds), **affixes))
     return tuple(targets)
 
 

@@ -19,10 +19,20 @@ WEBHOOK_EVENT_TYPES = frozenset({
 
 @dataclass(frozen=True, slots=True)
 class WebhookTarget:
-    """One URL that receives an app's webhooks, for the event types it names."""
+    """One URL that receives an app's webhooks: the event types it names, of the channels
+    whose names start and end as it says (empty: any), so that a busy app's receiver for
+    one kind of channel is not flooded by every other kind."""
 
     url: str
     event_types: frozenset[str] = WEBHOOK_EVENT_TYPES
+    channel_name_starts_with: str = ""
+    channel_name_ends_with: str = ""
+
+    def wants(self, event_type: str, channel: str) -> bool:
+        """Whether an event of ``event_type`` on ``channel`` goes to this URL."""
+        return (event_type in self.event_types
+                and channel.startswith(self.channel_name_starts_with)
+                and channel.endswith(self.channel_name_ends_with))
 
 
 @dataclass(frozen=True, slots=True)

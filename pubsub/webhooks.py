@@ -242,7 +242,7 @@ class Webhooks:
         if self._closed:  # a held leave may expire while closing
             return
         for target in app.webhooks:
-            if event["name"] in target.event_types:
+            if target.wants(event["name"], event["channel"]):
                 outbox = self._outbox(app, target)
                 outbox.events.append(event)
                 self._trim(outbox)

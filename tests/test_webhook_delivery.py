@@ -123,6 +123,27 @@ async def test_each_url_receives_only_its_event_types(receiver, webhooks):
 
 
 @pytest.mark.gen_test(timeout=15)
+async def test_each_url_receives_only_the_channels_its_filters_name(receiver, webhooks):
+    app = hooked_app(WebhookTarget(receiver.url("all")),
+                     WebhookTarget(receiver.url("presence"), channel_name_starts_with="presence-"),
+                     WebhookTarget(receiver.url("orders"), channel_name_starts_with="private-",
+                                   channel_name_ends_with="-orders"))
+    receiver.trust(app)  # every delivery is checked with the official SDK's validate_webhook
+    webhooks.channel_occupied(app, "presence-room")
+    webhooks.member_added(app, "presence-room", "alice")
+    webhooks.client_event(app, "private-shop-orders", "client-paid", "{}", "1.2", None)
+    webhooks.client_event(app, "private-orders-archive", "client-x", "{}", "1.2", None)
+    webhooks.cache_miss(app, "cache-orders")
+    assert [event["channel"] for event in (await receiver.next("all")).events] == [
+        "presence-room", "presence-room", "private-shop-orders", "private-orders-archive",
+        "cache-orders"]
+    assert [(event["name"], event["channel"]) for event in (await receiver.next("presence")).events
+            ] == [("channel_occupied", "presence-room"), ("member_added", "presence-room")]
+    assert [(event["name"], event["channel"]) for event in (await receiver.next("orders")).events
+            ] == [("client_event", "private-shop-orders")]
+
+
+@pytest.mark.gen_test(timeout=15)
 async def test_a_leave_is_sent_after_the_delay_when_nobody_comes_back(receiver, webhooks):
     app = hooked_app(WebhookTarget(receiver.url("all")))
     receiver.trust(app)

@@ -36,10 +36,14 @@ def test_file_app_webhooks_take_urls_and_objects_naming_event_types(tmp_path):
     (app,) = load_settings(file_app(tmp_path, [
         "https://hooks.example/all",
         {"url": "http://127.0.0.1:9000/presence", "event_types": ["member_added", "member_removed"]},
+        {"url": "http://127.0.0.1:9000/orders", "channel_name_starts_with": "private-",
+         "channel_name_ends_with": "-orders"},
     ])).apps
     assert app.webhooks == (
         WebhookTarget("https://hooks.example/all"),
         WebhookTarget("http://127.0.0.1:9000/presence", frozenset({"member_added", "member_removed"})),
+        WebhookTarget("http://127.0.0.1:9000/orders", channel_name_starts_with="private-",
+                      channel_name_ends_with="-orders"),
     )
 
 
@@ -62,7 +66,11 @@ def test_server_hub_delivers_webhooks_with_the_configured_options():
     (["http://a.example/", "http://[::1/"], "webhooks #2: url"),
     ([{"url": "http://a.example/", "event_types": ["channel_ocupied"]}], "event_types"),
     ([{"url": "http://a.example/", "event_types": []}], "event_types"),
-    ([{"url": "http://a.example/", "events": ["cache_miss"]}], "only url and event_types"),
+    ([{"url": "http://a.example/", "events": ["cache_miss"]}], "only channel_name_ends_with, "
+                                                               "channel_name_starts_with, "
+                                                               "event_types, url"),
+    ([{"url": "http://a.example/", "channel_name_starts_with": ""}], "channel_name_starts_with"),
+    ([{"url": "http://a.example/", "channel_name_ends_with": ["-x"]}], "channel_name_ends_with"),
     ([{"event_types": ["cache_miss"]}], "webhooks #1: url"),
     ([42], "webhooks #1"),
     (["http://a.example/", {"url": "http://a.example/"}], "listed twice"),
