@@ -21,6 +21,7 @@ compose the engine (:func:`make_hub`) in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -33,7 +34,7 @@ import tornado.httpclient
 from .handlers import admin, routes
 from .handlers.health import InFlightRequests
 from .pubsub import protocol, rest, text
-from .pubsub.apps import App, AppRegistry
+from .pubsub.apps import App, AppChanges, AppRegistry
 from .pubsub.errors import ApiError, PushError
 from .pubsub.history import HistoryStore, MemoryHistoryStore
 from .pubsub.history.redis import RedisHistoryStore
@@ -233,6 +234,18 @@ class Push:
             self.on_drain_request()
         else:
             self.hub.drain(self.settings.drain_grace)
+
+    def reload_apps(self, apps: Iterable[App]) -> AppChanges:
+        """Serve ``apps`` instead of the current ones, without a restart: new apps at once,
+        a changed app's options for new requests and connections, a removed or now
+        disabled app's connections closed (4001, 4003); the others untouched. Raises
+        ``ValueError`` (no apps, a duplicate id or key) with nothing changed."""
+        apps = tuple(apps)
+        if not apps:
+            raise ValueError("Push needs at least one app")
+        changes = self.hub.reload_apps(apps)
+        self.settings = dataclasses.replace(self.settings, apps=apps)
+        return changes
 
     def app(self, app_id: str | None = None) -> App:
         """The app with ``app_id``, by default the first one; ``LookupError`` if none."""

@@ -84,7 +84,8 @@ def tune_gc(threshold: int) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Listen until SIGINT or SIGTERM, then drain (see :func:`drain`)."""
+    """Listen until SIGINT or SIGTERM, then drain (see :func:`drain`); SIGHUP reloads the
+    apps (see :func:`reload_apps`)."""
     push = Push.from_settings(settings)
     await push.start()
     application = make_application(push)
@@ -105,6 +106,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_apps, push)
     await stop.wait()
     if ticker is not None:
         ticker.stop()
@@ -112,6 +114,19 @@ async def serve(settings: Settings) -> None:
         await asyncio.wait_for(drain(settings, server, push), settings.drain_timeout)
     except asyncio.TimeoutError:
         log.warning("drain took over %g s: exiting anyway", settings.drain_timeout)
+
+
+def reload_apps(push: Push) -> None:
+    """On SIGHUP: serve the apps the configuration gives now (``PUSH_APPS_FILE`` read
+    again). A configuration that does not validate changes nothing, and the log says why."""
+    try:
+        changes = push.reload_apps(load_settings().apps)
+    except ValueError as error:  # SettingsError included
+        log.error("apps not reloaded, the running ones stay as they were: %s", error)
+        return
+    log.info("apps reloaded: %s added, %s changed, %s removed",
+             *(", ".join(app.id for app in apps) or "none"
+               for apps in (changes.added, changes.changed, changes.removed)))
 
 
 async def drain(settings: Settings, server: tornado.httpserver.HTTPServer, push: Push) -> None:

@@ -26,7 +26,8 @@ Environment:
                                     "webhooks" lists URLs or {"url", "event_types": [...],
                                     "channel_name_starts_with", "channel_name_ends_with"};
                                     "history_channels" lists glob patterns, with
-                                    "history_size" and "history_ttl" as above
+                                    "history_size" and "history_ttl" as above; read again on
+                                    SIGHUP (server.py's reload_apps, supervisor/reload.sh)
     PUSH_ACTIVITY_TIMEOUT           seconds of silence before the server pings (default 120)
     PUSH_PONG_TIMEOUT               seconds to answer that ping before close 4201 (default 30)
     PUSH_MAX_CONNECTIONS            connections per process, 4100 beyond (default 0: no limit)

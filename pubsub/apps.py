@@ -92,19 +92,56 @@ class App:
         return frozenset(field.name for field in dataclasses.fields(cls))
 
 
+@dataclass(frozen=True)
+class AppChanges:
+    """What :meth:`AppRegistry.replace` changed, by app id."""
+
+    added: tuple[App, ...] = ()
+    #: The new versions of apps whose options changed.
+    changed: tuple[App, ...] = ()
+    #: The old versions of apps that are gone.
+    removed: tuple[App, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
 class AppRegistry:
-    """Looks apps up by id (HTTP API) and by key (WebSocket path)."""
+    """Looks apps up by id (HTTP API) and by key (WebSocket path).
+
+    :meth:`replace` swaps the whole set at once; whoever holds the registry sees the new
+    apps from then on. An :class:`App` itself never changes: a connection keeps the
+    version it was admitted with.
+    """
 
     def __init__(self, apps: Iterable[App]) -> None:
-        self._by_id: dict[str, App] = {}
-        self._by_key: dict[str, App] = {}
+        self._by_id, self._by_key = self._index(apps)
+
+    @staticmethod
+    def _index(apps: Iterable[App]) -> tuple[dict[str, App], dict[str, App]]:
+        by_id: dict[str, App] = {}
+        by_key: dict[str, App] = {}
         for app in apps:
-            if app.id in self._by_id:
+            if app.id in by_id:
                 raise ValueError(f"duplicate app id {app.id!r}")
-            if app.key in self._by_key:
+            if app.key in by_key:
                 raise ValueError(f"duplicate app key {app.key!r}")
-            self._by_id[app.id] = app
-            self._by_key[app.key] = app
+            by_id[app.id] = app
+            by_key[app.key] = app
+        return by_id, by_key
+
+    def replace(self, apps: Iterable[App]) -> AppChanges:
+        """Hold ``apps`` instead, all of them or (``ValueError``: a duplicate id or key)
+        none, and say what changed."""
+        by_id, by_key = self._index(apps)
+        old = self._by_id
+        changes = AppChanges(
+            added=tuple(app for app_id, app in by_id.items() if app_id not in old),
+            changed=tuple(app for app_id, app in by_id.items()
+                          if app_id in old and old[app_id] != app),
+            removed=tuple(app for app_id, app in old.items() if app_id not in by_id))
+        self._by_id, self._by_key = by_id, by_key
+        return changes
 
     def by_id(self, app_id: str) -> App | None:
         return self._by_id.get(app_id)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator
 
 from . import protocol
 from .announcements import Announcer
-from .apps import App, AppRegistry
+from .apps import App, AppChanges, AppRegistry
 from .broker import Broker, MemoryBroker, Publication
 from .channels import LocalChannel
 from .control import ControlDispatcher
@@ -289,6 +289,34 @@ class Hub:
                   message: str = "Server is restarting: reconnect") -> None:
         """Close every connection, by default with 4200 so that clients reconnect at once."""
         for session in self._all_sessions():
+            session.close(code, message)
+
+    def reload_apps(self, apps: Iterable[App]) -> AppChanges:
+        """Serve ``apps`` from now on, without a restart.
+
+        New apps are served at once; new requests and connections of a changed app get
+        its new options (a connection keeps the version it was admitted with); the
+        connections of a removed app are closed with 4001, those of an app now disabled
+        with 4003. Raises ``ValueError`` (a duplicate id or key) with nothing changed.
+        """
+        changes = self.apps.replace(apps)
+        for app in (*changes.added, *changes.changed):
+            state = self._states.get(app.id)
+            if state is None:
+                self._states[app.id] = AppState(app)
+                self.users.add_app(app)
+            else:
+                state.app = app
+        for app in changes.removed:
+            self._close_app(app, ErrorCode.NO_SUCH_APP, f"App key {app.key} does not exist")
+        for app in changes.changed:
+            if not app.enabled:
+                self._close_app(app, ErrorCode.APP_DISABLED, "App is disabled")
+        return changes
+
+    def _close_app(self, app: App, code: int, message: str) -> None:
+        # A removed app's state stays: its connections still unregister from it as they close.
+        for session in list(self._states[app.id].sessions.values()):
             session.close(code, message)
 
     async def broadcast(self, message: dict[str, Any]) -> None:

@@ -86,7 +86,8 @@ class Metrics(Observer):
         registry = self.registry
         for collector in (ProcessCollector, GCCollector, PlatformCollector):
             collector(registry=registry)
-        self._app_ids = frozenset(app.id for app in hub.apps)
+        #: Apps this process has served: the ``app`` label's values (bounded by configuration).
+        self._app_ids = {app.id for app in hub.apps}
 
         def counter(name: str, doc: str, labels: Iterable[str]) -> Counter:
             return Counter(PREFIX + name, doc, list(labels), registry=registry)
@@ -154,7 +155,13 @@ class Metrics(Observer):
         self._schedule_probe(loop)
 
     def app_label(self, app: App | None) -> str:
-        return app.id if app is not None and app.id in self._app_ids else UNKNOWN_APP
+        if app is None:
+            return UNKNOWN_APP
+        if app.id not in self._app_ids:
+            if self.hub.apps.by_id(app.id) is None:
+                return UNKNOWN_APP
+            self._app_ids.add(app.id)  # added by a reload
+        return app.id
 
     # -- the observer ------------------------------------------------------------
 

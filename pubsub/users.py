@@ -76,6 +76,10 @@ class Users:
         self._broker = broker
         self._state = state
 
+    def add_app(self, app: App) -> None:
+        """Serve ``app``'s users too (an app a reload added)."""
+        self._directories.setdefault(app.id, UserDirectory())
+
     async def sign_in(self, session: Session) -> None:
         """Register a signed-in connection; tell watchers when its user comes online."""
         app, user_id = session.app, session.user_id

@@ -9,34 +9,10 @@
 # programs by name. Stopping nothing is not an error.
 set -euo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-die() { echo "stop.sh: $*" >&2; exit 2; }
-
-run_dir="$repo/run"
-while (($#)); do
-  case "$1" in
-    --run-dir) (($# >= 2)) || die "--run-dir needs a value"; run_dir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) die "unknown argument '$1' (see --help)" ;;
-  esac
-done
+# shellcheck source=supervisor/run-dir.sh
+source "$(dirname "${BASH_SOURCE[0]}")/run-dir.sh"  # --run-dir, $run_dir, $python, $nginx
 [[ -d "$run_dir" ]] || { echo "stop.sh: no run directory $run_dir: nothing to stop"; exit 0; }
-run_dir="$(cd "$run_dir" && pwd)"
-# From here, as in start.sh: never run `python -m supervisor...` from the repository.
-cd "$run_dir"
-
-# The programs start.sh used (it wrote them down); defaults otherwise.
-python="" nginx=""
-if [[ -f launcher ]]; then
-  while IFS='=' read -r name value; do
-    case "$name" in
-      python) python="$value" ;;
-      nginx) nginx="$value" ;;
-    esac
-  done < launcher
-fi
-python="${python:-${PYTHON:-python3}}"
-nginx="${nginx:-${NGINX:-/usr/sbin/nginx}}"
+enter_run_dir
 
 # The PID in a pid file, if that process is alive.
 running_pid() {

@@ -46,7 +46,7 @@ import tornado.websocket
 from pusher.requests import RequestsBackend
 
 from app_server import auth_routes
-from conftest import MAIN, ROOT, in_thread
+from conftest import MAIN, ROOT, in_thread, until
 from pusherjs import JSClient, PusherJS
 from redis_server import bindable, free_port
 from sse_client import SSEClient
@@ -58,6 +58,7 @@ from test_pusherjs_client_events import error_codes
 NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
 START = ROOT / "supervisor" / "start.sh"
 STOP = ROOT / "supervisor" / "stop.sh"
+RELOAD = ROOT / "supervisor" / "reload.sh"
 #: Seconds a closed client's presence is kept while its process drains (the default).
 GRACE = 5.0
 
@@ -572,6 +573,36 @@ async def test_prometheus_targets_list_every_process_and_nginx_keeps_operator_pa
         log = (deployment.run_dir / "logs" / f"push-{number}.log").read_text()
         assert "GET /ready" in log, log  # start.sh's readiness checks: requests are logged
         assert "/metrics" not in log and "/admin" not in log, (number, log)
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_reload_sh_has_every_process_serve_the_apps_file_as_it_is_now(deploy, tmp_path):
+    apps_file = tmp_path / "apps.json"
+    apps_file.write_text(json.dumps([{"id": "21", "key": "first-key", "secret": "first-secret"}]))
+    deployment = await deploy(PUSH_DEFAULT_APP="false", PUSH_APPS_FILE=str(apps_file))
+
+    async def first_frame(port: int, key: str) -> dict:
+        connection = await tornado.websocket.websocket_connect(
+            f"ws://127.0.0.1:{port}/app/{key}?protocol=7")
+        try:
+            return json.loads(await asyncio.wait_for(connection.read_message(), 5))
+        finally:
+            connection.close()
+
+    ports = [deployment.process_port(number) for number in range(2)]
+    for port in ports:
+        assert (await first_frame(port, "second-key"))["event"] == "pusher:error"
+    apps_file.write_text(json.dumps([{"id": "21", "key": "first-key", "secret": "first-secret"},
+                                     {"id": "22", "key": "second-key", "secret": "second"}]))
+    reloaded = await in_thread(subprocess.run, [str(RELOAD), "--run-dir", str(deployment.run_dir)],
+                               env=deployment.env, capture_output=True, text=True, timeout=60)
+    assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+    for number, port in enumerate(ports):  # each process, and through nginx
+        log = deployment.run_dir / "logs" / f"push-{number}.log"
+        await until(lambda: "apps reloaded: 22 added" in log.read_text(), timeout=20)
+        assert (await first_frame(port, "second-key"))["event"] == "pusher:connection_established"
+    assert ((await first_frame(deployment.port, "second-key"))["event"]
+            == "pusher:connection_established")
 
 
 def test_start_refuses_several_processes_without_redis(tmp_path: Path) -> None:
