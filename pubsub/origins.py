@@ -59,7 +59,7 @@ class OriginRules:
     """An app's ``allowed_origins``, parsed once: a set lookup and a few suffix checks per
     connection."""
 
-    any: bool
+    any_origin: bool
     exact: frozenset[str]
     #: (``scheme://``, ``.host[:port]``) of each wildcard entry.
     wildcards: tuple[tuple[str, str], ...]
@@ -94,7 +94,7 @@ class OriginRules:
 
     def allows(self, origin: str) -> bool:
         """Whether a page of ``origin`` (an ``Origin`` header's value) may connect."""
-        if self.any:
+        if self.any_origin:
             return True
         normal = normalise(origin)
         if normal is None:
