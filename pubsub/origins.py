@@ -71,7 +71,8 @@ class OriginRules:
             raise ValueError(f"allowed origins must be a list of origins, got {entries!r}")
         if ANY in entries:
             if len(entries) > 1:
-                raise ValueError(f"{ANY!r} allows every origin: list it alone, got {list(entries)!r}")
+                raise ValueError(f"{ANY!r} allows every origin: list it alone, "
+                                 f"got {list(entries)!r}")
             return cls(True, frozenset(), ())
         exact, wildcards = set(), []
         for entry in entries:

@@ -312,8 +312,9 @@ def test_default_app_allows_every_origin_and_connections_without_one():
 
 
 def test_default_app_origins_come_from_push_app_allowed_origins():
-    app = load_settings({"PUSH_APP_ALLOWED_ORIGINS": " https://app.example.com , https://*.example.org,",
-                         "PUSH_APP_ALLOW_MISSING_ORIGIN": "false"}).apps[0]
+    app = load_settings({
+        "PUSH_APP_ALLOWED_ORIGINS": " https://app.example.com , https://*.example.org,",
+        "PUSH_APP_ALLOW_MISSING_ORIGIN": "false"}).apps[0]
     assert app.allowed_origins == ("https://app.example.com", "https://*.example.org")
     assert app.origin_refusal("https://a.example.org") is None
     assert app.origin_refusal("https://evil.example").code == 4009
