@@ -21,13 +21,22 @@ Environment:
     PUSH_APP_HISTORY_TTL            seconds a history message is kept (default 3600)
     PUSH_APP_HISTORY_CLIENT_EVENTS  keep and number client events on history channels too
                                     (default false: they pass live only, like typing indicators)
+    PUSH_APP_ALLOWED_ORIGINS        comma-separated page origins that may connect to the default
+                                    app: exact (https://app.example.com; scheme and host in any
+                                    case, default ports optional) or subdomain wildcards
+                                    (https://*.example.com, not the apex); others are refused with
+                                    4009 (default *: any origin)
+    PUSH_APP_ALLOW_MISSING_ORIGIN   connections without an Origin header (server-side clients,
+                                    mobile SDKs) may connect to the default app (default true)
     PUSH_DEFAULT_APP                false: no default app (then PUSH_APPS_FILE must give apps)
     PUSH_APPS_FILE                  JSON list of more apps, each {"id", "key", "secret", options...};
                                     "webhooks" lists URLs or {"url", "event_types": [...],
                                     "channel_name_starts_with", "channel_name_ends_with"};
                                     "history_channels" lists glob patterns, with
-                                    "history_size" and "history_ttl" as above; read again on
-                                    SIGHUP (server.py's reload_apps, supervisor/reload.sh)
+                                    "history_size" and "history_ttl" as above;
+                                    "allowed_origins" lists origins as PUSH_APP_ALLOWED_ORIGINS
+                                    does, with "allow_missing_origin"; read again on SIGHUP
+                                    (server.py's reload_apps, supervisor/reload.sh)
     PUSH_ACTIVITY_TIMEOUT           seconds of silence before the server pings (default 120)
     PUSH_PONG_TIMEOUT               seconds to answer that ping before close 4201 (default 30)
     PUSH_MAX_CONNECTIONS            connections per process, 4100 beyond (default 0: no limit)
@@ -138,6 +147,7 @@ from .handlers.fallback import FallbackOptions
 from .handlers.front import HTTPTimeouts
 from .pubsub.apps import WEBHOOK_EVENT_TYPES, App, WebhookTarget
 from .pubsub.hub import HubOptions
+from .pubsub.origins import ANY, OriginRules
 from .pubsub.redis.client import RedisConfig, parse_url
 from .pubsub.webhooks import WebhookOptions
 
@@ -453,9 +463,13 @@ def _apps(env: _Env) -> tuple[App, ...]:
             "history_ttl": env.number("PUSH_APP_HISTORY_TTL", _APP_DEFAULTS["history_ttl"],
                                       positive=True),
             "history_client_events": env.flag("PUSH_APP_HISTORY_CLIENT_EVENTS", False),
+            "allow_missing_origin": env.flag("PUSH_APP_ALLOW_MISSING_ORIGIN", True),
         })
         webhooks = _webhook_targets("PUSH_APP_WEBHOOKS", _comma_list(env, "PUSH_APP_WEBHOOKS"))
-        apps.append(("PUSH_APP_*", dataclasses.replace(default, webhooks=webhooks)))
+        origins = _allowed_origins("PUSH_APP_ALLOWED_ORIGINS",
+                                   _comma_list(env, "PUSH_APP_ALLOWED_ORIGINS") or [ANY])
+        apps.append(("PUSH_APP_*", dataclasses.replace(default, webhooks=webhooks,
+                                                       allowed_origins=origins)))
     path = env.environ.get("PUSH_APPS_FILE")
     if path:
         apps.extend(_apps_file(path))
@@ -516,6 +530,8 @@ def _app(where: str, entry: Any) -> App:
             options[name] = _webhook_targets(f"{where}: webhooks", value)
         elif name == "history_channels":
             options[name] = _glob_patterns(f"{where}: history_channels", value)
+        elif name == "allowed_origins":
+            options[name] = _allowed_origins(f"{where}: allowed_origins", value)
         elif name in _APP_DEFAULTS:
             _check_option(where, name, value, types[name], _APP_DEFAULTS[name],
                           positive=name in _POSITIVE_OPTIONS)
@@ -527,6 +543,19 @@ def _glob_patterns(where: str, items: Any) -> tuple[str, ...]:
     if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
         raise SettingsError(f"{where} must be a list of channel name patterns like "
                             f"\"presence-chat-*\", got {items!r}")
+    return tuple(items)
+
+
+def _allowed_origins(where: str, items: Any) -> tuple[str, ...]:
+    """A list of ``*``, exact origins and ``https://*.example.com`` wildcards, each
+    well-formed (``pubsub/origins.py``)."""
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise SettingsError(f"{where} must be a list of origins like \"https://app.example.com\" "
+                            f"or \"https://*.example.com\", got {items!r}")
+    try:
+        OriginRules.parse(tuple(items))
+    except ValueError as error:
+        raise SettingsError(f"{where}: {error}") from None
     return tuple(items)
 
 

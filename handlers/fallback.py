@@ -24,6 +24,7 @@ from typing import Any
 
 import tornado.web
 
+from .cors import cors_headers
 from .socket import app_for
 from ..pubsub import protocol
 from ..pubsub.apps import App
@@ -263,8 +264,11 @@ class HttpSessions:
 
 
 class _FallbackHandler(tornado.web.RequestHandler):
-    """CORS for every app (as WebSocket checks no origin: the app key names the tenant and
-    channel signatures guard what is private), and no session id in the access log."""
+    """CORS for the origins the app allows (``handlers/cors.py``), and no session id in
+    the access log."""
+
+    #: Set by :meth:`prepare`, and kept on error responses (see :meth:`set_default_headers`).
+    _cors: dict[str, str] = {}
 
     def initialize(self, sessions: HttpSessions, max_message_bytes: int | None = None,
                    **_: object) -> None:
@@ -272,11 +276,20 @@ class _FallbackHandler(tornado.web.RequestHandler):
         #: A client message's largest size (None: 64 KiB, PUSH_MAX_MESSAGE_BYTES's default).
         self.max_message_bytes = max_message_bytes or 64 * 1024
 
+    @property
+    def origin(self) -> str | None:
+        """The request's ``Origin`` header; None without one."""
+        return self.request.headers.get("Origin") or None
+
+    def prepare(self) -> None:
+        # The app is known from the path only now, after Tornado's set_default_headers.
+        self._cors = cors_headers(self.sessions.hub.apps.by_key(self.path_kwargs["key"]),
+                                  self.origin)
+        self.set_default_headers()
+
     def set_default_headers(self) -> None:
-        origin = self.request.headers.get("Origin")
-        self.set_header("Access-Control-Allow-Origin", origin or "*")
-        if origin:
-            self.set_header("Vary", "Origin")
+        for name, value in self._cors.items():
+            self.set_header(name, value)
 
     def options(self, *args: str, **kwargs: str) -> None:
         """The preflight pusher-js's ``Content-Type: application/json`` causes on every POST."""
@@ -319,7 +332,8 @@ class ReceiveHandler(_FallbackHandler):
         opened = transport is None
         if transport is None:
             try:
-                app = app_for(self.sessions.hub, key, self.get_query_argument("protocol", None))
+                app = app_for(self.sessions.hub, key, self.get_query_argument("protocol", None),
+                              self.origin)
             except ConnectionRefused as refusal:
                 self._refuse(key, refusal)
                 return

@@ -22,8 +22,10 @@ What a stream carries (docs/fallbacks.md, "SSE"):
   cannot reply, and a client that has gone is seen by its closed socket or
   its unread bytes (``max_outbound_delay``, ``max_outbound_bytes``).
 
-Refusals that come before streaming (unknown app, bad channel list, bad or
-expired token, bad ``Last-Event-ID``) are HTTP 4xx with a one-line text body.
+Refusals that come before streaming (unknown app, an origin the app does not
+allow, bad channel list, bad or expired token, bad ``Last-Event-ID``) are HTTP 4xx
+with a one-line text body. CORS is answered for the origins the app allows
+(``handlers/cors.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
+from .cors import cors_headers
 from .outbound import Backlog, FrameCache, Flusher, retrieve_outcome, unread_time
 from .tornado_internals import stream_write_progress, unsent_bytes
 from ..pubsub import protocol
@@ -147,14 +150,18 @@ def parse_last_event_id(value: str, channels: tuple[str, ...]) -> tuple[str, Pos
     return channel, Position(epoch, int(offset))
 
 
-def check_request(hub: Hub, key: str, query: dict[str, str | None],
+def check_request(hub: Hub, key: str, query: dict[str, str | None], origin: str | None,
                   last_event_id: str | None, now: float) -> StreamRequest:
-    """The stream a request asks for, or :class:`Refused` saying what is wrong."""
+    """The stream a request from ``origin`` (its ``Origin`` header; None without one) asks
+    for, or :class:`Refused` saying what is wrong."""
     app = hub.apps.by_key(key)
     if app is None:
         raise Refused(404, f"App key {key} does not exist", "unknown_app")
     if not app.enabled:
         raise Refused(403, "App is disabled", "app_disabled")
+    refusal = app.origin_refusal(origin)
+    if refusal is not None:
+        raise Refused(403, refusal.message, refusal.reason)
     listed = query.get("channels") or ""
     channels = tuple(dict.fromkeys(name for name in listed.split(",") if name))
     if not channels:
@@ -198,12 +205,15 @@ class ServerSentEventsHandler(tornado.web.RequestHandler):
     async def get(self, key: str) -> None:
         query = {name: self.get_query_argument(name, None)
                  for name in ("channels", "token", "user_id")}
+        origin = self.request.headers.get("Origin") or None
+        for name, value in cors_headers(self.hub.apps.by_key(key), origin).items():
+            self.set_header(name, value)
         try:
             # The header (the browser's reconnect) is fresher than a query a page wrote
             # into the URL, say after a reload, which loses the browser's.
             last_event_id = (self.request.headers.get("Last-Event-ID")
                              or self.get_query_argument("last_event_id", None))
-            stream = check_request(self.hub, key, query, last_event_id, time.time())
+            stream = check_request(self.hub, key, query, origin, last_event_id, time.time())
         except Refused as refusal:
             if refusal.reason is not None:
                 self.hub.observers.connection_refused(self.hub.apps.by_key(key), refusal.reason)

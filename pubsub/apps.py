@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Iterable
 
+from .errors import ConnectionRefused
 from .history.base import Retention
+from .origins import ANY, OriginRules, origin_refusal
 
 
 #: Every webhook event type, in the order the Pusher docs list them.
@@ -79,6 +81,21 @@ class App:
     #: Client events on history channels are kept and numbered too. Off by default:
     #: most are ephemeral (typing indicators) and would push real messages out.
     history_client_events: bool = False
+    #: Page origins that may connect (``pubsub/origins.py``): ``*`` (any), exact origins
+    #: such as ``https://app.example.com``, wildcards such as ``https://*.example.com``.
+    allowed_origins: tuple[str, ...] = (ANY,)
+    #: Connections without an ``Origin`` header (server-side clients, mobile SDKs) may open.
+    allow_missing_origin: bool = True
+    #: ``allowed_origins`` parsed; building an App with a malformed entry raises ValueError.
+    origin_rules: OriginRules = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin_rules", OriginRules.parse(self.allowed_origins))
+
+    def origin_refusal(self, origin: str | None) -> ConnectionRefused | None:
+        """The 4009 a connection with this ``Origin`` header (None: without one) is refused
+        with, or None when it may open."""
+        return origin_refusal(self.origin_rules, self.allow_missing_origin, origin)
 
     def history_retention(self, channel: str) -> Retention | None:
         """What the channel keeps, or None when it has no history."""
@@ -89,7 +106,7 @@ class App:
     @classmethod
     def option_names(cls) -> frozenset[str]:
         """The field names a configuration file may set."""
-        return frozenset(field.name for field in dataclasses.fields(cls))
+        return frozenset(option.name for option in dataclasses.fields(cls) if option.init)
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ class Observer:
 
         ``app`` is None when the key names no app. ``reason`` is one of a short fixed
         list (``unknown_app``, ``no_protocol``, ``unsupported_protocol``, ``app_disabled``,
-        ``over_capacity``, ``draining``, ``over_quota``, ``too_many_from_ip``): never
-        anything the client chose."""
+        ``over_capacity``, ``draining``, ``over_quota``, ``too_many_from_ip``, ``origin``):
+        never anything the client chose."""
 
     def connection_closed(self, session: Session, code: int) -> None:
         """An admitted connection ended, with this close code (1006: no close frame)."""

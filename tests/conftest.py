@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import tornado.httpclient
 import tornado.web
 import tornado.websocket
 
@@ -276,9 +277,10 @@ def raw(server_port: int):
     sockets: list[RawSocket] = []
 
     async def open_socket(key: str = MAIN.key, query: str = "?protocol=7",
-                          established: bool = True) -> RawSocket:
-        connection = await tornado.websocket.websocket_connect(
-            f"ws://127.0.0.1:{server_port}/app/{key}{query}")
+                          established: bool = True,
+                          headers: dict[str, str] | None = None) -> RawSocket:
+        connection = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+            f"ws://127.0.0.1:{server_port}/app/{key}{query}", headers=headers))
         socket = RawSocket(connection)
         sockets.append(socket)
         if established:

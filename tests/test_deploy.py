@@ -541,6 +541,32 @@ async def test_processes_see_the_client_address_nginx_saw_and_stop_sh_stops_ever
 @needs_nginx
 @pytest.mark.timeout(120)
 @pytest.mark.gen_test(timeout=90)
+async def test_nginx_passes_the_origin_on_so_a_refused_page_gets_4009(deploy):
+    deployment = await deploy(processes=1, PUSH_APP_ALLOWED_ORIGINS="https://app.example.com")
+
+    async def open_from(origin: str) -> tuple[list[dict], int | None]:
+        """A WebSocket through nginx from a page of ``origin``: its first frame, and its
+        close code if the server closed it at once."""
+        connection = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+            f"ws://127.0.0.1:{deployment.port}/app/{MAIN.key}?protocol=7",
+            headers={"Origin": origin}))
+        frame = json.loads(await asyncio.wait_for(connection.read_message(), 5))
+        if frame["event"] == "pusher:connection_established":
+            connection.close()
+            return frame, None
+        assert await asyncio.wait_for(connection.read_message(), 5) is None  # closed
+        return frame, connection.close_code
+
+    frame, code = await open_from("https://app.example.com")
+    assert code is None, frame
+    frame, code = await open_from("https://evil.example")
+    assert (frame["data"], code) == (
+        {"code": 4009, "message": "Origin not allowed: https://evil.example"}, 4009)
+
+
+@needs_nginx
+@pytest.mark.timeout(120)
+@pytest.mark.gen_test(timeout=90)
 async def test_prometheus_targets_list_every_process_and_nginx_keeps_operator_paths_private(
         deploy, certificates):
     """Prometheus scrapes each process on its own port (the targets file); nginx's

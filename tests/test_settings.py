@@ -300,3 +300,52 @@ def test_admin_password_turns_the_console_on_and_must_be_long_enough():
     assert load_settings({"PUSH_ADMIN_PASSWORD": "twelve chars"}).admin_password == "twelve chars"
     refused({"PUSH_ADMIN_PASSWORD": "short"}, "PUSH_ADMIN_PASSWORD", "12")
     assert "twelve chars" not in repr(load_settings({"PUSH_ADMIN_PASSWORD": "twelve chars"}))
+
+
+# -- allowed origins ----------------------------------------------------------------------
+
+def test_default_app_allows_every_origin_and_connections_without_one():
+    app = load_settings({}).apps[0]
+    assert (app.allowed_origins, app.allow_missing_origin) == (("*",), True)
+    assert app.origin_refusal("https://anywhere.example") is None
+    assert app.origin_refusal(None) is None
+
+
+def test_default_app_origins_come_from_push_app_allowed_origins():
+    app = load_settings({
+        "PUSH_APP_ALLOWED_ORIGINS": " https://app.example.com , https://*.example.org,",
+        "PUSH_APP_ALLOW_MISSING_ORIGIN": "false"}).apps[0]
+    assert app.allowed_origins == ("https://app.example.com", "https://*.example.org")
+    assert app.origin_refusal("https://a.example.org") is None
+    assert app.origin_refusal("https://evil.example").code == 4009
+    assert app.origin_refusal(None).reason == "origin"
+
+
+def test_apps_file_sets_origins_per_app(tmp_path):
+    path = apps_file(tmp_path, [
+        {"id": "10", "key": "k10", "secret": "s", "allowed_origins": ["https://ten.example"]},
+        {"id": "11", "key": "k11", "secret": "s", "allowed_origins": [],
+         "allow_missing_origin": False}])
+    ten, eleven = load_settings({"PUSH_APPS_FILE": path, "PUSH_DEFAULT_APP": "false"}).apps
+    assert ten.origin_refusal("https://ten.example") is None and ten.origin_refusal(None) is None
+    assert eleven.origin_refusal("https://ten.example") is not None  # [] lists no origin
+    assert eleven.origin_refusal(None) is not None
+
+
+@pytest.mark.parametrize("value", ["https://app.example.com/", "app.example.com",
+                                   "https://*.*.example.com", "https://app.example.com:99999",
+                                   "*,https://app.example.com"])
+def test_malformed_push_app_allowed_origins_is_refused_naming_it(value):
+    refused({"PUSH_APP_ALLOWED_ORIGINS": value}, "PUSH_APP_ALLOWED_ORIGINS")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("allowed_origins", "https://app.example.com"), ("allowed_origins", [3]),
+    ("allowed_origins", ["https://app.example.com/path"]), ("allowed_origins", ["*.example.com"]),
+    ("allowed_origins", ["https://user@app.example.com"]), ("allow_missing_origin", "no"),
+])
+def test_malformed_origins_in_a_file_app_are_refused(tmp_path, option, value):
+    path = apps_file(tmp_path, [{"id": "10", "key": "k", "secret": "s", option: value}])
+    message = refused({"PUSH_APPS_FILE": path}, "PUSH_APPS_FILE app #1", option)
+    if isinstance(value, list) and isinstance(value[0], str):
+        assert repr(value[0]) in message  # the entry at fault
