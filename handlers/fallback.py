@@ -24,7 +24,7 @@ from typing import Any
 
 import tornado.web
 
-from .cors import cors_headers
+from .cors import readable_by
 from .socket import app_for
 from ..pubsub import protocol
 from ..pubsub.apps import App
@@ -264,11 +264,8 @@ class HttpSessions:
 
 
 class _FallbackHandler(tornado.web.RequestHandler):
-    """CORS for the origins the app allows (``handlers/cors.py``), and no session id in
-    the access log."""
-
-    #: Set by :meth:`prepare`, and kept on error responses (see :meth:`set_default_headers`).
-    _cors: dict[str, str] = {}
+    """CORS for every origin (:func:`~.cors.readable_by`: an origin the app refuses is
+    refused in band, when its session opens), and no session id in the access log."""
 
     def initialize(self, sessions: HttpSessions, max_message_bytes: int | None = None,
                    **_: object) -> None:
@@ -281,14 +278,8 @@ class _FallbackHandler(tornado.web.RequestHandler):
         """The request's ``Origin`` header; None without one."""
         return self.request.headers.get("Origin") or None
 
-    def prepare(self) -> None:
-        # The app is known from the path only now, after Tornado's set_default_headers.
-        self._cors = cors_headers(self.sessions.hub.apps.by_key(self.path_kwargs["key"]),
-                                  self.origin)
-        self.set_default_headers()
-
     def set_default_headers(self) -> None:
-        for name, value in self._cors.items():
+        for name, value in readable_by(self.origin).items():
             self.set_header(name, value)
 
     def options(self, *args: str, **kwargs: str) -> None:
