@@ -11,7 +11,7 @@ import pytest
 import tornado.httpclient
 import tornado.web
 
-from browser import Browser, PageHandler
+from browser import Browser, Cable, PageHandler
 from conftest import until
 from sse_client import SSEClient
 from test_fallback_browser import PUSHER_WEB
@@ -222,14 +222,19 @@ async def _seen(page, kind: str) -> list[dict]:
     return [event for event in await page.evaluate("window.seen") if event["type"] == kind]
 
 
+@pytest.mark.parametrize("websocket", ["open", "blocked"])
 @pytest.mark.gen_test(timeout=60)
 async def test_pusherjs_on_a_refused_origin_gets_4009_and_stops_and_on_an_allowed_one_connects(
-        server_port, page_app, browser: Browser) -> None:
+        websocket, server_port, page_app, browser: Browser) -> None:
+    """With WebSocket blocked, pusher-js falls back to xhr_streaming by itself and reads the
+    refusal there: the fallback's answers are readable by a refused page for that."""
     # The page's origin, http://127.0.0.1:{port}, is page_app's and not STRICT's.
     page = await browser.open(f"http://127.0.0.1:{server_port}/page")
     await page.evaluate("window.start", [page_app["key"], server_port])
     assert await _seen(page, "subscribed")
     refused = await browser.open(f"http://127.0.0.1:{server_port}/page", name="refused")
+    if websocket == "blocked":
+        (await Cable.attach(refused)).unplug()
     await refused.evaluate("window.start", [STRICT["key"], server_port])
     [error] = await _seen(refused, "error")
     assert (error["kind"], error["code"], error["message"]) == (
