@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,27 +44,41 @@ def manage(env: dict[str, str], *args: str) -> None:
     assert done.returncode == 0, f"manage.py {' '.join(args)}:\n{done.stdout}{done.stderr}"
 
 
+def example_env(database: Path, **more: str) -> dict[str, str]:
+    """This environment, less any of the example's own settings, plus ``database`` and ``more``."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("PUSHER_", "DJANGO_", "CHAT_"))}
+    return {**env, "PYTHONUNBUFFERED": "1", "CHAT_DATABASE": str(database), **more}
+
+
+@pytest.fixture(scope="module")
+def users_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database migrated and holding :data:`USERS`, made once; tests use copies."""
+    database = tmp_path_factory.mktemp("django-chat") / "users.sqlite3"
+    env = example_env(database)
+    manage(env, "migrate", "--verbosity", "0")
+    for username, (name, password) in USERS.items():
+        manage(env, "add_chat_user", username, "--name", name, "--password", password)
+    return database
+
+
 def accepts(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
-def chat_url(io_loop, tmp_path: Path) -> Iterator[str]:
+def chat_url(io_loop, tmp_path: Path, users_database: Path) -> Iterator[str]:
     """The Django site's base URL, with ``python server.py`` behind it; both stopped by PID."""
     push = ServerProcess(free_port(), {"PUSH_APP_ID": APP["id"], "PUSH_APP_KEY": APP["key"],
                                        "PUSH_APP_SECRET": APP["secret"]}, name="push server")
     io_loop.run_sync(push.start)
     django: ServerProcess | None = None
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("PUSHER_", "DJANGO_", "CHAT_"))}
-    env.update(PYTHONUNBUFFERED="1", CHAT_DATABASE=str(tmp_path / "chat.sqlite3"),
-               PUSHER_JS_DIR=str(PUSHER_WEB), PUSHER_APP_ID=APP["id"], PUSHER_KEY=APP["key"],
-               PUSHER_SECRET=APP["secret"], PUSHER_HOST="127.0.0.1", PUSHER_PORT=str(push.port))
+    database = Path(shutil.copy(users_database, tmp_path / "chat.sqlite3"))
+    env = example_env(database, PUSHER_JS_DIR=str(PUSHER_WEB), PUSHER_APP_ID=APP["id"],
+                      PUSHER_KEY=APP["key"], PUSHER_SECRET=APP["secret"],
+                      PUSHER_HOST="127.0.0.1", PUSHER_PORT=str(push.port))
     try:
-        manage(env, "migrate", "--verbosity", "0")
-        for username, (name, password) in USERS.items():
-            manage(env, "add_chat_user", username, "--name", name, "--password", password)
         port = free_port()
         django = ServerProcess(port, env, name="django", cwd=EXAMPLE, ready="Quit the server with",
                                command=("manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"))
@@ -130,58 +145,63 @@ async def test_two_logged_in_users_chat_see_each_other_type_and_one_leaves(
     browser.assert_no_errors()
 
 
-def logged_in_session(url: str, username: str) -> tuple[requests.Session, dict[str, str]]:
-    """A session through Django's login form, and the CSRF header its POSTs need."""
-    session = requests.Session()
-    session.get(f"{url}/accounts/login/", timeout=10)
-    token = session.cookies["csrftoken"]
-    response = session.post(f"{url}/accounts/login/", timeout=10, allow_redirects=False, data={
-        "username": username, "password": USERS[username][1], "csrfmiddlewaretoken": token})
-    assert response.status_code == 302, response.text
-    return session, {"X-CSRFToken": session.cookies["csrftoken"]}
+class Visitor:
+    """One browser's cookies on the Django site, as its pages post: with the CSRF header."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+        self.session.get(f"{url}/accounts/login/", timeout=10)  # sets the CSRF cookie
+
+    def post(self, path: str, *, csrf: bool = True, **data: str) -> requests.Response:
+        headers = {"X-CSRFToken": self.session.cookies["csrftoken"]} if csrf else {}
+        return self.session.post(f"{self.url}{path}", data=data, headers=headers, timeout=10,
+                                 allow_redirects=False)
+
+    def log_in(self, username: str) -> Visitor:
+        response = self.post("/accounts/login/", username=username, password=USERS[username][1])
+        assert response.status_code == 302, response.text
+        return self
+
+    def user_id(self) -> str:
+        """The id the sign-in view gives this visitor's user, with its Django name."""
+        signed = self.post("/pusher/user-auth", socket_id="1.2")
+        assert signed.status_code == 200, signed.text
+        user = json.loads(signed.json()["user_data"])
+        assert user["user_info"]["name"] in {name for name, _ in USERS.values()}
+        return user["id"]
 
 
 def check_auth_rules(url: str) -> None:
-    alice, csrf = logged_in_session(url, "alice")
-    own = alice.get(f"{url}/rooms/lobby/", timeout=10)
-    assert own.status_code == 200
+    alice, bob = Visitor(url).log_in("alice"), Visitor(url).log_in("bob")
+    alice_id, bob_id = alice.user_id(), bob.user_id()
+    assert alice_id != bob_id
 
-    def post(path: str, session: requests.Session = alice, **data: str) -> requests.Response:
-        return session.post(f"{url}{path}", data=data, headers=csrf, timeout=10,
-                            allow_redirects=False)
-
-    user_channels = {}
-    for username in USERS:
-        session, _ = logged_in_session(url, username)
-        signed = session.post(f"{url}/pusher/user-auth", data={"socket_id": "1.2"}, timeout=10,
-                              headers={"X-CSRFToken": session.cookies["csrftoken"]})
-        assert signed.status_code == 200, signed.text
-        user_id = json.loads(signed.json()["user_data"])["id"]
-        user_channels[username] = f"private-user-{user_id}"
-
+    # A presence channel: any room, with the member named from the Django user.
+    answer = alice.post("/pusher/auth", socket_id="1.2", channel_name="presence-room-tea")
+    assert answer.status_code == 200, answer.text
+    assert json.loads(answer.json()["channel_data"]) == {"user_id": alice_id,
+                                                         "user_info": {"name": "Alice"}}
     # A private channel: its owner only, and the answer is a bare auth.
-    answer = post("/pusher/auth", socket_id="1.2", channel_name=user_channels["alice"])
+    answer = alice.post("/pusher/auth", socket_id="1.2", channel_name=f"private-user-{alice_id}")
     assert answer.status_code == 200 and set(answer.json()) == {"auth"}
     assert answer.json()["auth"].startswith(APP["key"] + ":")
-    assert post("/pusher/auth", socket_id="1.2",
-                channel_name=user_channels["bob"]).status_code == 403
-    assert post("/pusher/auth", socket_id="1.2", channel_name="presence-other").status_code == 403
-    assert post("/pusher/auth", socket_id="bad", channel_name="presence-room-x").status_code == 400
+    for channel in (f"private-user-{bob_id}", "presence-other", "presence-room-Tea"):
+        assert alice.post("/pusher/auth", socket_id="1.2", channel_name=channel
+                          ).status_code == 403, channel
+    assert alice.post("/pusher/auth", socket_id="bad", channel_name="presence-room-tea"
+                      ).status_code == 400
     # Nothing without the CSRF token, nothing logged out (403, not a redirect to a form).
-    no_csrf = alice.post(f"{url}/pusher/auth", timeout=10,
-                         data={"socket_id": "1.2", "channel_name": user_channels["alice"]})
-    assert no_csrf.status_code == 403
+    assert alice.post("/pusher/auth", csrf=False, socket_id="1.2",
+                      channel_name="presence-room-tea").status_code == 403
+    stranger = Visitor(url)
     for path in ("/pusher/auth", "/pusher/user-auth", "/rooms/lobby/messages"):
-        stranger = requests.Session()
-        stranger.get(f"{url}/accounts/login/", timeout=10)
-        response = stranger.post(f"{url}{path}", timeout=10, allow_redirects=False,
-                                 data={"socket_id": "1.2", "channel_name": "presence-room-x"},
-                                 headers={"X-CSRFToken": stranger.cookies["csrftoken"]})
+        response = stranger.post(path, socket_id="1.2", channel_name="presence-room-tea", text="hi")
         assert response.status_code == 403, (path, response.status_code)
     # A message is checked before anything is published.
-    assert post("/rooms/lobby/messages", text="   ").status_code == 400
-    assert post("/rooms/lobby/messages", text="x" * 1001).status_code == 400
-    assert post("/rooms/lobby/messages", text="hello").status_code == 200
+    assert alice.post("/rooms/lobby/messages", text="   ").status_code == 400
+    assert alice.post("/rooms/lobby/messages", text="x" * 1001).status_code == 400
+    assert alice.post("/rooms/lobby/messages", text="hello").status_code == 200
 
 
 @pytest.mark.gen_test(timeout=60)
