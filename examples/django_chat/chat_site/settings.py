@@ -7,7 +7,7 @@ Django:
     DJANGO_ALLOWED_HOSTS  comma-separated (default 127.0.0.1,localhost)
     CHAT_DATABASE         the SQLite file (default db.sqlite3 beside manage.py)
     PUSHER_JS_DIR         the folder holding pusher-js's web build, pusher.js (default
-                          node_modules/pusher-js/dist/web beside manage.py: npm install)
+                          node_modules/pusher-js/dist/web beside manage.py: npm ci there)
 
 The push server (what the official ``pusher`` SDK and pusher-js are pointed at):
     PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET
