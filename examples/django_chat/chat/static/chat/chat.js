@@ -105,12 +105,17 @@ input.addEventListener("input", () => {
 });
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
-  const response = await fetch(form.action, { method: "POST", body: new FormData(form) });
-  if (response.ok) {
+  try {
+    const response = await fetch(form.action, { method: "POST", body: new FormData(form) });
+    if (!response.ok) {
+      const reply = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
+      show("notice error", "", `Not sent: ${reply.error}`);
+      return;
+    }
     input.value = "";
     typingSentAt = 0;
-  } else {
-    show("notice error", "", (await response.json()).error);
+  } catch (error) {
+    show("notice error", "", `Not sent: ${error.message}`);
   }
 });
 
