@@ -19,10 +19,12 @@ const pusher = new Pusher(config.key, {
 });
 
 const state = document.getElementById("state");
-pusher.connection.bind("state_change", ({ current }) => {
+function showState(current) {
   state.dataset.state = current;
   state.textContent = current;
-});
+}
+showState(pusher.connection.state); // "connecting" already: the constructor connects
+pusher.connection.bind("state_change", ({ current }) => showState(current));
 
 const messages = document.getElementById("messages");
 function show(className, who, text) {
