@@ -3,10 +3,10 @@
 :class:`ServerProcess` starts one server and waits for its ``listening on``
 log line, keeps every line it logs (for failure messages and for tests that
 wait on a log line), and stops or kills it through the PID it started, never
-by name. Given a ``command`` and its ``ready`` line, it runs another server the
-same way (the Django example's ``manage.py runserver``). :class:`ServerGroup` starts several that form one cluster: they
-share a Redis key prefix of their own, so tests sharing a Redis never see
-each other.
+by name. Given a ``command`` and its ``ready`` line, it runs another server
+the same way (the Django example's ``manage.py runserver``).
+:class:`ServerGroup` starts several that form one cluster: they share a Redis
+key prefix of their own, so tests sharing a Redis never see each other.
 
 Fixture (a pytest plugin: ``pytest_plugins = ["server_processes"]``):
     server_processes   ``await server_processes(3, PUSH_REDIS_URL=url)``: three
