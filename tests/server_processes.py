@@ -3,9 +3,10 @@
 :class:`ServerProcess` starts one server and waits for its ``listening on``
 log line, keeps every line it logs (for failure messages and for tests that
 wait on a log line), and stops or kills it through the PID it started, never
-by name. :class:`ServerGroup` starts several that form one cluster: they
-share a Redis key prefix of their own, so tests sharing a Redis never see
-each other.
+by name. Given a ``command`` and its ``ready`` line, it runs another server
+the same way (the Django example's ``manage.py runserver``).
+:class:`ServerGroup` starts several that form one cluster: they share a Redis
+key prefix of their own, so tests sharing a Redis never see each other.
 
 Fixture (a pytest plugin: ``pytest_plugins = ["server_processes"]``):
     server_processes   ``await server_processes(3, PUSH_REDIS_URL=url)``: three
@@ -21,7 +22,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 
@@ -38,12 +39,21 @@ HEARTBEAT = 1.0
 
 
 class ServerProcess:
-    """One ``python server.py --port {port}`` with ``env`` added to this environment."""
+    """One ``python server.py --port {port}`` with ``env`` added to this environment.
 
-    def __init__(self, port: int, env: dict[str, str], name: str = "") -> None:
+    ``command`` (run by this Python, in ``cwd``) replaces ``server.py --port {port}``;
+    it is started once it logs ``ready``.
+    """
+
+    def __init__(self, port: int, env: dict[str, str], name: str = "", *,
+                 command: Sequence[str] = (), cwd: Path = ROOT,
+                 ready: str = "listening on") -> None:
         self.port = port
         self.env = dict(env)
         self.name = name or f"server:{port}"
+        self.command = tuple(command) or ("server.py", "--port", str(port))
+        self.cwd = cwd
+        self.ready = ready
         self.lines: list[str] = []  # everything it printed (its log), in order
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -72,16 +82,16 @@ class ServerProcess:
         return f"{self.name} (pid {self.pid}, {state}), last {last} log lines:\n{tail}"
 
     async def start(self, timeout: float = START_TIMEOUT) -> ServerProcess:
-        """Run the server and return once it logs that it is listening."""
+        """Run the server and return once it logs that it is listening (its ``ready`` line)."""
         assert self._process is None, "start() once"
         self._changed = asyncio.Condition()
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "server.py", "--port", str(self.port), cwd=ROOT,
+            sys.executable, *self.command, cwd=self.cwd,
             env={**os.environ, **self.env}, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         self._reader = asyncio.create_task(self._read())
         try:
-            await self.wait_for_log("listening on", timeout=timeout)
+            await self.wait_for_log(self.ready, timeout=timeout)
         except AssertionError as error:
             await self.kill()
             raise RuntimeError(f"{self.name} did not start: {error}") from None
