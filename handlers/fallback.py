@@ -273,9 +273,9 @@ class _FallbackHandler(tornado.web.RequestHandler):
         pass  # pusher-js sends no cookies cross-origin; the session path is the credential
 
     def _request_summary(self) -> str:
-        # What Tornado's access log shows: the path without {server}/{sid}.
-        app_path = self.request.path.rsplit("/", 3)[0]
-        kind = self.path_kwargs.get("kind", "")
+        # What Tornado's access log shows: the path without {server}/{sid}. Taken from the
+        # path the route matched, as the path arguments are unset when they are not UTF-8.
+        app_path, _server, _sid, kind = self.request.path.rsplit("/", 3)
         return f"{self.request.method} {app_path}/…/{kind} ({self.request.remote_ip})"
 
 

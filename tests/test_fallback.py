@@ -178,6 +178,8 @@ async def test_refusals_are_frames_after_o_and_bad_sends_get_http_errors(server_
     assert json.loads(json.loads(lines[1][1:])[0])["data"]["code"] == 4001
     unknown = await post(fallback_url(server_port, "7/nosuchid/xhr_send"), body='["{}"]')
     assert unknown.code == 404
+    for kind in ("xhr", "xhr_send"):  # an id that is not UTF-8: a 400, logged without a traceback
+        assert (await post(fallback_url(server_port, f"7/%FF/{kind}?protocol=7"))).code == 400
     await post(fallback_url(server_port, "7/sessionx/xhr?protocol=7"))  # opens the session
     send = fallback_url(server_port, "7/sessionx/xhr_send")
     for body in ("not json", '{"a": 1}', "[1, 2]"):
