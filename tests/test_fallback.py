@@ -187,6 +187,10 @@ async def test_refusals_are_frames_after_o_and_bad_sends_get_http_errors(server_
     assert (await post(send, body="[]")).code == 204
     too_large = json.dumps(["x" * (MAX_MESSAGE_BYTES + 1)])
     assert (await post(send, body=too_large)).code == 413
+    deep = "[" * 5000 + "]" * 5000  # past Python's recursion limit
+    for body in (deep, '["\\ud800"]', b'["\xed\xa0\x80"]'):  # lone surrogates: not text
+        refused = await post(send, body=body)
+        assert refused.code == 400 and refused.reason != "Bad Request", (body, refused.reason)
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "/pusher/app/app-key/" in logged  # the access log names the app...
     assert "sessionx" not in logged and "nosuchid" not in logged  # ...never the session
