@@ -152,7 +152,7 @@ def check_request(hub: Hub, key: str, query: dict[str, str | None],
     """The stream a request asks for, or :class:`Refused` saying what is wrong."""
     app = hub.apps.by_key(key)
     if app is None:
-        raise Refused(404, f"App key {key} does not exist", "unknown_app")
+        raise Refused(404, f"App key {key!r} does not exist", "unknown_app")
     if not app.enabled:
         raise Refused(403, "App is disabled", "app_disabled")
     listed = query.get("channels") or ""
