@@ -538,7 +538,7 @@ def test_fuzzed_http_fallback_sends_get_documented_answers_and_hurt_no_one(
             counts["refused"] += status != 204
         while session.socket_id is not None:  # until the pong, or the c frame saying why not
             messages, closed = await session.poll()
-            if any([check_reply(message, counts) for message in messages]):
+            if any([check_reply(message, counts) for message in messages]):  # all checked
                 break
             if closed is not None:
                 counts["closed"] += 1
