@@ -26,7 +26,7 @@ import tornado.web
 
 from .cors import readable_by
 from .socket import app_for
-from ..pubsub import protocol
+from ..pubsub import protocol, text
 from ..pubsub.apps import App
 from ..pubsub.errors import ConnectionRefused
 from ..pubsub.hub import Hub
@@ -295,9 +295,9 @@ class _FallbackHandler(tornado.web.RequestHandler):
         pass  # pusher-js sends no cookies cross-origin; the session path is the credential
 
     def _request_summary(self) -> str:
-        # What Tornado's access log shows: the path without {server}/{sid}.
-        app_path = self.request.path.rsplit("/", 3)[0]
-        kind = self.path_kwargs.get("kind", "")
+        # What Tornado's access log shows: the path without {server}/{sid}. Taken from the
+        # path the route matched, as the path arguments are unset when they are not UTF-8.
+        app_path, _server, _sid, kind = self.request.path.rsplit("/", 3)
         return f"{self.request.method} {app_path}/…/{kind} ({self.request.remote_ip})"
 
 
@@ -411,10 +411,11 @@ class SendHandler(_FallbackHandler):
         session = transport.session if transport is not None else None
         if session is None or session.is_closed:
             raise tornado.web.HTTPError(404, reason="No such session")
-        try:
-            messages = json.loads(self.request.body)
-        except ValueError:
-            raise tornado.web.HTTPError(400, reason="Body is not JSON") from None
+        try:  # refuses what json.loads would choke on (deep nesting) or let through
+            messages = text.loads(self.request.body)
+        except text.InvalidText as error:
+            raise tornado.web.HTTPError(400, reason=f"Body is not JSON: {error.message}"
+                                        ) from None
         if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
             raise tornado.web.HTTPError(400, reason="Body is not a JSON array of strings")
         if any(len(message.encode(errors="replace")) > self.max_message_bytes

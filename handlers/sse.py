@@ -156,7 +156,7 @@ def check_request(hub: Hub, key: str, query: dict[str, str | None], origin: str 
     for, or :class:`Refused` saying what is wrong."""
     app = hub.apps.by_key(key)
     if app is None:
-        raise Refused(404, f"App key {key} does not exist", "unknown_app")
+        raise Refused(404, f"App key {key!r} does not exist", "unknown_app")
     if not app.enabled:
         raise Refused(403, "App is disabled", "app_disabled")
     refusal = app.origin_refusal(origin)
@@ -218,8 +218,7 @@ class ServerSentEventsHandler(tornado.web.RequestHandler):
             if refusal.reason is not None:
                 self.hub.observers.connection_refused(self.hub.apps.by_key(key), refusal.reason)
             self.set_status(refusal.status)
-            self.set_header("Content-Type", "text/plain; charset=utf-8")
-            self.finish(refusal.message + "\n")
+            self._finish_text(refusal.message)
             return
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
@@ -237,6 +236,24 @@ class ServerSentEventsHandler(tornado.web.RequestHandler):
         if not self._ended.is_set():
             self.flush().add_done_callback(retrieve_outcome)
         await self._ended.wait()
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """A path or query value as UTF-8, or a 400 naming what is not (Tornado's own
+        would name it only in the log)."""
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            what = f"Query parameter {name}" if name else "The app key"
+            raise tornado.web.HTTPError(400, reason=f"{what} is not valid UTF-8") from None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Tornado's refusals (such as the 400 above) as this handler's: a line of text
+        (the reason), not an HTML page."""
+        self._finish_text(self._reason)
+
+    def _finish_text(self, message: str) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(message + "\n")
 
     def _cannot_resume(self, session: Session, name: str) -> None:
         """``Last-Event-ID`` names one channel: another history channel cannot resume."""

@@ -15,6 +15,7 @@ import tornado.web
 
 from conftest import (APPS, MAX_MESSAGE_BYTES, SIGNIN_REQUIRED, SMALL_BUFFER, in_thread,
                       subscribed, until)
+from fallback_client import fallback_url, post
 from test_pusherjs_client_events import error_codes
 from tornado_push.pubsub.errors import ErrorCode
 from app_server import auth_routes
@@ -110,19 +111,9 @@ async def test_close_codes_reach_pusherjs_in_c_frames(connect_over, hub):
 
 # -- the wire, as pusher-js's requests put it -----------------------------------------
 
-def _url(port: int, path: str, key: str = APPS[0].key) -> str:
-    return f"http://127.0.0.1:{port}/pusher/app/{key}/{path}"
-
-
-async def _post(url: str, body: str = "", **headers: str) -> tornado.httpclient.HTTPResponse:
-    client = tornado.httpclient.AsyncHTTPClient()
-    return await client.fetch(url, method="POST", body=body, raise_error=False,
-                              headers={"Content-Type": "application/json", **headers})
-
-
 @pytest.mark.gen_test(timeout=30)
 async def test_preflight_and_posts_answer_cors(server_port):
-    url = _url(server_port, "12/abcdefgh/xhr_streaming?protocol=7")
+    url = fallback_url(server_port, "12/abcdefgh/xhr_streaming?protocol=7")
     preflight = await tornado.httpclient.AsyncHTTPClient().fetch(
         url, method="OPTIONS", headers={"Origin": "http://page.example",
                                         "Access-Control-Request-Method": "POST",
@@ -131,12 +122,13 @@ async def test_preflight_and_posts_answer_cors(server_port):
     assert preflight.headers["Access-Control-Allow-Origin"] == "http://page.example"
     assert preflight.headers["Access-Control-Allow-Headers"] == "content-type"
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
-    poll = await _post(_url(server_port, "12/abcdefgh/xhr?protocol=7"), Origin="http://page.example")
+    poll = await post(fallback_url(server_port, "12/abcdefgh/xhr?protocol=7"),
+                      Origin="http://page.example")
     assert poll.code == 200 and poll.body.startswith(b"o\n")
     assert poll.headers["Access-Control-Allow-Origin"] == "http://page.example"
     lines = poll.body.decode().splitlines()[1:]
     if not lines:  # the greeting came after the poll was answered: the next one has it
-        poll = await _post(_url(server_port, "12/abcdefgh/xhr?protocol=7"))
+        poll = await post(fallback_url(server_port, "12/abcdefgh/xhr?protocol=7"))
         assert poll.headers["Access-Control-Allow-Origin"] == "*"
         lines = poll.body.decode().splitlines()
     established = json.loads(json.loads(lines[0][1:])[0])
@@ -146,18 +138,26 @@ async def test_preflight_and_posts_answer_cors(server_port):
 @pytest.mark.gen_test(timeout=30)
 async def test_refusals_are_frames_after_o_and_bad_sends_get_http_errors(server_port, caplog):
     caplog.set_level(logging.INFO)
-    refused = await _post(_url(server_port, "7/refusedk/xhr?protocol=7", key="no-such-key"))
+    refused = await post(fallback_url(server_port, "7/refusedk/xhr?protocol=7",
+                                      key="no-such-key"))
     lines = refused.body.decode().splitlines()
     assert lines[0] == "o" and lines[2].startswith("c[4001,")
     assert json.loads(json.loads(lines[1][1:])[0])["data"]["code"] == 4001
-    unknown = await _post(_url(server_port, "7/nosuchid/xhr_send"), body='["{}"]')
+    unknown = await post(fallback_url(server_port, "7/nosuchid/xhr_send"), body='["{}"]')
     assert unknown.code == 404
-    await _post(_url(server_port, "7/sessionx/xhr?protocol=7"))  # opens the session
+    for kind in ("xhr", "xhr_send"):  # an id that is not UTF-8: a 400, logged without a traceback
+        assert (await post(fallback_url(server_port, f"7/%FF/{kind}?protocol=7"))).code == 400
+    await post(fallback_url(server_port, "7/sessionx/xhr?protocol=7"))  # opens the session
+    send = fallback_url(server_port, "7/sessionx/xhr_send")
     for body in ("not json", '{"a": 1}', "[1, 2]"):
-        assert (await _post(_url(server_port, "7/sessionx/xhr_send"), body=body)).code == 400
-    assert (await _post(_url(server_port, "7/sessionx/xhr_send"), body="[]")).code == 204
+        assert (await post(send, body=body)).code == 400
+    assert (await post(send, body="[]")).code == 204
     too_large = json.dumps(["x" * (MAX_MESSAGE_BYTES + 1)])
-    assert (await _post(_url(server_port, "7/sessionx/xhr_send"), body=too_large)).code == 413
+    assert (await post(send, body=too_large)).code == 413
+    deep = "[" * 5000 + "]" * 5000  # past Python's recursion limit
+    for body in (deep, '["\\ud800"]', b'["\xed\xa0\x80"]'):  # lone surrogates: not text
+        refused = await post(send, body=body)
+        assert refused.code == 400 and refused.reason != "Bad Request", (body, refused.reason)
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "/pusher/app/app-key/" in logged  # the access log names the app...
     assert "sessionx" not in logged and "nosuchid" not in logged  # ...never the session
@@ -238,7 +238,7 @@ class TestPinnedHost:
     @pytest.mark.gen_test(timeout=30)
     async def test_open_frame_names_the_host_and_pusherjs_follows_it(self, connect, server_port,
                                                                    sdk, hosts):
-        poll = await _post(_url(server_port, "1/pinnedid/xhr?protocol=7"))
+        poll = await post(fallback_url(server_port, "1/pinnedid/xhr?protocol=7"))
         assert poll.body.decode().splitlines()[0] == 'o{"hostname": "127.0.0.1"}'
         hosts.clear()
         a = await connect("a", enabledTransports=["xhr_polling"], httpHost="localhost",
@@ -263,24 +263,24 @@ class TestBounds:
     @pytest.mark.gen_test(timeout=30)
     async def test_sessions_over_the_limit_get_503(self, server_port):
         for sid in ("session1", "session2"):
-            assert (await _post(_url(server_port, f"1/{sid}/xhr?protocol=7"))).code == 200
-        assert (await _post(_url(server_port, "1/session3/xhr?protocol=7"))).code == 503
+            assert (await post(fallback_url(server_port, f"1/{sid}/xhr?protocol=7"))).code == 200
+        assert (await post(fallback_url(server_port, "1/session3/xhr?protocol=7"))).code == 503
 
     @pytest.mark.gen_test(timeout=30)
     async def test_a_client_that_stops_polling_is_closed_as_a_slow_consumer(self, server_port,
                                                                            hub):
         app = SMALL_BUFFER  # max_outbound_bytes 256 KiB
-        url = _url(server_port, "1/stalled1/xhr?protocol=7", key=app.key)
-        while b"connection_established" not in (await _post(url)).body:
+        url = fallback_url(server_port, "1/stalled1/xhr?protocol=7", key=app.key)
+        while b"connection_established" not in (await post(url)).body:
             pass  # o, then the greeting (in the same answer or the next)
         subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": "news"}})
-        send = _url(server_port, "1/stalled1/xhr_send", key=app.key)
-        assert (await _post(send, body=json.dumps([subscribe]))).code == 204
+        send = fallback_url(server_port, "1/stalled1/xhr_send", key=app.key)
+        assert (await post(send, body=json.dumps([subscribe]))).code == 204
         for n in range(40):  # 360 KB that nobody polls for
             await hub.trigger(app, ["news"], "part", json.dumps({"n": n, "p": "x" * 9000}))
         await until(lambda: hub.counters(app).slow_consumers == 1)
         assert list(hub.sessions(app)) == []
-        answer = (await _post(url)).body.decode().splitlines()
+        answer = (await post(url)).body.decode().splitlines()
         error = json.loads(json.loads(answer[-2][1:])[-1])
         assert error["event"] == "pusher:error" and error["data"]["code"] == 4100
         assert answer[-1].startswith("c[4100,")

@@ -89,11 +89,16 @@ async def test_refusals_are_http_errors_before_streaming(server_port) -> None:
     cases = [("nope", "channels=a", 404), (MAIN.key, "", 400), (MAIN.key, "channels=bad%20name", 400),
              (MAIN.key, "channels=" + ",".join(f"c{i}" for i in range(MAX_CHANNELS + 1)), 400),
              (MAIN.key, "channels=private-a", 403),
-             (MAIN.key, "channels=presence-a&token=1:00", 400)]
+             (MAIN.key, "channels=presence-a&token=1:00", 400),
+             # Not UTF-8 (a lone surrogate's bytes, a stray byte): Tornado's 400, as text.
+             ("%FF", "channels=a", 400), (MAIN.key, "channels=%ED%A0%80", 400),
+             (MAIN.key, "channels=a&last_event_id=%FF", 400),
+             ("no%0Akey", "channels=a", 404)]  # a line break in what the body names
     for key, query, status in cases:
         client = await SSEClient.open(server_port, key, query)
         assert client.status == status, (key, query, client.head)
-        assert "text/plain" in client.head and (await client.body()).strip()
+        body = (await client.body()).strip()
+        assert "text/plain" in client.head and body and "\n" not in body, body
         client.close()
 
 
