@@ -177,7 +177,7 @@ class TestSessionsPerAddress:
             self, server_port, hub):
         async def open_session(sid: str, source: str) -> tornado.httpclient.HTTPResponse:
             request = tornado.httpclient.HTTPRequest(
-                _url(server_port, f"7/{sid}/xhr?protocol=7"), method="POST", body="",
+                fallback_url(server_port, f"7/{sid}/xhr?protocol=7"), method="POST", body="",
                 network_interface=source)
             return await tornado.httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
 
