@@ -98,6 +98,8 @@ class Certificates:
                                            key_encipherment=False, data_encipherment=False,
                                            key_agreement=False, encipher_only=False,
                                            decipher_only=False), critical=True)
+              .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                             critical=False)
               .sign(ca_key, hashes.SHA256()))
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (x509.CertificateBuilder(subject_name=name("127.0.0.1"),
@@ -108,6 +110,12 @@ class Certificates:
                     x509.DNSName("localhost")]), critical=False)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                # Python 3.13 verifies strictly (VERIFY_X509_STRICT): the key identifiers
+                # must be there, as in every certificate a real CA issues.
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    ca_key.public_key()), critical=False)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                                critical=False)
                 .sign(ca_key, hashes.SHA256()))
         pem = serialization.Encoding.PEM
