@@ -67,6 +67,9 @@ FD_MARGIN = 200
 DELIVERY_TIMEOUT = 60.0
 REREGISTER_TIMEOUT = 300.0
 LEAVE_TIMEOUT = 60.0
+SETTLE_TIMEOUT = 30.0
+#: Seconds one connection may take to be subscribed (the machine is busy while connecting).
+SUBSCRIBE_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 600.0
 #: The shortest idle window whose Redis commands (heartbeats, node records) are subtracted.
 IDLE_WINDOW = 5.0
@@ -206,7 +209,8 @@ async def worker(index: int, ports: Sequence[int], count: int) -> None:
     started = time.monotonic()
     opened = await asyncio.gather(*(
         open_subscribers(port, share, probes=share, channel=BROADCAST, sources=sources,
-                         concurrency=max(8, 64 // len(ports)), tolerate_failures=True)
+                         concurrency=max(8, 64 // len(ports)), timeout=SUBSCRIBE_TIMEOUT,
+                         tolerate_failures=True)
         for port, share in zip(ports, shares) if share))
     probes = [p for _, group, _ in opened for p in group]
     say(subscribed=len(probes), failures=sum(f for *_, f in opened),
@@ -313,11 +317,15 @@ class Broadcast:
     reached: int
     expected: int
     latencies_ms: list[float] = field(repr=False)
+    #: Connections found closed (by the server: the load processes close none).
+    closed: int = 0
 
     def row(self) -> str:
         p50, p99 = percentile(self.latencies_ms, 0.5), percentile(self.latencies_ms, 0.99)
         top = max(self.latencies_ms, default=math.nan)
-        return f"{self.reached:,}/{self.expected:,}  p50 {p50:.0f}  p99 {p99:.0f}  max {top:.0f} ms"
+        closed = f" ({self.closed:,} connections closed)" if self.closed else ""
+        return (f"{self.reached:,}/{self.expected:,}  p50 {p50:.0f}  p99 {p99:.0f}  "
+                f"max {top:.0f} ms{closed}")
 
 
 class Run:
@@ -367,9 +375,9 @@ class Run:
             await worker.read(60)  # ready: Python started, nothing opened yet
         rss_before, (redis_before, redis_rss_before, _) = self.server_rss_kb(), await redis_figures(store)
         started = time.monotonic()
+        self.members = await open_members(ports, plan.members_per_server, SourceAddresses(2))
         for worker in self.workers:
             worker.tell("go")
-        self.members = await open_members(ports, plan.members_per_server, SourceAddresses(2))
         reports = [await w.read(CONNECT_TIMEOUT) for w in self.workers]
         seconds = time.monotonic() - started
         subscribed = members + sum(r["subscribed"] for r in reports)
@@ -389,14 +397,19 @@ class Run:
                   f"{(redis_rss_after - redis_rss_before) / per:,.0f} B per connection")
         return subscribed
 
-    async def check_api(self, api: Api, subscribed: int) -> bool:
+    async def check_api(self, api: Api, subscribed: int) -> tuple[int, int, int, int]:
+        """What the HTTP API counts, awaited (bounded) until it agrees with what was opened."""
         members = len(self.members)
-        counts = await api.counts()
-        ok = counts == (subscribed, members, members, members)
+        wanted = (subscribed, members, members, members)
+        counts, started = await api.counts(), time.monotonic()
+        while counts != wanted and time.monotonic() < started + SETTLE_TIMEOUT:
+            await asyncio.sleep(0.5)  # clients that gave up are still being closed
+            counts = await api.counts()
         self.note("HTTP API (one server)", f"broadcast subscription_count {counts[0]:,}; presence "
                   f"subscription_count {counts[1]}, user_count {counts[2]}, /users {counts[3]} "
-                  f"(expected {subscribed:,} and {members}): {'OK' if ok else 'MISMATCH'}")
-        return ok
+                  f"(expected {subscribed:,} and {members}): "
+                  + ("OK" if counts == wanted else f"MISMATCH after {SETTLE_TIMEOUT:g} s"))
+        return counts
 
     async def broadcast(self, api: Api, expected: int) -> Broadcast:
         """One publish to everyone; each connection's latency."""
@@ -411,7 +424,8 @@ class Run:
         await await_deliveries(self.members, 5)
         values = [v for r in reports for v in r["latencies"]] + latencies_us(self.members)
         arrived = [v / 1000 for v in values if v is not None]
-        return Broadcast(len(arrived), expected, arrived)
+        closed = sum(r["lost"] for r in reports) + sum(m.lost for m in self.members)
+        return Broadcast(len(arrived), expected, arrived, closed)
 
     async def broadcasts(self, api: Api, expected: int) -> None:
         """The latency broadcasts, one after another."""
@@ -420,7 +434,8 @@ class Run:
             self.note(f"broadcast {n}", result.row())
         everyone = [v for r in results for v in r.latencies_ms]
         self.note("broadcasts, all", Broadcast(sum(r.reached for r in results),
-                                               expected * len(results), everyone).row())
+                                               expected * len(results), everyone,
+                                               results[-1].closed).row())
 
     async def redis_per_publish(self, store: aioredis.Redis) -> None:
         """What Redis does per publish: a burst to the presence channel (subscribed on every
@@ -448,16 +463,15 @@ class Run:
         self.note("Redis commands per publish", f"{sum(per_publish.values()):.2f} ({shown}) over "
                   f"{count} publishes in {elapsed:.1f} s, less {sum(idle.values())} calls in "
                   f"an idle {idle_seconds:.1f} s, scaled")
-        self.note("Redis used_memory per publish", f"{(after[0] - before[0]) / count:+,.0f} B")
+        self.note("Redis used_memory change per publish", f"{(after[0] - before[0]) / count:+,.0f} B")
 
-    async def reregister(self, api: Api, store: aioredis.Redis, subscribed: int) -> None:
-        """Restart Redis empty; time until the API counts everyone again."""
+    async def reregister(self, api: Api, store: aioredis.Redis,
+                         wanted: tuple[int, int, int, int], subscribed: int) -> None:
+        """Restart Redis empty; time until the API counts ``wanted`` (what it counted before) again."""
         self.redis.terminate()
         self.redis.wait(15)
         started = time.monotonic()
         self.redis = self.redis_processes.redis(self.redis_port, self.directory)
-        members = len(self.members)
-        wanted = (subscribed, members, members, members)
         counts, deadline = None, started + REREGISTER_TIMEOUT
         while time.monotonic() < deadline:
             with contextlib.suppress(RuntimeError, ConnectionError):
@@ -469,7 +483,7 @@ class Run:
         used, rss, _ = await redis_figures(store)
         if counts == wanted:
             self.note("re-registration after Redis restart", f"{seconds:.1f} s until the API counted "
-                      f"{subscribed:,} subscriptions and {members} members again")
+                      f"{wanted[0]:,} subscriptions and {wanted[2]} members again")
         else:
             self.note("re-registration after Redis restart", f"NOT complete in {seconds:.0f} s: "
                       f"{counts} of {wanted}")
@@ -504,10 +518,10 @@ async def measure(plan: Plan) -> list[tuple[str, str]]:
             store = aioredis.Redis(host="127.0.0.1", port=run.redis_port)
             subscribed = await run.connect(store)
             api = Api(run.servers[-1].port)
-            await run.check_api(api, subscribed)
+            counted = await run.check_api(api, subscribed)
             await run.broadcasts(api, subscribed)
             await run.redis_per_publish(store)
-            await run.reregister(api, store, subscribed)
+            await run.reregister(api, store, counted, subscribed)
             await run.leave_all(api)
             await store.aclose()
         finally:
