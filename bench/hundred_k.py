@@ -68,6 +68,8 @@ DELIVERY_TIMEOUT = 60.0
 REREGISTER_TIMEOUT = 300.0
 LEAVE_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 30.0
+#: What a poll of the HTTP API may meet while the servers are busy or Redis is away.
+UNANSWERED = (RuntimeError, ConnectionError, asyncio.TimeoutError)
 #: Seconds one connection may take to be subscribed (the machine is busy while connecting).
 SUBSCRIBE_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 600.0
@@ -331,7 +333,7 @@ class Broadcast:
 class Run:
     """The started processes and connections of one measurement, and its figures."""
 
-    def __init__(self, plan: Plan, directory: str) -> None:
+    def __init__(self, plan: Plan, directory: str, rows: list[tuple[str, str]]) -> None:
         self.plan = plan
         self.directory = directory
         self.redis_processes = Processes()
@@ -339,7 +341,7 @@ class Run:
         self.servers: list[Server] = []
         self.workers: list[Worker] = []
         self.members: list[Member] = []
-        self.rows: list[tuple[str, str]] = []
+        self.rows = rows
         self.redis_port = free_port()
 
     def note(self, name: str, value: str) -> None:
@@ -474,7 +476,7 @@ class Run:
         self.redis = self.redis_processes.redis(self.redis_port, self.directory)
         counts, deadline = None, started + REREGISTER_TIMEOUT
         while time.monotonic() < deadline:
-            with contextlib.suppress(RuntimeError, ConnectionError):
+            with contextlib.suppress(*UNANSWERED):
                 counts = await api.counts()
                 if counts == wanted:
                     break
@@ -498,21 +500,26 @@ class Run:
         await asyncio.gather(*(w.stop() for w in self.workers))
         counts, deadline = None, started + LEAVE_TIMEOUT
         while time.monotonic() < deadline:
-            with contextlib.suppress(RuntimeError, ConnectionError):
+            with contextlib.suppress(*UNANSWERED):
                 counts = await api.counts()
                 if counts == (0, 0, 0, 0):
                     break
             await asyncio.sleep(0.2)
         seconds = time.monotonic() - started
-        self.note("everyone closed at once", f"the API counted nobody after {seconds:.1f} s"
-                  if counts == (0, 0, 0, 0) else
-                  f"after {seconds:.0f} s the API still counts {counts[0]:,} subscriptions on "
-                  f"broadcast and {counts[2]} presence members (leaves lost)")
+        if counts == (0, 0, 0, 0):
+            outcome = f"the API counted nobody after {seconds:.1f} s"
+        elif counts is None:
+            outcome = f"the API did not answer within {seconds:.0f} s"
+        else:
+            outcome = (f"after {seconds:.0f} s the API still counts {counts[0]:,} subscriptions "
+                       f"on broadcast and {counts[2]} presence members (leaves lost)")
+        self.note("everyone closed at once", outcome)
 
 
-async def measure(plan: Plan) -> list[tuple[str, str]]:
+async def measure(plan: Plan, rows: list[tuple[str, str]]) -> None:
+    """Run every step, adding its figures to ``rows`` as they come (kept if a later step fails)."""
     with tempfile.TemporaryDirectory(prefix="hundred-k-") as directory:
-        run = Run(plan, directory)
+        run = Run(plan, directory, rows)
         try:
             run.start_servers()
             store = aioredis.Redis(host="127.0.0.1", port=run.redis_port)
@@ -526,7 +533,6 @@ async def measure(plan: Plan) -> list[tuple[str, str]]:
             await store.aclose()
         finally:
             await run.stop()
-        return run.rows
 
 
 def summary(plan: Plan, rows: list[tuple[str, str]], seconds: float) -> str:
@@ -566,9 +572,13 @@ def main() -> None:
                      f"than the {soft} a process may open")
     plan = Plan(connections, per_process, options.broadcasts, options.publishes)
     started = time.monotonic()
-    rows = client.run(measure(plan))
-    print()
-    print(summary(plan, rows, time.monotonic() - started))
+    rows: list[tuple[str, str]] = []
+    try:
+        client.run(measure(plan, rows))
+    finally:
+        if rows:
+            print()
+            print(summary(plan, rows, time.monotonic() - started))
 
 
 if __name__ == "__main__":
