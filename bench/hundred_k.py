@@ -537,7 +537,7 @@ async def measure(plan: Plan, rows: list[tuple[str, str]]) -> None:
 
 def summary(plan: Plan, rows: list[tuple[str, str]], seconds: float) -> str:
     width = max(len(name) for name, _ in rows)
-    lines = [f"100,000 connections bench: {plan.connections:,} connections, {plan.servers} server "
+    lines = [f"bench/hundred_k.py: {plan.connections:,} connections, {plan.servers} server "
              f"processes, one Redis ({client.LOOP_NAME}; {os.cpu_count()} CPUs; {seconds:.0f} s)",
              "-" * 100]
     lines += [f"{name:<{width}}  {value}" for name, value in rows]
