@@ -217,7 +217,7 @@ async def worker(index: int, ports: Sequence[int], count: int) -> None:
     probes = [p for _, group, _ in opened for p in group]
     say(subscribed=len(probes), failures=sum(f for *_, f in opened),
         seconds=time.monotonic() - started)
-    while (command := (await stdin.readline()).strip()) == b"measure":
+    while (await stdin.readline()).strip() == b"measure":
         for probe in probes:
             probe.latencies.clear()
         say(armed=True)
