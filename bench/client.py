@@ -222,7 +222,7 @@ class Probe(Receiver):
 
 async def open_subscribers(port: int, count: int, *, probes: int = 0, channel: str = "bench",
                            key: str = KEY, concurrency: int = 64, timeout: float = 60,
-                           tolerate_failures: bool = False
+                           tolerate_failures: bool = False, sources: SourceAddresses = SOURCES
                            ) -> tuple[list[Receiver], list[Probe], int]:
     """Open ``count`` subscribers, ``probes`` of them :class:`Probe`, spread evenly in order.
 
@@ -231,10 +231,11 @@ async def open_subscribers(port: int, count: int, *, probes: int = 0, channel: s
     at a time, in order, so the servers' subscriber order follows the index
     and the probes sit at evenly spaced places in each broadcast loop (the
     last subscriber is always a probe). Source addresses take turns, one
-    per :data:`PER_ADDRESS` connections.
+    per :data:`PER_ADDRESS` connections, taken from ``sources`` (load processes
+    running side by side each pass their own range, e.g. ``SourceAddresses(256 * n)``).
     """
     loop = asyncio.get_running_loop()
-    addresses = SOURCES.take(max(1, math.ceil(count / PER_ADDRESS)))
+    addresses = sources.take(max(1, math.ceil(count / PER_ADDRESS)))
     probe_at = {count - 1 - round(i * count / probes) for i in range(probes)} if probes else set()
     gate = asyncio.Semaphore(concurrency)
 
@@ -278,10 +279,10 @@ async def settle_closed(clients: Sequence[Subscriber], timeout: float = 10) -> N
 
 
 def signed_path(path: str, body: bytes, *, method: str = "POST", key: str = KEY,
-                secret: str = SECRET) -> str:
-    """``path`` with the query the official Pusher SDKs sign (auth_version 1.0)."""
+                secret: str = SECRET, query: dict[str, str] | None = None) -> str:
+    """``path`` with the query the official Pusher SDKs sign (auth_version 1.0), plus ``query``."""
     params = {"auth_key": key, "auth_timestamp": str(int(time.time())), "auth_version": "1.0",
-              "body_md5": hashlib.md5(body).hexdigest()}
+              "body_md5": hashlib.md5(body).hexdigest(), **(query or {})}
     string = "&".join(f"{k}={params[k]}" for k in sorted(params))
     params["auth_signature"] = hmac.new(secret.encode(), f"{method}\n{path}\n{string}".encode(),
                                         hashlib.sha256).hexdigest()

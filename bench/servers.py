@@ -138,14 +138,15 @@ class Processes:
         #: Servers run under bench/gcwatch.py, logging their GC pauses here, when set.
         self.gc_log = gc_log
 
-    def redis(self, port: int, directory: str) -> None:
+    def redis(self, port: int, directory: str) -> subprocess.Popen:
+        """A redis-server on 127.0.0.1:``port`` with no persistence (a restart starts empty)."""
         process = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", directory], stdout=subprocess.PIPE, text=True)
         self.started.append(process)
         for line in process.stdout:
             if "Ready to accept connections" in line:
-                return
+                return process
         raise RuntimeError("redis-server did not start")
 
     def ours(self, port: int, *, redis_url: str | None = None, cpu: int | None = 0,

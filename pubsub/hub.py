@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 #: Connections re-registered at once after Redis lost its data (each may hold
 #: several subscriptions; the Redis client's pool bounds what is really in flight).
 REGISTER_BATCH = 64
+#: Seconds before connections whose re-registration Redis did not answer are tried
+#: again; doubled each time up to the second figure.
+REGISTER_RETRY = (0.5, 8.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,8 @@ class Hub:
         self._announcer = Announcer(apps, self._broker, self.state, self.webhooks, self.users,
                                     self.spawn, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: The registration after Redis lost its data, while it runs (see register_again).
+        self._registering: asyncio.Future[None] | None = None
         self._periodic: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------
@@ -158,6 +163,8 @@ class Hub:
         self.closed = True
         for task in self._periodic:
             task.cancel()
+        if self._registering is not None:
+            self._registering.cancel()
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
         self._announcer.close()
@@ -250,7 +257,18 @@ class Hub:
         silently. But if survivors reaped this process (it was paused or cut
         off for longer than the deadline), its members were announced as gone:
         its clients are closed with 4200 instead, and rejoin with due events.
+
+        The heartbeat and the broker's reconnect both ask after a restart: a
+        call while a registration runs waits for that one instead of doing the
+        work again. Connections Redis does not answer for in time are tried
+        again until they are recorded or the hub closes; left out, they would
+        stay uncounted until Redis next lost its data.
         """
+        if self._registering is None or self._registering.done():
+            self._registering = asyncio.ensure_future(self._register_everything())
+        await asyncio.shield(self._registering)
+
+    async def _register_everything(self) -> None:
         if await self.state.was_reaped():
             log.warning("this process was reaped while out of touch: reconnecting its clients")
             self.close_all(ErrorCode.RECONNECT, "Server lost touch with the cluster: reconnect")
@@ -258,11 +276,39 @@ class Hub:
         registered = 0
         for sessions in _batches(self._all_sessions(), REGISTER_BATCH):
             # Many round trips in flight at once (the client's pool), not one at a time:
-            # at 50,000 subscriptions that is seconds, not minutes. A session closed
-            # meanwhile is skipped; its leave has been (or will be) recorded.
-            work = [self._register(session) for session in sessions if not session.is_closed]
-            registered += sum(await asyncio.gather(*work))
+            # at 50,000 subscriptions that is seconds, not minutes.
+            registered += await self._register_batch(sessions)
         log.info("registered %d subscription(s) again", registered)
+
+    async def _register_batch(self, sessions: list[Session]) -> int:
+        """Register ``sessions``, retrying those Redis did not answer for; their subscriptions.
+
+        A session closed meanwhile is skipped; its leave has been (or will be) recorded.
+        Registering twice records nothing twice (the join scripts check first).
+        """
+        registered, delay = 0, REGISTER_RETRY[0]
+        pending = [session for session in sessions if not session.is_closed]
+        while pending:
+            outcomes = await asyncio.gather(*(self._register(session) for session in pending),
+                                            return_exceptions=True)
+            failed, outage = [], None
+            for session, outcome in zip(pending, outcomes):
+                if isinstance(outcome, BrokerUnavailable):
+                    failed.append(session)
+                    outage = outcome
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    registered += outcome
+            pending = [session for session in failed if not session.is_closed]
+            if pending:
+                if self.closed:
+                    raise outage
+                log.warning("registering %d connection(s) again failed (%s): retrying in %g s",
+                            len(pending), outage.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, REGISTER_RETRY[1])
+        return registered
 
     async def _register(self, session: Session) -> int:
         """One connection's subscriptions and sign-in, back into the cluster state."""

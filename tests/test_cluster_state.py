@@ -182,6 +182,29 @@ async def test_lost_registration_is_reported_so_the_hub_registers_again(redis_cl
 
 
 @pytest.mark.gen_test(timeout=20)
+async def test_heartbeats_go_on_while_the_hub_registers_again(redis_client):
+    """Registering thousands of connections may outlast a deadline: the node must not look dead."""
+    node = RedisState(redis_client, prefix="test", heartbeat_interval=0.3)
+    lost, done = asyncio.Event(), asyncio.Event()
+
+    async def register_again() -> None:
+        lost.set()
+        await done.wait()  # a registration that takes its time
+
+    node.on_registration_lost = register_again
+    await node.start()
+    await redis_client.flushall()
+    await asyncio.wait_for(lost.wait(), 5)
+    first = await redis_client.zscore("test:nodes", str(node.node_id))
+    deadline = asyncio.get_running_loop().time() + 5
+    while await redis_client.zscore("test:nodes", str(node.node_id)) == first:
+        assert asyncio.get_running_loop().time() < deadline, "no heartbeat while registering"
+        await asyncio.sleep(0.05)
+    done.set()
+    await node.close()
+
+
+@pytest.mark.gen_test(timeout=20)
 async def test_node_records_are_kept_until_they_expire(state):
     await state.put_node(7, {"node": 7, "address": "127.0.0.1:6001"}, ttl=30)
     await state.put_node(8, {"node": 8, "address": "127.0.0.1:6002"}, ttl=0.3)

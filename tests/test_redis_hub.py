@@ -11,6 +11,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from conftest import APPS
 from tornado_push.pubsub.apps import AppRegistry
+from tornado_push.pubsub.errors import BrokerUnavailable
 from tornado_push.pubsub.hub import Hub, HubOptions
 from tornado_push.pubsub.redis.broker import RedisBroker
 from tornado_push.pubsub.redis.client import RedisConfig, connect
@@ -66,6 +67,42 @@ async def test_a_process_reaped_while_out_of_touch_reconnects_its_clients(raw, h
     error = await socket.expect("pusher:error")
     assert error["data"]["code"] == 4200
     assert await socket.closed() == 4200
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_registering_again_runs_once_at_a_time_and_retries_what_redis_did_not_answer(
+        raw, hub, fresh_redis):
+    sockets = [await raw() for _ in range(3)]
+    for socket in sockets:
+        await socket.send({"event": "pusher:subscribe", "data": {"channel": "news"}})
+        await socket.expect("pusher_internal:subscription_succeeded")
+    client = aioredis.from_url(fresh_redis.url)
+    await client.flushall()  # what a Redis restart without persistence does
+    await client.aclose()
+    # Joins wait for the gate; the first two then fail as a Redis past its deadline would.
+    join, calls, failures, gate = hub.state.join, [], [2], asyncio.Event()
+
+    async def held_join(*args, **kwargs):
+        calls.append(args)
+        await gate.wait()
+        if failures[0]:
+            failures[0] -= 1
+            raise BrokerUnavailable("Redis is unreachable: no answer within 3 s")
+        return await join(*args, **kwargs)
+
+    hub.state.join = held_join
+    # Both the heartbeat (its node went missing) and the broker's reconnect ask.
+    both = asyncio.gather(hub.register_again(), hub.register_again())
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(calls) < 3:
+        assert asyncio.get_running_loop().time() < deadline, calls
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert len(calls) == 3  # one registration, not two
+    gate.set()
+    await asyncio.wait_for(both, 10)
+    assert len(calls) == 5  # the two refused joins were tried again
+    assert (await hub.state.counts("1", "news")).subscriptions == 3
 
 
 @pytest.mark.gen_test(timeout=30)

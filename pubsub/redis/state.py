@@ -136,6 +136,8 @@ class RedisState(ClusterState):
         self.reap_interval = heartbeat_interval
         self.node_id = 0
         self._heartbeat: asyncio.Task[None] | None = None
+        #: on_registration_lost, running beside the heartbeat.
+        self._registering: asyncio.Task[None] | None = None
         # Loop times: the last heartbeat that got through, and the start of the
         # current run of heartbeats that got through on time (see _in_touch).
         self._beat_ok_at: float | None = None
@@ -180,9 +182,10 @@ class RedisState(ClusterState):
         return self.node_id
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        for task in (self._heartbeat, self._registering):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(BrokerUnavailable):
             async with _reachable():
                 await self._redis.zrem(self._key("nodes"), self.node_id)
@@ -228,9 +231,18 @@ class RedisState(ClusterState):
                 if lost and self.on_registration_lost is not None:
                     log.warning("node %d was missing from Redis: registering its state again",
                                 self.node_id)
-                    await self.on_registration_lost()
+                    # Beside the heartbeat, not in its way: registering 15,000 connections
+                    # can outlast a deadline, and a node that stopped beating meanwhile
+                    # would be reaped by the others.
+                    self._registering = asyncio.ensure_future(self._register_again())
             except BrokerUnavailable as outage:
                 log.warning("node heartbeat failed: %s", outage.message)
+
+    async def _register_again(self) -> None:
+        try:
+            await self.on_registration_lost()
+        except BrokerUnavailable as outage:
+            log.warning("registering this node's state again failed: %s", outage.message)
 
     async def put_node(self, node_id: int, record: dict[str, Any], ttl: float) -> None:
         async with _reachable():
