@@ -41,18 +41,17 @@ from .state import CacheEntry, ClusterState, MemoryState
 from .streams import Position
 from .timing import PublishTimer
 from .users import Users
+from .writes import StateWrites
 from .webhooks import Webhooks
 
 if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger(__name__)
-#: Connections re-registered at once after Redis lost its data (each may hold
-#: several subscriptions; the Redis client's pool bounds what is really in flight).
+#: Connections handed at once to :class:`StateWrites` when re-registering after Redis lost
+#: its data (which paces what is really in flight): a batch, not all, so that the
+#: writes owed meanwhile by connections that close are not queued behind every one.
 REGISTER_BATCH = 64
-#: Seconds before connections whose re-registration Redis did not answer are tried
-#: again; doubled each time up to the second figure.
-REGISTER_RETRY = (0.5, 8.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +142,8 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: The registration after Redis lost its data, while it runs (see register_again).
         self._registering: asyncio.Future[None] | None = None
+        #: Leaves, sign-outs and registrations owed to the cluster state, paced and retried.
+        self._writes = StateWrites()
         self._periodic: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------
@@ -161,6 +162,7 @@ class Hub:
     async def close(self) -> None:
         """Stop background work and leave the cluster; later publishes are refused."""
         self.closed = True
+        self._writes.close()
         for task in self._periodic:
             task.cancel()
         if self._registering is not None:
@@ -242,13 +244,19 @@ class Hub:
         self.spawn(self._leave_everything(session, delay), f"cleanup of {session.socket_id}")
 
     async def _leave_everything(self, session: Session, delay: float) -> None:
+        """A closed connection's leaves and sign-out, each until the cluster state has it
+        (:class:`StateWrites`: a crowd closing at once is paced, not timed out)."""
         if delay:
             await asyncio.sleep(delay)
+        app = session.app
         for name in list(session.channels):
-            await self.unsubscribe(session, name)
+            self.observers.unsubscribed(session, name)
+            channel = self._states[app.id].channels.get(name)
+            await self._writes.run(
+                functools.partial(self._record_leave, app, name, session.socket_id, channel))
         session.channels.clear()
         if session.user_id is not None:
-            await self.users.sign_out(session)
+            await self._writes.run(functools.partial(self.users.sign_out, session))
 
     async def register_again(self) -> None:
         """Put this process's connections back into the cluster state.
@@ -275,40 +283,22 @@ class Hub:
             return
         registered = 0
         for sessions in _batches(self._all_sessions(), REGISTER_BATCH):
-            # Many round trips in flight at once (the client's pool), not one at a time:
-            # at 50,000 subscriptions that is seconds, not minutes.
             registered += await self._register_batch(sessions)
         log.info("registered %d subscription(s) again", registered)
 
     async def _register_batch(self, sessions: list[Session]) -> int:
-        """Register ``sessions``, retrying those Redis did not answer for; their subscriptions.
+        """Register ``sessions``, each until the cluster state has it; their subscriptions.
 
-        A session closed meanwhile is skipped; its leave has been (or will be) recorded.
-        Registering twice records nothing twice (the join scripts check first).
+        A session closed meanwhile is skipped, also on a retry: its leave has been (or
+        will be) recorded. Registering twice records nothing twice (the join scripts
+        check first).
         """
-        registered, delay = 0, REGISTER_RETRY[0]
-        pending = [session for session in sessions if not session.is_closed]
-        while pending:
-            outcomes = await asyncio.gather(*(self._register(session) for session in pending),
-                                            return_exceptions=True)
-            failed, outage = [], None
-            for session, outcome in zip(pending, outcomes):
-                if isinstance(outcome, BrokerUnavailable):
-                    failed.append(session)
-                    outage = outcome
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-                else:
-                    registered += outcome
-            pending = [session for session in failed if not session.is_closed]
-            if pending:
-                if self.closed:
-                    raise outage
-                log.warning("registering %d connection(s) again failed (%s): retrying in %g s",
-                            len(pending), outage.message, delay)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, REGISTER_RETRY[1])
-        return registered
+        async def register(session: Session) -> int:
+            return 0 if session.is_closed else await self._register(session)
+
+        counts = await asyncio.gather(*(self._writes.run(functools.partial(register, session))
+                                        for session in sessions))
+        return sum(counts)
 
     async def _register(self, session: Session) -> int:
         """One connection's subscriptions and sign-in, back into the cluster state."""
@@ -518,7 +508,13 @@ class Hub:
         if channel is not None:
             channel.remove(session.socket_id)
         self.observers.unsubscribed(session, name)
-        departure = await self.state.leave(app.id, name, session.socket_id)
+        await self._record_leave(app, name, session.socket_id, channel)
+
+    async def _record_leave(self, app: App, name: str, socket_id: str,
+                            channel: LocalChannel | None) -> None:
+        """The cluster-wide side of leaving a channel (``channel``: its local subscribers,
+        if any). Idempotent: run again, it records and announces nothing twice."""
+        departure = await self.state.leave(app.id, name, socket_id)
         self._announcer.departed(app, name, departure)
         if channel is not None:
             await self._drop_if_empty(app, channel)

@@ -242,3 +242,34 @@ async def test_commands_cut_by_the_deadline_leave_no_stale_reply_in_the_pool(
         assert replies == [f"after {n}".encode() for n in range(50)]
     finally:
         await client.aclose()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_leaves_owed_during_a_stall_are_recorded_once_redis_answers(raw, hub, fresh_redis):
+    """Connections that close while Redis answers nothing owe it their leaves: each is
+    tried again until recorded, so the cluster stops counting them once Redis is back
+    (before, a leave past the deadline was dropped and counted the connection forever)."""
+    app = APPS[0]
+    sockets = [await raw() for _ in range(20)]
+    for socket in sockets:
+        for channel in ("news", "sport"):
+            await socket.send({"event": "pusher:subscribe", "data": {"channel": channel}})
+            await socket.expect("pusher_internal:subscription_succeeded")
+    assert (await hub.state.counts(app.id, "news")).subscriptions == 20
+    fresh_redis.pause()
+    try:
+        for socket in sockets:
+            socket.close()
+        deadline = time.monotonic() + 10
+        while list(hub.sessions(app)):
+            assert time.monotonic() < deadline, "the connections did not close"
+            await asyncio.sleep(0.05)
+        # What is tested is time passing: the leaves' first attempts reach their deadline.
+        await asyncio.sleep(DEADLINE + MARGIN)
+    finally:
+        fresh_redis.resume()
+    deadline = time.monotonic() + 30
+    while [(await hub.state.counts(app.id, channel)).subscriptions
+           for channel in ("news", "sport")] != [0, 0]:
+        assert time.monotonic() < deadline, "leaves were lost"
+        await asyncio.sleep(0.1)
