@@ -38,9 +38,12 @@ log = logging.getLogger(__name__)
 class RedisBroker(Broker):
     """Redis pub/sub between processes; sharded pub/sub on Redis Cluster.
 
-    ``connected`` is False from a detected outage until the subscriber is back;
-    meanwhile :meth:`publish` and :meth:`broadcast` raise at once, and
-    :meth:`subscribe` only records the wish, fulfilled at the reconnect.
+    ``connected`` is False from a detected outage until the subscriber is back.
+    An outage is a node's: on Redis Cluster one master down leaves the
+    others' channels publishing and delivering. Meanwhile :meth:`publish`
+    (and :meth:`broadcast` when no node is left for it) raise at once for
+    the channels that node serves (:meth:`unreachable`), and :meth:`subscribe`
+    to one of them only records the wish, fulfilled when the node is back.
     """
 
     def __init__(self, config: RedisConfig) -> None:
@@ -57,6 +60,9 @@ class RedisBroker(Broker):
     @property
     def connected(self) -> bool:
         return self._subscriber.connected
+
+    def unreachable(self, app_id: str, channel: str) -> str | None:
+        return self._subscriber.unreachable(pubsub_channel(self.config.prefix, app_id, channel))
 
     @property
     def reconnects(self) -> int:
@@ -112,8 +118,9 @@ class RedisBroker(Broker):
 
     async def _send(self, name: str, payload: bytes, *, sharded: bool) -> None:
         assert self._client is not None, "start() the broker first"
-        if not self.connected:
-            raise BrokerUnavailable(f"Redis is unreachable: {self._subscriber.last_error}")
+        why = self._subscriber.unreachable(name)
+        if why is not None:
+            raise BrokerUnavailable(why)
         try:
             if sharded:
                 await self._client.spublish(name, payload)

@@ -106,6 +106,8 @@ if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 0
 """
 
+# Redis's TIME on the node of KEYS[1] (the key the caller writes next).
+_CLOCK = "return redis.call('TIME')"
 
 #: How long a reaped node's tombstone waits for the node to come back and read it.
 _TOMBSTONE_SECONDS = 24 * 3600
@@ -145,6 +147,7 @@ class RedisState(ClusterState):
         self._sign_in = client.register_script(_SIGN_IN)
         self._sign_out = client.register_script(_SIGN_OUT)
         self._raise_seq = client.register_script(_RAISE_SEQ)
+        self._clock = client.register_script(_CLOCK)
 
     # -- keys ----------------------------------------------------------------------
 
@@ -190,13 +193,16 @@ class RedisState(ClusterState):
                 await self._redis.delete(self._node_key(self.node_id, "subs"),
                                          self._node_key(self.node_id, "users"))
 
-    async def _now(self) -> float:
-        seconds, micros = await self._redis.time()
-        return seconds + micros / 1e6
+    async def _now(self, key: str) -> float:
+        """Redis's clock, read on the node that holds ``key``: on Redis Cluster the
+        node that is written next, not whichever node plain TIME goes to (it may be
+        down while ``key``'s is not)."""
+        seconds, micros = await self._clock(keys=[key])
+        return int(seconds) + int(micros) / 1e6
 
     async def _beat(self) -> bool:
         """Refresh this node's deadline; True when the registration had vanished."""
-        deadline = await self._now() + 2 * self.heartbeat_interval
+        deadline = await self._now(self._key("nodes")) + 2 * self.heartbeat_interval
         added = await self._redis.zadd(self._key("nodes"), {str(self.node_id): deadline})
         if added:
             await self._raise_seq(keys=[self._key("node_seq")], args=[self.node_id])
@@ -234,13 +240,13 @@ class RedisState(ClusterState):
 
     async def put_node(self, node_id: int, record: dict[str, Any], ttl: float) -> None:
         async with _reachable():
-            expires = await self._now() + ttl
+            expires = await self._now(self._records_key()) + ttl
             await self._redis.hset(self._records_key(), str(node_id),
                                    json.dumps({"expires": expires, "record": record}))
 
     async def nodes(self) -> dict[int, dict[str, Any]]:
         async with _reachable():
-            now = await self._now()
+            now = await self._now(self._records_key())
             stored = await self._redis.hgetall(self._records_key())
             live, expired = {}, []
             for node, value in stored.items():
@@ -357,7 +363,7 @@ class RedisState(ClusterState):
         one is not in touch yet), a tenth of an interval."""
         async with _reachable():
             earliest = await self._redis.zrange(self._key("nodes"), 0, 0, withscores=True)
-            now = await self._now()
+            now = await self._now(self._key("nodes"))
         if not earliest:
             return self.reap_interval
         wait = earliest[0][1] - now
@@ -370,7 +376,8 @@ class RedisState(ClusterState):
         if not self._in_touch():
             return []
         async with _reachable():
-            dead = await self._redis.zrangebyscore(self._key("nodes"), "-inf", await self._now())
+            nodes = self._key("nodes")
+            dead = await self._redis.zrangebyscore(nodes, "-inf", await self._now(nodes))
             orphans: list[Orphan] = []
             for raw in dead:
                 node = raw.decode()
