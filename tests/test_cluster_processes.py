@@ -634,7 +634,12 @@ async def test_one_redis_cluster_master_down_costs_only_its_channels(
     down.resume() if outage == "pause" else down.start()
     fresh_cluster.wait_ok()
     for server, mark in zip((first, second), marks):
-        await server.wait_for_log("subscriber reconnected", after=mark, timeout=20)
+        reconnected = await server.wait_for_log("subscriber reconnected", after=mark, timeout=20)
+        # A killed master comes back empty: each process puts its subscriptions back.
+        await server.wait_for_log("registered", after=reconnected, timeout=20)
+    for server in (first, second):
+        assert await query(server, "channel_info", doomed, ["subscription_count"]) == {
+            "occupied": True, "subscription_count": 2}, server.name
     await trigger(second, doomed, "after", {"n": 1})
     await sentinel(first, doomed, a, b)
     await sentinel(second, healthy, a, b)

@@ -105,6 +105,13 @@ class RedisBroker(Broker):
         # Plain PUBLISH reaches subscribers on every node, in a cluster too.
         await self._send(self._control_name, _encode(message), sharded=False)
 
+    def _publish_node(self, name: str) -> dict[str, Any]:
+        """Where a plain PUBLISH goes: on Redis Cluster the node the subscriber reads
+        ``name`` on, a node that is up (redis-py would pick its slot's node, down or not)."""
+        if not isinstance(self._client, redis.asyncio.RedisCluster):
+            return {}
+        return {"target_nodes": self._client.get_node(node_name=self._subscriber.node_for(name))}
+
     async def subscribe(self, app_id: str, channel: str) -> None:
         name = pubsub_channel(self.config.prefix, app_id, channel)
         self._channels[name] = (app_id, channel)
@@ -125,7 +132,7 @@ class RedisBroker(Broker):
             if sharded:
                 await self._client.spublish(name, payload)
             else:
-                await self._client.publish(name, payload)
+                await self._client.publish(name, payload, **self._publish_node(name))
         except UNREACHABLE as error:
             raise BrokerUnavailable(f"Redis is unreachable: {describe(error)}") from error
 

@@ -24,6 +24,7 @@ from typing import Awaitable, Callable, NamedTuple
 import redis.asyncio
 import redis.exceptions
 
+from ..errors import BrokerUnavailable
 from .client import RedisConfig, connect_subscriber, control_channel, deadline, describe
 from .link import Link, OnMessage
 
@@ -101,6 +102,10 @@ class Subscriber:
         if self._cluster is None:
             return f"Redis is unreachable: {reason}"
         return f"Redis node {node.name}, which serves this channel, is unreachable: {reason}"
+
+    def node_for(self, name: str) -> str:
+        """The name of the node that carries ``name`` (on Redis Cluster, ``host:port``)."""
+        return self._node_of(name).name
 
     def add_reconnect_listener(self, callback: ReconnectListener) -> None:
         self._reconnect_listeners.append(callback)
@@ -276,11 +281,28 @@ class Subscriber:
             self.reconnects += 1
             log.warning("Redis: subscriber reconnected (reconnect #%d), %d name(s) subscribed: "
                         "every node is back", self.reconnects, len(self._wanted))
-            for listener in list(self._reconnect_listeners):
+            await self._tell_reconnected()
+
+    async def _tell_reconnected(self) -> None:
+        """Await every reconnect listener; one that finds Redis unreachable still (a
+        cluster settling) is tried again with backoff, until it succeeds or a node
+        is lost again (the next reconnect tells every listener anew)."""
+        pending, delay = list(self._reconnect_listeners), _FIRST_DELAY
+        while pending and not self._lost.is_set():
+            failed = []
+            for listener in pending:
                 try:
                     await listener()
+                except BrokerUnavailable as outage:
+                    log.warning("Redis: after the reconnect, %s failed: %s; trying again",
+                                getattr(listener, "__qualname__", listener), outage.message)
+                    failed.append(listener)
                 except Exception:  # one failing listener must not starve the others
                     log.exception("Redis: a reconnect listener failed")
+            pending = failed
+            if pending:
+                await asyncio.sleep(delay)  # backoff, not synchronisation
+                delay = min(2 * delay, _MAX_DELAY)
 
     async def _recover(self) -> None:
         """Reconnect every down node and subscribe what waits, with backoff, until none is down."""
@@ -324,12 +346,25 @@ class Subscriber:
         link = self._new_link(node)
         try:
             await link.open(self._config.timeout)
+            await self._check_serving(node)
         except _LINK_ERRORS:
             await link.close()
             raise
         async with self._lock:
             self._links[node.name] = link
             self._down.pop(node.name, None)
+
+    async def _check_serving(self, node: _Node) -> None:
+        """On Redis Cluster, raise unless ``node`` says the cluster is ok: a master
+        that has just restarted answers PING (and SSUBSCRIBE) before it serves
+        commands again, and the reconnect listeners need its commands."""
+        if self._cluster is None:
+            return
+        async with deadline(self._config.timeout, "answer to CLUSTER INFO"):
+            info = await self._clients[node.name].execute_command("CLUSTER", "INFO")
+        text = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
+        if "cluster_state:ok" not in text:
+            raise redis.exceptions.ConnectionError(f"{node.name} does not serve its slots yet")
 
     async def _heartbeat(self) -> None:
         while True:
