@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
@@ -28,6 +29,7 @@ import pusher.errors
 import pytest
 import redis
 import tornado.web
+from tornado.httpclient import AsyncHTTPClient
 
 from app_server import auth_routes, sdk_client
 from conftest import MAIN, in_thread
@@ -629,6 +631,10 @@ async def test_one_redis_cluster_master_down_costs_only_its_channels(
         await server.wait_for_log("subscriber connection lost", after=mark, timeout=20)
     await sentinel(first, healthy, a, b)
     await sentinel(second, healthy, a, b)
+    for server in (first, second):  # 200: every process has lost the same channels
+        code, health = await health_of(server)
+        assert (code, health["status"], health["broker"]["nodes_down"]) == (
+            200, "partial", [f"127.0.0.1:{down.port}"]), server.name
 
     marks = [server.mark() for server in (first, second)]
     down.resume() if outage == "pause" else down.start()
@@ -646,3 +652,13 @@ async def test_one_redis_cluster_master_down_costs_only_its_channels(
     for client in (a, b):
         assert received(client, doomed, "after") == [{"n": 1}], client.name
         assert received(client, doomed, "lost") == []
+    for server in (first, second):
+        code, health = await health_of(server)
+        assert (code, health["status"], health["broker"]["nodes_down"]) == (200, "ok", [])
+
+
+async def health_of(server: ServerProcess) -> tuple[int, dict[str, Any]]:
+    """``/health`` of a process: its status code and body."""
+    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.port}/health",
+                                             raise_error=False)
+    return response.code, json.loads(response.body)

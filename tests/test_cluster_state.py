@@ -10,9 +10,10 @@ import redis.asyncio as aioredis
 
 from tornado_push.pubsub import protocol
 from tornado_push.pubsub.broker import Publication
+from tornado_push.pubsub.errors import BrokerUnavailable
 from tornado_push.pubsub.presence import Member
 from tornado_push.pubsub.redis.broker import _publication
-from tornado_push.pubsub.redis.client import pubsub_channel
+from tornado_push.pubsub.redis.client import RedisConfig, connect, pubsub_channel
 from tornado_push.pubsub.redis.state import RedisState
 from tornado_push.pubsub.state import Arrival, ChannelCounts, Departure, MemoryState, Orphan
 
@@ -207,3 +208,50 @@ async def test_node_records_work_on_redis_cluster(redis_cluster):
     assert list(await second.nodes()) == [ids[1]]
     await second.close()
     await client.aclose()
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("down_key", ["registration", "index"])
+async def test_a_join_refused_by_a_down_master_leaves_nothing_in_the_channel(
+        fresh_cluster, down_key):
+    """On Redis Cluster a join also writes this node's registration set and the
+    app's channel index, which may live on a master that is down while the
+    channel's is up: the join is refused and the channel holds nothing of it."""
+    client = connect(RedisConfig(url=fresh_cluster.url, cluster=True, timeout=1.0))
+    for attempt in range(50):  # a prefix that puts the two keys on different masters
+        state = RedisState(client, prefix=f"test-down-{attempt}")
+        node_id = await state.start()
+        registration = fresh_cluster.master_for(state._node_key(node_id, "subs"))
+        index = fresh_cluster.master_for(state._index_key("1"))
+        if registration is not index:
+            break
+        await state.close()
+    down = registration if down_key == "registration" else index
+    channel = next(name for number in range(1000) if (name := f"room-{number}")
+                   and fresh_cluster.master_for(pubsub_channel("any", "1", name)) is not down)
+    down.kill()
+    try:
+        with pytest.raises(BrokerUnavailable):
+            await state.join("1", channel, f"{node_id}.1", Member("alice"))
+        assert await state.counts("1", channel) == ChannelCounts(0, 0)
+        assert await state.members("1", channel) == {}
+    finally:
+        await state.close()
+        await client.aclose()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_scripts_never_run_before_work_on_the_masters_that_are_up(fresh_cluster):
+    """A script's first run goes to its keys' master alone, not to every master
+    (redis-py's SCRIPT LOAD would, and fail while one is down)."""
+    client = connect(RedisConfig(url=fresh_cluster.url, cluster=True, timeout=1.0))
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    down = fresh_cluster.nodes[0]
+    key = next(key for number in range(1000) if (key := f"counter-{number}")
+               and fresh_cluster.master_for(key) is not down)
+    await client.initialize()  # the layout, learnt from the URL's master (the one to go down)
+    down.kill()
+    try:
+        assert [await script(keys=[key]), await script(keys=[key])] == [1, 2]
+    finally:
+        await client.aclose()

@@ -55,7 +55,14 @@ class RedisBroker(Broker):
         self._client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None
 
     def status(self) -> dict[str, Any]:
-        return {"kind": "redis", "connected": self.connected, "reconnects": self.reconnects}
+        """``connected``: every node in use is up. On Redis Cluster also ``nodes_down``
+        (``host:port`` of each master known to be down) and ``nodes_up`` (masters
+        this process reads from): with both, only the down masters' channels fail."""
+        status = {"kind": "redis", "connected": self.connected, "reconnects": self.reconnects}
+        if self.config.cluster:
+            status.update(nodes_down=self._subscriber.nodes_down,
+                          nodes_up=self._subscriber.nodes_up)
+        return status
 
     @property
     def connected(self) -> bool:

@@ -271,14 +271,27 @@ class RedisState(ClusterState):
         added_event = (encode_publication(member_added(app_id, channel, member, socket_id))
                        if member and announce else b"")
         async with _reachable():
+            # Registered for reaping first: on Redis Cluster this node's set may live on a
+            # master that is down while the channel's is up, and a join refused must
+            # leave nothing in the channel (a leave of a socket never joined is a no-op).
+            await self._redis.sadd(self._node_key(self.node_id, "subs"),
+                                   json.dumps([app_id, channel, socket_id]))
             occupied, added = await self._join(
                 keys=self._channel_keys(app_id, channel),
                 args=[socket_id, self.node_id, user_id, info, self._publish_command, added_event])
-            await self._redis.sadd(self._node_key(self.node_id, "subs"),
-                                   json.dumps([app_id, channel, socket_id]))
             if occupied:
-                await self._redis.sadd(self._index_key(app_id), channel)
+                await self._index_or_undo(app_id, channel, socket_id)
         return Arrival(bool(occupied), bool(added))
+
+    async def _index_or_undo(self, app_id: str, channel: str, socket_id: str) -> None:
+        """List a channel its first subscriber occupied, or take that join back and
+        raise: nobody else is on the channel yet to see it come and go."""
+        try:
+            await self._redis.sadd(self._index_key(app_id), channel)
+        except UNREACHABLE:
+            with contextlib.suppress(*UNREACHABLE):
+                await self._leave_keys(app_id, channel, socket_id)
+            raise
 
     async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
         async with _reachable():
@@ -319,10 +332,11 @@ class RedisState(ClusterState):
 
     async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
         async with _reachable():
-            first = await self._sign_in(keys=[self._user_key(app_id, user_id)],
-                                        args=[socket_id, self.node_id])
+            # Registered for reaping first, as in join().
             await self._redis.sadd(self._node_key(self.node_id, "users"),
                                    json.dumps([app_id, user_id, socket_id]))
+            first = await self._sign_in(keys=[self._user_key(app_id, user_id)],
+                                        args=[socket_id, self.node_id])
         return bool(first)
 
     async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:

@@ -86,6 +86,16 @@ class Subscriber:
         """Whether every node in use is reachable (False before :meth:`start`)."""
         return self._started and not self._down
 
+    @property
+    def nodes_down(self) -> list[str]:
+        """The nodes known to be down, by name (on Redis Cluster, ``host:port``)."""
+        return sorted(self._down)
+
+    @property
+    def nodes_up(self) -> int:
+        """How many nodes this process has a live link to."""
+        return len(self._links)
+
     def unreachable(self, name: str) -> str | None:
         """Why ``name`` cannot be published now (its node is down), or None.
 
