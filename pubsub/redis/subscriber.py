@@ -105,7 +105,10 @@ class Subscriber:
             return "Redis is unreachable: not connected"
         if not self._down:
             return None
-        node = self._node_of(name)
+        try:
+            node = self._node_of(name)
+        except _LINK_ERRORS as error:  # a slot no node serves
+            return f"Redis is unreachable: {describe(error)}"
         if node.name not in self._down:
             return None
         reason = self._down[node.name][1]
@@ -188,7 +191,12 @@ class Subscriber:
                 add: defaultdict[_Node, list[str]] = defaultdict(list)
                 for name in changed:
                     if name in self._wanted and name not in self._placed:
-                        node = self._node_of(name)
+                        try:
+                            node = self._node_of(name)
+                        except _LINK_ERRORS as error:  # a slot no node serves: the layout moves
+                            log.info("Redis: no node for %r yet: %s", name, describe(error))
+                            self._lost.set()  # the supervisor refreshes the layout and retries
+                            continue
                         if node.name not in self._down:
                             add[node].append(name)
                 for node, names in add.items():
@@ -332,7 +340,7 @@ class Subscriber:
                              attempt, node.name, describe(error))
             self._changed |= self._wanted - self._placed.keys()
             await self._sync()
-            if not self._down and not self._lost.is_set():
+            if not (self._down or self._lost.is_set() or self._wanted - self._placed.keys()):
                 return
             delay = min(2 * delay, _MAX_DELAY)
 
