@@ -16,6 +16,7 @@ nobody would re-register what Redis forgot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import defaultdict
@@ -356,7 +357,8 @@ class Subscriber:
             del self._down[name]
 
     async def _reopen(self, node: _Node) -> None:
-        """Connect to a down node; once it answers, it is up and :meth:`_sync` fills its link.
+        """Connect to a down node and subscribe the names waiting for it; only then is
+        it up, so this process publishes there only once it hears the answers.
 
         The connection is made outside the lock: a node that does not answer
         must not hold up subscribes to the others.
@@ -370,7 +372,18 @@ class Subscriber:
             raise
         async with self._lock:
             self._links[node.name] = link
-            self._down.pop(node.name, None)
+            await self._place(node, self._waiting_for(node))
+            if self._links.get(node.name) is link:  # not lost again meanwhile
+                self._down.pop(node.name, None)
+
+    def _waiting_for(self, node: _Node) -> list[str]:
+        """The wanted names that ``node`` serves and no link carries."""
+        waiting = []
+        for name in self._wanted - self._placed.keys():
+            with contextlib.suppress(*_LINK_ERRORS):  # no node for it yet: the next round
+                if self._node_of(name).name == node.name:
+                    waiting.append(name)
+        return waiting
 
     async def _check_serving(self, node: _Node) -> None:
         """On Redis Cluster, raise unless ``node`` says the cluster is ok: a master
