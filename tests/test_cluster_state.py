@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -255,3 +256,50 @@ async def test_scripts_never_run_before_work_on_the_masters_that_are_up(fresh_cl
         assert [await script(keys=[key]), await script(keys=[key])] == [1, 2]
     finally:
         await client.aclose()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_dead_node_is_reaped_on_the_masters_that_are_up_and_on_the_rest_later(
+        fresh_cluster):
+    """A process dies while a master is down: its subscriptions on the other masters
+    are reaped on time, those on the down master once it is back."""
+    client = connect(RedisConfig(url=fresh_cluster.url, cluster=True, timeout=1.0))
+    await client.initialize()
+    beat = 1.0
+    for attempt in range(50):  # node keys away from the master that goes down
+        prefix = f"test-reap-{attempt}"
+        dying, survivor = (RedisState(client, prefix=prefix, heartbeat_interval=beat)
+                           for _ in range(2))
+        for node in (dying, survivor):
+            await node.start()
+        down = fresh_cluster.nodes[0]
+        if all(fresh_cluster.master_for(key) is not down for key in (
+                dying._key("nodes"), dying._node_key(dying.node_id, "subs"),
+                dying._node_key(dying.node_id, "users"), dying._key("reaping", str(dying.node_id)),
+                dying._key("reaped", str(dying.node_id)))):
+            break
+        for node in (dying, survivor):
+            await node.close()
+    up, stalled = (next(name for number in range(1000) if (name := f"room-{number}")
+                        and (fresh_cluster.master_for(pubsub_channel("any", "1", name))
+                             is down) == on_down) for on_down in (False, True))
+    for channel in (up, stalled):
+        await dying.join("1", channel, f"{dying.node_id}.1")
+    dying._heartbeat.cancel()  # the process dies: no close(), no more heartbeats
+    down.pause()
+    try:
+        orphans: list[Orphan] = []
+        deadline = time.monotonic() + 20
+        while not orphans:  # reaping starts once the deadline (two intervals) has passed
+            assert time.monotonic() < deadline, "the dead node was never reaped"
+            await asyncio.sleep(0.1)  # a polling period, not synchronisation
+            orphans += await survivor.reap()
+        assert orphans == [Orphan("1", up, Departure(True))]
+    finally:
+        down.resume()
+    fresh_cluster.wait_ok()
+    assert await survivor.reap() == [Orphan("1", stalled, Departure(True))]
+    assert await survivor.reap() == []
+    assert await survivor.counts("1", stalled) == ChannelCounts(0)
+    await survivor.close()
+    await client.aclose()

@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Coroutine, Iterable
 
 import redis.asyncio as aioredis
 
@@ -401,27 +401,76 @@ class RedisState(ClusterState):
                 # If the node was only paused, it must learn that its members were
                 # announced as gone (see was_reaped).
                 await self._redis.set(self._key("reaped", node), 1, ex=_TOMBSTONE_SECONDS)
-                orphans.extend(await self._reap_node(node))
-                await self._redis.zrem(self._key("nodes"), node)
+                reaped, complete = await self._reap_node(node)
+                orphans.extend(reaped)
+                if complete:
+                    await self._redis.zrem(self._key("nodes"), node)
+                else:  # the next round, by any survivor, does the rest
+                    await self._redis.delete(lock)
         return orphans
+
+    def _owner(self, key: str) -> str:
+        """The Redis node that holds ``key``: on Redis Cluster its master, else the one."""
+        find = getattr(self._redis, "get_node_from_key", None)
+        return find(key).name if find is not None else "redis"
 
     async def was_reaped(self) -> bool:
         async with _reachable():
             return bool(await self._redis.getdel(self._key("reaped", str(self.node_id))))
 
-    async def _reap_node(self, node: str) -> list[Orphan]:
-        orphans = []
+    async def _reap_node(self, node: str) -> tuple[list[Orphan], bool]:
+        """Take a dead node's registrations out of the channels and users they name;
+        True when every one is done. On Redis Cluster some may wait for a master
+        that is down: those done are removed from the node's sets, the others
+        stay for a later round, and the rest of the cluster is cleaned meanwhile."""
+        orphans: list[Orphan] = []
         subs_key, users_key = self._node_key(node, "subs"), self._node_key(node, "users")
         subscriptions, sign_ins = await self._redis.smembers(subs_key), await self._redis.smembers(users_key)
-        for raw in subscriptions:
-            app_id, channel, socket_id = json.loads(raw)
+        done_subs, done_users = [], []
+        unreachable: set[str] = set()  # Redis nodes that failed this round: one wait each
+
+        async def attempt(key: str, work: Coroutine[Any, Any, None]) -> bool:
+            """Run ``work`` unless ``key``'s node failed this round already; whether it ran."""
+            try:
+                owner = self._owner(key)
+            except UNREACHABLE:  # a slot no node serves
+                owner = ""
+            if owner in unreachable or not owner:
+                work.close()  # never awaited
+                return False
+            try:
+                await work
+            except UNREACHABLE:
+                unreachable.add(owner)
+                return False
+            return True
+
+        async def leave(app_id: str, channel: str, socket_id: str) -> None:
             departure = await self._leave_keys(app_id, channel, socket_id)
             orphans.append(Orphan(app_id, channel, departure))
-        for raw in sign_ins:
-            app_id, user_id, socket_id = json.loads(raw)
+
+        async def sign_out(app_id: str, user_id: str, socket_id: str) -> None:
             if await self._sign_out(keys=[self._user_key(app_id, user_id)], args=[socket_id]):
                 orphans.append(Orphan(app_id, offline_user=user_id))
+
+        for raw in subscriptions:
+            app_id, channel, socket_id = json.loads(raw)
+            if await attempt(channel_key(self._prefix, app_id, channel, "subs"),
+                             leave(app_id, channel, socket_id)):
+                done_subs.append(raw)
+        for raw in sign_ins:
+            app_id, user_id, socket_id = json.loads(raw)
+            if await attempt(self._user_key(app_id, user_id), sign_out(app_id, user_id, socket_id)):
+                done_users.append(raw)
+        left = len(subscriptions) + len(sign_ins) - len(done_subs) - len(done_users)
+        if left:
+            for key, done in ((subs_key, done_subs), (users_key, done_users)):
+                if done:
+                    await self._redis.srem(key, *done)
+            log.warning("reaped dead node %s in part: %d registration(s) wait for a Redis node "
+                        "that is unreachable", node, left)
+            return orphans, False
         await self._redis.delete(subs_key, users_key)
         log.warning("reaped dead node %s: %d subscription(s), %d sign-in(s)",
                     node, len(subscriptions), len(sign_ins))
-        return orphans
+        return orphans, True
