@@ -578,9 +578,9 @@ async def test_redis_cluster_carries_channels_on_every_shard_and_presence(
         "id": "bob", "info": BOB}
 
 
-def channel_on(cluster: RedisCluster, master: RedisServer, *, taken: str = "") -> str:
+def channel_on(cluster: RedisCluster, master: RedisServer) -> str:
     """A channel whose slot (by its pub/sub name's hash tag) ``master`` serves."""
-    return next(name for number in range(1000) if (name := f"room-{number}") != taken
+    return next(name for number in range(1000) if (name := f"room-{number}")
                 and cluster.master_for(pubsub_channel("any", MAIN.id, name)) is master)
 
 
@@ -593,7 +593,7 @@ async def timed_trigger(server: ServerProcess, channel: str, event: str,
 
 
 #: A healthy shard's publish is answered well within this while another shard is down
-#: (about a millisecond on a quiet machine; the bound is for a loaded CI machine).
+#: (2-11 ms measured on a loaded 2-core machine; the bound is for a loaded CI machine).
 HEALTHY_PUBLISH_BOUND = 1.5
 
 
@@ -617,7 +617,10 @@ async def test_one_redis_cluster_master_down_costs_only_its_channels(
         await sentinel(second, channel, a, b)
 
     marks = [server.mark() for server in (first, second)]
-    down.pause() if outage == "pause" else down.kill()
+    if outage == "pause":
+        down.pause()
+    else:
+        down.kill()
     for number, server in enumerate((first, second, first, second)):
         took = await timed_trigger(server, healthy, "during", {"n": number})
         assert took < HEALTHY_PUBLISH_BOUND, (number, took)
@@ -637,7 +640,10 @@ async def test_one_redis_cluster_master_down_costs_only_its_channels(
             200, "partial", [f"127.0.0.1:{down.port}"]), server.name
 
     marks = [server.mark() for server in (first, second)]
-    down.resume() if outage == "pause" else down.start()
+    if outage == "pause":
+        down.resume()
+    else:
+        down.start()
     fresh_cluster.wait_ok()
     for server, mark in zip((first, second), marks):
         reconnected = await server.wait_for_log("subscriber reconnected", after=mark, timeout=20)
