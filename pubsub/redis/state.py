@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, AsyncIterator, Coroutine, Iterable
+from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -51,6 +51,8 @@ from .client import UNREACHABLE, channel_key, describe, pubsub_channel
 from ..state import Arrival, CacheEntry, ChannelCounts, ClusterState, Departure, Orphan
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # KEYS: subs, members, conns, member_of, pub (see _channel_keys).
 # ARGV: socket, node, user ('' off presence), user_info JSON, PUBLISH or SPUBLISH,
@@ -113,6 +115,32 @@ _CLOCK = "return redis.call('TIME')"
 _TOMBSTONE_SECONDS = 24 * 3600
 #: Seconds a reaper wakes after a deadline, so that Redis's clock has passed it too.
 _REAP_SLACK = 0.01
+
+
+class _NodesAnswering:
+    """Commands of one pass over many keys, skipping a node's keys once one of its
+    commands found it unreachable: one wait per node that is down, not one per key."""
+
+    def __init__(self, owner: Callable[[str], str]) -> None:
+        self._owner = owner  # the name of the node holding a key
+        self._down: set[str] = set()
+
+    async def run(self, key: str, command: Coroutine[Any, Any, T]) -> T | None:
+        """``command``'s answer, or None (``command`` not run, or failed) when ``key``'s
+        node is unreachable."""
+        try:
+            owner = self._owner(key)
+        except UNREACHABLE:  # a slot no node serves
+            command.close()  # never awaited
+            return None
+        if owner in self._down:
+            command.close()
+            return None
+        try:
+            return await command
+        except UNREACHABLE:
+            self._down.add(owner)
+            return None
 
 
 @contextlib.asynccontextmanager
@@ -427,40 +455,21 @@ class RedisState(ClusterState):
         subs_key, users_key = self._node_key(node, "subs"), self._node_key(node, "users")
         subscriptions, sign_ins = await self._redis.smembers(subs_key), await self._redis.smembers(users_key)
         done_subs, done_users = [], []
-        unreachable: set[str] = set()  # Redis nodes that failed this round: one wait each
-
-        async def attempt(key: str, work: Coroutine[Any, Any, None]) -> bool:
-            """Run ``work`` unless ``key``'s node failed this round already; whether it ran."""
-            try:
-                owner = self._owner(key)
-            except UNREACHABLE:  # a slot no node serves
-                owner = ""
-            if owner in unreachable or not owner:
-                work.close()  # never awaited
-                return False
-            try:
-                await work
-            except UNREACHABLE:
-                unreachable.add(owner)
-                return False
-            return True
-
-        async def leave(app_id: str, channel: str, socket_id: str) -> None:
-            departure = await self._leave_keys(app_id, channel, socket_id)
-            orphans.append(Orphan(app_id, channel, departure))
-
-        async def sign_out(app_id: str, user_id: str, socket_id: str) -> None:
-            if await self._sign_out(keys=[self._user_key(app_id, user_id)], args=[socket_id]):
-                orphans.append(Orphan(app_id, offline_user=user_id))
-
+        round_ = _NodesAnswering(self._owner)
         for raw in subscriptions:
             app_id, channel, socket_id = json.loads(raw)
-            if await attempt(channel_key(self._prefix, app_id, channel, "subs"),
-                             leave(app_id, channel, socket_id)):
+            departure = await round_.run(channel_key(self._prefix, app_id, channel, "subs"),
+                                         self._leave_keys(app_id, channel, socket_id))
+            if departure is not None:
+                orphans.append(Orphan(app_id, channel, departure))
                 done_subs.append(raw)
         for raw in sign_ins:
             app_id, user_id, socket_id = json.loads(raw)
-            if await attempt(self._user_key(app_id, user_id), sign_out(app_id, user_id, socket_id)):
+            key = self._user_key(app_id, user_id)
+            last = await round_.run(key, self._sign_out(keys=[key], args=[socket_id]))
+            if last is not None:
+                if last:
+                    orphans.append(Orphan(app_id, offline_user=user_id))
                 done_users.append(raw)
         left = len(subscriptions) + len(sign_ins) - len(done_subs) - len(done_users)
         if left:
