@@ -11,6 +11,11 @@ from ..pubsub.hub import Hub
 from .metrics import tell_answered
 
 
+#: Health statuses a load balancer should keep sending to: ``partial`` (Redis Cluster
+#: with a master down) costs every process the same channels.
+SERVING = ("ok", "partial")
+
+
 class InFlightRequests:
     """Counts HTTP API requests being served, so that a drain can wait for them."""
 
@@ -56,7 +61,7 @@ class HealthHandler(_StatusHandler):
 
     def get(self) -> None:
         health = self.hub.health()
-        self.answer(health["status"] == "ok", health)
+        self.answer(health["status"] in SERVING, health)
 
 
 class ReadyHandler(_StatusHandler):
@@ -67,5 +72,5 @@ class ReadyHandler(_StatusHandler):
     def get(self) -> None:
         health = self.hub.health()
         reason = "draining" if health["draining"] else (
-            None if health["status"] == "ok" else "broker unreachable")
+            None if health["status"] in SERVING else "broker unreachable")
         self.answer(reason is None, {"ready": reason is None, "reason": reason})

@@ -59,8 +59,13 @@ class Broker(ABC):
 
     @property
     def connected(self) -> bool:
-        """Whether publications can be sent now."""
+        """Whether publications on every channel can be sent now (see :meth:`unreachable`)."""
         return True
+
+    def unreachable(self, app_id: str, channel: str) -> str | None:
+        """Why a publication on ``channel`` cannot be sent now, or None if it may be:
+        a broker over several nodes (Redis Cluster) may lose one and keep the others."""
+        return None
 
     def status(self) -> dict[str, Any]:
         """What ``/health`` reports of the broker."""

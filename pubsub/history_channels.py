@@ -46,8 +46,9 @@ class HistoryChannels:
         if retention is None or (publication.event.startswith(protocol.CLIENT_EVENT_PREFIX)
                                  and not app.history_client_events):
             return publication
-        if not self._broker.connected:
-            raise BrokerUnavailable("the broker is unreachable: nothing was stored or sent")
+        why = self._broker.unreachable(app.id, publication.channel)
+        if why is not None:
+            raise BrokerUnavailable(f"{why}: nothing was stored or sent")
         epoch, entry = await self.store.append(
             app.id, publication.channel, publication.event, publication.data,
             time=time.time(), retention=retention)

@@ -380,9 +380,14 @@ class Hub:
         return sum(state.counters.deliveries for state in self._states.values())
 
     def health(self) -> dict[str, Any]:
-        """This process's connections and its link to the other processes."""
+        """This process's connections and its link to the other processes.
+
+        ``status`` is ``ok``, ``partial`` (Redis Cluster with some masters down:
+        only their channels fail, the same on every process, so a load
+        balancer gains nothing by taking this one out) or ``degraded``.
+        """
         broker = self._broker.status()
-        return {"status": "ok" if broker["connected"] else "degraded", "node": self.node_id,
+        return {"status": _health_status(broker), "node": self.node_id,
                 "connections": self._connection_count, "draining": self.draining,
                 "slow_consumers": self.slow_consumers, "messages_sent": self.messages_sent,
                 "broker": broker}
@@ -601,6 +606,12 @@ class Hub:
             channel.send(publication)
         else:
             timer.fan_out(channel, publication)
+
+
+def _health_status(broker: dict[str, Any]) -> str:
+    if broker["connected"]:
+        return "ok"
+    return "partial" if broker.get("nodes_up") else "degraded"
 
 
 def _batches(items: list[Session], size: int) -> Iterator[list[Session]]:

@@ -8,6 +8,8 @@ Fixtures (a pytest plugin: ``pytest_plugins = ["redis_server"]``):
     redis_server    one server for the whole session, shared: do not break it
     fresh_redis     a server of its own for a test that kills or pauses it
     redis_cluster   a 3-master cluster for the whole session
+    fresh_cluster   a 3-master cluster of its own for a test that stops one master; its
+                    masters serve their slots while another is down (partial coverage)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Callable, Iterator, Sequence
 from urllib.parse import quote
 
 import pytest
+import redis
+from redis.crc import key_slot
 
 #: Seconds a server or cluster may take to come up before the test fails.
 START_TIMEOUT = 10.0
@@ -160,14 +164,21 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three (``size``) cluster-enabled masters, no replicas, every slot covered."""
+    """Three (``size``) cluster-enabled masters, no replicas, every slot covered.
 
-    def __init__(self, directory: Path, size: int = 3) -> None:
+    With ``full_coverage`` (Redis's default) the whole cluster refuses commands
+    while one master is down; without it the others go on serving their slots.
+    A master stopped or killed through its :class:`RedisServer` is started again
+    with ``start()``: it rejoins with its slots from its ``nodes.conf``.
+    """
+
+    def __init__(self, directory: Path, size: int = 3, *, full_coverage: bool = True) -> None:
         self.nodes = [
             RedisServer(directory / f"node{number}", port=free_port(cluster=True), args=[
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(directory / f"node{number}" / "nodes.conf"),
                 "--cluster-node-timeout", "2000",
+                "--cluster-require-full-coverage", "yes" if full_coverage else "no",
             ])
             for number in range(size)
         ]
@@ -189,17 +200,37 @@ class RedisCluster:
                             *(f"127.0.0.1:{port}" for port in self.ports),
                             "--cluster-replicas", "0", "--cluster-yes"],
                            check=True, capture_output=True, timeout=START_TIMEOUT)
-            for port in self.ports:
-                _wait_until(lambda: b"cluster_state:ok" in _cli(port, "CLUSTER", "INFO"),
-                            f"cluster node on port {port}")
+            self.wait_ok()
         except (RuntimeError, subprocess.SubprocessError):
             self.stop()
             raise
         return self
 
+    def wait_ok(self) -> None:
+        """Poll (bounded) until every master reports ``cluster_state:ok`` and knows no
+        master as failing: after a start, or after a stopped master came back."""
+        for port in self.ports:
+            _wait_until(lambda: b"cluster_state:ok" in _cli(port, "CLUSTER", "INFO")
+                        and b"fail" not in _cli(port, "CLUSTER", "NODES"),
+                        f"cluster node on port {port}")
+
+    def master_for(self, key: str) -> RedisServer:
+        """The master serving ``key``'s slot (by the hash tag, as Redis Cluster hashes it)."""
+        slot = key_slot(key.encode())
+        for low, high, (_, port, *_) in _slots(self.ports[0]):
+            if low <= slot <= high:
+                return next(node for node in self.nodes if node.port == port)
+        raise LookupError(f"no master serves slot {slot}")
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def _slots(port: int) -> list:
+    """``CLUSTER SLOTS`` as one node sees it: [low, high, [host, port, id], ...] per range."""
+    with redis.Redis(port=port) as client:
+        return client.execute_command("CLUSTER SLOTS")
 
 
 def _cli(port: int, *command: str) -> bytes:
@@ -220,6 +251,13 @@ def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path / "redis-cluster", full_coverage=False).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 import redis.asyncio as aioredis
 
 from tornado_push.pubsub import protocol
 from tornado_push.pubsub.broker import Publication
+from tornado_push.pubsub.errors import BrokerUnavailable
 from tornado_push.pubsub.presence import Member
 from tornado_push.pubsub.redis.broker import _publication
-from tornado_push.pubsub.redis.client import pubsub_channel
+from tornado_push.pubsub.redis.client import RedisConfig, connect, pubsub_channel
 from tornado_push.pubsub.redis.state import RedisState
 from tornado_push.pubsub.state import Arrival, ChannelCounts, Departure, MemoryState, Orphan
 
@@ -230,3 +232,103 @@ async def test_node_records_work_on_redis_cluster(redis_cluster):
     assert list(await second.nodes()) == [ids[1]]
     await second.close()
     await client.aclose()
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("down_key", ["registration", "index"])
+async def test_a_join_refused_by_a_down_master_leaves_nothing_in_the_channel(
+        fresh_cluster, down_key):
+    """On Redis Cluster a join also writes this node's registration set and the
+    app's channel index, which may live on a master that is down while the
+    channel's is up: the join is refused and the channel holds nothing of it."""
+    client = connect(RedisConfig(url=fresh_cluster.url, cluster=True, timeout=1.0))
+    for attempt in range(50):  # a prefix that puts the two keys on different masters
+        state = RedisState(client, prefix=f"test-down-{attempt}")
+        node_id = await state.start()
+        registration = fresh_cluster.master_for(state._node_key(node_id, "subs"))
+        index = fresh_cluster.master_for(state._index_key("1"))
+        if registration is not index:
+            break
+        await state.close()
+    down = registration if down_key == "registration" else index
+    channel = next(name for number in range(1000) if (name := f"room-{number}")
+                   and fresh_cluster.master_for(pubsub_channel("any", "1", name)) is not down)
+    down.kill()
+    try:
+        with pytest.raises(BrokerUnavailable):
+            await state.join("1", channel, f"{node_id}.1", Member("alice"))
+        assert await state.counts("1", channel) == ChannelCounts(0, 0)
+        assert await state.members("1", channel) == {}
+    finally:
+        await state.close()
+        await client.aclose()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_scripts_never_run_before_work_on_the_masters_that_are_up(fresh_cluster):
+    """A script's first run goes to its keys' master alone, not to every master
+    (redis-py's SCRIPT LOAD would, and fail while one is down)."""
+    client = connect(RedisConfig(url=fresh_cluster.url, cluster=True, timeout=1.0))
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    down = fresh_cluster.nodes[0]
+    key = next(key for number in range(1000) if (key := f"counter-{number}")
+               and fresh_cluster.master_for(key) is not down)
+    await client.initialize()  # the layout, learnt from the URL's master (the one to go down)
+    down.kill()
+    try:
+        assert [await script(keys=[key]), await script(keys=[key])] == [1, 2]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_dead_node_is_reaped_on_the_masters_that_are_up_and_on_the_rest_later(
+        fresh_cluster):
+    """A process dies while a master is down: its subscriptions on the other masters
+    are reaped on time, those on the down master once it is back."""
+    client = connect(RedisConfig(url=fresh_cluster.url, cluster=True, timeout=1.0))
+    await client.initialize()
+    beat = 1.0
+    for attempt in range(50):  # node keys away from the master that goes down
+        prefix = f"test-reap-{attempt}"
+        dying, survivor = (RedisState(client, prefix=prefix, heartbeat_interval=beat)
+                           for _ in range(2))
+        for node in (dying, survivor):
+            await node.start()
+        down = fresh_cluster.nodes[0]
+        if all(fresh_cluster.master_for(key) is not down for key in (
+                dying._key("nodes"), dying._node_key(dying.node_id, "subs"),
+                dying._node_key(dying.node_id, "users"), dying._key("reaping", str(dying.node_id)),
+                dying._key("reaped", str(dying.node_id)))):
+            break
+        for node in (dying, survivor):
+            await node.close()
+    up, stalled = (next(name for number in range(1000) if (name := f"room-{number}")
+                        and (fresh_cluster.master_for(pubsub_channel("any", "1", name))
+                             is down) == on_down) for on_down in (False, True))
+    for channel in (up, stalled):
+        await dying.join("1", channel, f"{dying.node_id}.1")
+    dying._heartbeat.cancel()  # the process dies: no close(), no more heartbeats
+    down.pause()
+    try:
+        assert await reaped(survivor) == [Orphan("1", up, Departure(True))]
+    finally:
+        down.resume()
+    fresh_cluster.wait_ok()
+    # The survivor's own heartbeats may have waited on the stalled master (the cluster
+    # client refreshes its layout after an error): it reaps once it is in touch again.
+    assert await reaped(survivor) == [Orphan("1", stalled, Departure(True))]
+    assert await survivor.reap() == []
+    assert await survivor.counts("1", stalled) == ChannelCounts(0)
+    await survivor.close()
+    await client.aclose()
+
+
+async def reaped(survivor: RedisState, timeout: float = 20) -> list[Orphan]:
+    """What ``survivor`` reaps first, polled (bounded): reaping starts once a dead node's
+    deadline has passed and the survivor has been in touch for two heartbeats."""
+    deadline = time.monotonic() + timeout
+    while not (orphans := await survivor.reap()):
+        assert time.monotonic() < deadline, f"nothing reaped within {timeout:g} s"
+        await asyncio.sleep(0.1)  # a polling period, not synchronisation
+    return orphans

@@ -336,3 +336,55 @@ async def test_sharded_pubsub_through_the_cluster_delivers_across_brokers(start,
     await a.broker.broadcast({"kind": "everyone"})
     for node in (a, b):
         assert await asyncio.wait_for(node.controls.get(), 5) == {"kind": "everyone"}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_cluster_master_down_costs_only_its_channels_and_control_moves(start, fresh_cluster):
+    """The master serving the control channel's slot is killed: control messages
+    move to another master at once (plain PUBLISH reaches every node), other
+    masters' channels carry on, its own channels are refused at once by name;
+    when it is back, its channels are subscribed again."""
+    shared = config(fresh_cluster.url, cluster=True, heartbeat_interval=0.2, timeout=1.0)
+    down = fresh_cluster.master_for(f"{shared.prefix}:control")
+    doomed, healthy = (next(name for number in range(1000) if (name := f"room-{number}")
+                            and (fresh_cluster.master_for(pubsub_channel(shared.prefix, "1", name))
+                                 is down) == on_down) for on_down in (True, False))
+    a, b = await start(shared), await start(shared)
+    for node in (a, b):
+        for channel in (doomed, healthy):
+            await node.broker.subscribe("1", channel)
+
+    down.kill()
+    for node in (a, b):
+        await asyncio.wait_for(node.lost.get(), 5)
+        assert not node.broker.connected
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{down.port}.*unreachable"):
+        await a.publish(doomed, "lost")
+    assert time.monotonic() - started < 0.1  # refused at once, by the node's known outage
+    await a.publish(healthy, "carried on")
+    for node in (a, b):
+        assert await node.next_data(1) == ["carried on"]
+
+    # Control messages move with the control subscription: those sent before a
+    # broker has moved it are lost, as during any reconnect. So send until both hear one.
+    heard: set[int] = set()
+    deadline = time.monotonic() + 10
+    while len(heard) < 2:
+        assert time.monotonic() < deadline, "control messages never moved off the dead master"
+        await a.broker.broadcast({"kind": "meanwhile"})
+        for number, node in enumerate((a, b)):
+            try:
+                assert await asyncio.wait_for(node.controls.get(), 0.2) == {"kind": "meanwhile"}
+                heard.add(number)
+            except asyncio.TimeoutError:
+                pass
+
+    down.start()
+    fresh_cluster.wait_ok()
+    for node in (a, b):
+        assert await asyncio.wait_for(node.reconnected.get(), 15) == 1
+        assert node.broker.connected
+    await b.publish(doomed, "back")
+    for node in (a, b):
+        assert await node.next_data(1) == ["back"]

@@ -38,9 +38,12 @@ log = logging.getLogger(__name__)
 class RedisBroker(Broker):
     """Redis pub/sub between processes; sharded pub/sub on Redis Cluster.
 
-    ``connected`` is False from a detected outage until the subscriber is back;
-    meanwhile :meth:`publish` and :meth:`broadcast` raise at once, and
-    :meth:`subscribe` only records the wish, fulfilled at the reconnect.
+    ``connected`` is False from a detected outage until the subscriber is back.
+    An outage is a node's: on Redis Cluster one master down leaves the
+    others' channels publishing and delivering. Meanwhile :meth:`publish`
+    (and :meth:`broadcast` when no node is left for it) raise at once for
+    the channels that node serves (:meth:`unreachable`), and :meth:`subscribe`
+    to one of them only records the wish, fulfilled when the node is back.
     """
 
     def __init__(self, config: RedisConfig) -> None:
@@ -52,11 +55,21 @@ class RedisBroker(Broker):
         self._client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None
 
     def status(self) -> dict[str, Any]:
-        return {"kind": "redis", "connected": self.connected, "reconnects": self.reconnects}
+        """``connected``: every node in use is up. On Redis Cluster also ``nodes_down``
+        (``host:port`` of each master known to be down) and ``nodes_up`` (masters
+        this process reads from): with both, only the down masters' channels fail."""
+        status = {"kind": "redis", "connected": self.connected, "reconnects": self.reconnects}
+        if self.config.cluster:
+            status.update(nodes_down=self._subscriber.nodes_down,
+                          nodes_up=self._subscriber.nodes_up)
+        return status
 
     @property
     def connected(self) -> bool:
         return self._subscriber.connected
+
+    def unreachable(self, app_id: str, channel: str) -> str | None:
+        return self._subscriber.unreachable(pubsub_channel(self.config.prefix, app_id, channel))
 
     @property
     def reconnects(self) -> int:
@@ -99,6 +112,13 @@ class RedisBroker(Broker):
         # Plain PUBLISH reaches subscribers on every node, in a cluster too.
         await self._send(self._control_name, _encode(message), sharded=False)
 
+    def _publish_node(self, name: str) -> dict[str, Any]:
+        """Where a plain PUBLISH goes: on Redis Cluster the node the subscriber reads
+        ``name`` on, a node that is up (redis-py would pick its slot's node, down or not)."""
+        if not isinstance(self._client, redis.asyncio.RedisCluster):
+            return {}
+        return {"target_nodes": self._client.get_node(node_name=self._subscriber.node_for(name))}
+
     async def subscribe(self, app_id: str, channel: str) -> None:
         name = pubsub_channel(self.config.prefix, app_id, channel)
         self._channels[name] = (app_id, channel)
@@ -112,13 +132,14 @@ class RedisBroker(Broker):
 
     async def _send(self, name: str, payload: bytes, *, sharded: bool) -> None:
         assert self._client is not None, "start() the broker first"
-        if not self.connected:
-            raise BrokerUnavailable(f"Redis is unreachable: {self._subscriber.last_error}")
+        why = self._subscriber.unreachable(name)
+        if why is not None:
+            raise BrokerUnavailable(why)
         try:
             if sharded:
                 await self._client.spublish(name, payload)
             else:
-                await self._client.publish(name, payload)
+                await self._client.publish(name, payload, **self._publish_node(name))
         except UNREACHABLE as error:
             raise BrokerUnavailable(f"Redis is unreachable: {describe(error)}") from error
 

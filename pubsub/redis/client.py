@@ -183,8 +183,16 @@ class _Deadlined:
 
 class _DeadlinedScript(AsyncScript):
     async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        client = client or self.registered_client
+        keys, args = list(keys or ()), list(args or ())
         async with deadline(self.registered_client.command_timeout, "answer to a script", "script"):
-            return await super().__call__(keys, args, client)
+            try:
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                # EVAL runs it on its keys' node and caches it there. redis-py's SCRIPT
+                # LOAD goes to every master of a cluster: one master down would stop
+                # every script a node had not run yet, on the masters that are up too.
+                return await client.eval(self.script, len(keys), *keys, *args)
 
 
 class DeadlinedRedis(_Deadlined, redis.asyncio.Redis):

@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -51,6 +51,8 @@ from .client import UNREACHABLE, channel_key, describe, pubsub_channel
 from ..state import Arrival, CacheEntry, ChannelCounts, ClusterState, Departure, Orphan
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # KEYS: subs, members, conns, member_of, pub (see _channel_keys).
 # ARGV: socket, node, user ('' off presence), user_info JSON, PUBLISH or SPUBLISH,
@@ -106,11 +108,39 @@ if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 0
 """
 
+# Redis's TIME on the node of KEYS[1] (the key the caller writes next).
+_CLOCK = "return redis.call('TIME')"
 
 #: How long a reaped node's tombstone waits for the node to come back and read it.
 _TOMBSTONE_SECONDS = 24 * 3600
 #: Seconds a reaper wakes after a deadline, so that Redis's clock has passed it too.
 _REAP_SLACK = 0.01
+
+
+class _NodesAnswering:
+    """Commands of one pass over many keys, skipping a node's keys once one of its
+    commands found it unreachable: one wait per node that is down, not one per key."""
+
+    def __init__(self, owner: Callable[[str], str]) -> None:
+        self._owner = owner  # the name of the node holding a key
+        self._down: set[str] = set()
+
+    async def run(self, key: str, command: Coroutine[Any, Any, T]) -> T | None:
+        """``command``'s answer, or None (``command`` not run, or failed) when ``key``'s
+        node is unreachable."""
+        try:
+            owner = self._owner(key)
+        except UNREACHABLE:  # a slot no node serves
+            command.close()  # never awaited
+            return None
+        if owner in self._down:
+            command.close()
+            return None
+        try:
+            return await command
+        except UNREACHABLE:
+            self._down.add(owner)
+            return None
 
 
 @contextlib.asynccontextmanager
@@ -147,6 +177,7 @@ class RedisState(ClusterState):
         self._sign_in = client.register_script(_SIGN_IN)
         self._sign_out = client.register_script(_SIGN_OUT)
         self._raise_seq = client.register_script(_RAISE_SEQ)
+        self._clock = client.register_script(_CLOCK)
 
     # -- keys ----------------------------------------------------------------------
 
@@ -193,13 +224,16 @@ class RedisState(ClusterState):
                 await self._redis.delete(self._node_key(self.node_id, "subs"),
                                          self._node_key(self.node_id, "users"))
 
-    async def _now(self) -> float:
-        seconds, micros = await self._redis.time()
-        return seconds + micros / 1e6
+    async def _now(self, key: str) -> float:
+        """Redis's clock, read on the node that holds ``key``: on Redis Cluster the
+        node that is written next, not whichever node plain TIME goes to (it may be
+        down while ``key``'s is not)."""
+        seconds, micros = await self._clock(keys=[key])
+        return int(seconds) + int(micros) / 1e6
 
     async def _beat(self) -> bool:
         """Refresh this node's deadline; True when the registration had vanished."""
-        deadline = await self._now() + 2 * self.heartbeat_interval
+        deadline = await self._now(self._key("nodes")) + 2 * self.heartbeat_interval
         added = await self._redis.zadd(self._key("nodes"), {str(self.node_id): deadline})
         if added:
             await self._raise_seq(keys=[self._key("node_seq")], args=[self.node_id])
@@ -246,13 +280,13 @@ class RedisState(ClusterState):
 
     async def put_node(self, node_id: int, record: dict[str, Any], ttl: float) -> None:
         async with _reachable():
-            expires = await self._now() + ttl
+            expires = await self._now(self._records_key()) + ttl
             await self._redis.hset(self._records_key(), str(node_id),
                                    json.dumps({"expires": expires, "record": record}))
 
     async def nodes(self) -> dict[int, dict[str, Any]]:
         async with _reachable():
-            now = await self._now()
+            now = await self._now(self._records_key())
             stored = await self._redis.hgetall(self._records_key())
             live, expired = {}, []
             for node, value in stored.items():
@@ -277,14 +311,27 @@ class RedisState(ClusterState):
         added_event = (encode_publication(member_added(app_id, channel, member, socket_id))
                        if member and announce else b"")
         async with _reachable():
+            # Registered for reaping first: on Redis Cluster this node's set may live on a
+            # master that is down while the channel's is up, and a join refused must
+            # leave nothing in the channel (a leave of a socket never joined is a no-op).
+            await self._redis.sadd(self._node_key(self.node_id, "subs"),
+                                   json.dumps([app_id, channel, socket_id]))
             occupied, added = await self._join(
                 keys=self._channel_keys(app_id, channel),
                 args=[socket_id, self.node_id, user_id, info, self._publish_command, added_event])
-            await self._redis.sadd(self._node_key(self.node_id, "subs"),
-                                   json.dumps([app_id, channel, socket_id]))
             if occupied:
-                await self._redis.sadd(self._index_key(app_id), channel)
+                await self._index_or_undo(app_id, channel, socket_id)
         return Arrival(bool(occupied), bool(added))
+
+    async def _index_or_undo(self, app_id: str, channel: str, socket_id: str) -> None:
+        """List a channel its first subscriber occupied, or take that join back and
+        raise: nobody else is on the channel yet to see it come and go."""
+        try:
+            await self._redis.sadd(self._index_key(app_id), channel)
+        except UNREACHABLE:
+            with contextlib.suppress(*UNREACHABLE):
+                await self._leave_keys(app_id, channel, socket_id)
+            raise
 
     async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
         async with _reachable():
@@ -325,10 +372,11 @@ class RedisState(ClusterState):
 
     async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
         async with _reachable():
-            first = await self._sign_in(keys=[self._user_key(app_id, user_id)],
-                                        args=[socket_id, self.node_id])
+            # Registered for reaping first, as in join().
             await self._redis.sadd(self._node_key(self.node_id, "users"),
                                    json.dumps([app_id, user_id, socket_id]))
+            first = await self._sign_in(keys=[self._user_key(app_id, user_id)],
+                                        args=[socket_id, self.node_id])
         return bool(first)
 
     async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
@@ -369,7 +417,7 @@ class RedisState(ClusterState):
         one is not in touch yet), a tenth of an interval."""
         async with _reachable():
             earliest = await self._redis.zrange(self._key("nodes"), 0, 0, withscores=True)
-            now = await self._now()
+            now = await self._now(self._key("nodes"))
         if not earliest:
             return self.reap_interval
         wait = earliest[0][1] - now
@@ -382,7 +430,8 @@ class RedisState(ClusterState):
         if not self._in_touch():
             return []
         async with _reachable():
-            dead = await self._redis.zrangebyscore(self._key("nodes"), "-inf", await self._now())
+            nodes = self._key("nodes")
+            dead = await self._redis.zrangebyscore(nodes, "-inf", await self._now(nodes))
             orphans: list[Orphan] = []
             for raw in dead:
                 node = raw.decode()
@@ -392,27 +441,57 @@ class RedisState(ClusterState):
                 # If the node was only paused, it must learn that its members were
                 # announced as gone (see was_reaped).
                 await self._redis.set(self._key("reaped", node), 1, ex=_TOMBSTONE_SECONDS)
-                orphans.extend(await self._reap_node(node))
-                await self._redis.zrem(self._key("nodes"), node)
+                reaped, complete = await self._reap_node(node)
+                orphans.extend(reaped)
+                if complete:
+                    await self._redis.zrem(self._key("nodes"), node)
+                else:  # the next round, by any survivor, does the rest
+                    await self._redis.delete(lock)
         return orphans
+
+    def _owner(self, key: str) -> str:
+        """The Redis node that holds ``key``: on Redis Cluster its master, else the one."""
+        find = getattr(self._redis, "get_node_from_key", None)
+        return find(key).name if find is not None else "redis"
 
     async def was_reaped(self) -> bool:
         async with _reachable():
             return bool(await self._redis.getdel(self._key("reaped", str(self.node_id))))
 
-    async def _reap_node(self, node: str) -> list[Orphan]:
-        orphans = []
+    async def _reap_node(self, node: str) -> tuple[list[Orphan], bool]:
+        """Take a dead node's registrations out of the channels and users they name;
+        True when every one is done. On Redis Cluster some may wait for a master
+        that is down: those done are removed from the node's sets, the others
+        stay for a later round, and the rest of the cluster is cleaned meanwhile."""
+        orphans: list[Orphan] = []
         subs_key, users_key = self._node_key(node, "subs"), self._node_key(node, "users")
         subscriptions, sign_ins = await self._redis.smembers(subs_key), await self._redis.smembers(users_key)
+        done_subs, done_users = [], []
+        round_ = _NodesAnswering(self._owner)
         for raw in subscriptions:
             app_id, channel, socket_id = json.loads(raw)
-            departure = await self._leave_keys(app_id, channel, socket_id)
-            orphans.append(Orphan(app_id, channel, departure))
+            departure = await round_.run(channel_key(self._prefix, app_id, channel, "subs"),
+                                         self._leave_keys(app_id, channel, socket_id))
+            if departure is not None:
+                orphans.append(Orphan(app_id, channel, departure))
+                done_subs.append(raw)
         for raw in sign_ins:
             app_id, user_id, socket_id = json.loads(raw)
-            if await self._sign_out(keys=[self._user_key(app_id, user_id)], args=[socket_id]):
-                orphans.append(Orphan(app_id, offline_user=user_id))
+            key = self._user_key(app_id, user_id)
+            last = await round_.run(key, self._sign_out(keys=[key], args=[socket_id]))
+            if last is not None:
+                if last:
+                    orphans.append(Orphan(app_id, offline_user=user_id))
+                done_users.append(raw)
+        left = len(subscriptions) + len(sign_ins) - len(done_subs) - len(done_users)
+        if left:
+            for key, done in ((subs_key, done_subs), (users_key, done_users)):
+                if done:
+                    await self._redis.srem(key, *done)
+            log.warning("reaped dead node %s in part: %d registration(s) wait for a Redis node "
+                        "that is unreachable", node, left)
+            return orphans, False
         await self._redis.delete(subs_key, users_key)
         log.warning("reaped dead node %s: %d subscription(s), %d sign-in(s)",
                     node, len(subscriptions), len(sign_ins))
-        return orphans
+        return orphans, True
