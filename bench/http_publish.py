@@ -20,7 +20,9 @@ before a change, from ``git worktree add``), in the same runs, as
 ``py-spy record`` (``pip install -r bench/requirements.txt``) and writes its flame graph
 (SVG) to FILE, or its collapsed stacks when FILE ends in ``.txt``.
 
-Prints each run as it comes, then the medians and the ratio to the baseline.
+Prints each run as it comes, then the medians and the ratio to the baseline, of
+publishes/s and of the server's CPU time per publish (user + system, from
+/proc), which other load on the machine disturbs less than the rate.
 A run is refused (and said so) if wrk saw a non-2xx answer or the subscriber
 received nothing. Needs ``wrk`` (Debian: ``apt-get install wrk``).
 """
@@ -89,9 +91,11 @@ async def publish_load(server: Server, script_dir: str, connections: int, second
     with open(script, "w") as file:
         file.write(wrk_script(raw))
     await run_wrk(server.port, script, connections, warm_up)
-    before = receiver.received
+    before, cpu = receiver.received, server.cpu_seconds()
     result = await run_wrk(server.port, script, connections, seconds)
     result["received"] = receiver.received - before
+    # CPU per publish: what a loaded machine disturbs least (it steals time, not work).
+    result["cpu_us"] = 1e6 * (server.cpu_seconds() - cpu) / (result["rate"] * seconds)
     receiver.close()
     return result
 
@@ -143,6 +147,7 @@ def main() -> None:
     kinds = {"ours": ROOT, **{f"ours@{path}": path.resolve() for path in args.also},
              "baseline": ROOT}
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    costs: dict[str, list[float]] = {kind: [] for kind in kinds}
     print(f"HTTP publishes: wrk -t1 -c{args.connections} -d{args.seconds:g}s, signed POST "
           f"/apps/1/events (one 100-byte event, one subscriber), server on CPU 0, wrk on CPU 1, "
           f"{args.runs} runs", flush=True)
@@ -151,17 +156,21 @@ def main() -> None:
             for kind, root in kinds.items():
                 result = measure(kind, root, args, script_dir)
                 rates[kind].append(result["rate"])
+                costs[kind].append(result["cpu_us"])
                 print(f"  run {run + 1}  {kind:<10} {result['rate']:>9,.0f} publishes/s  "
+                      f"{result['cpu_us']:6.1f} us server CPU each  "
                       f"({result['received']:,} bytes delivered) {result['errors']}", flush=True)
         if args.profile:
             measure("ours", ROOT, args, script_dir, profile=args.profile)
             print(f"  py-spy profile of ours: {args.profile}")
     base = statistics.median(rates["baseline"])
-    print(f"\n{'server':<12} {'median/s':>10} {'x baseline':>11}   runs")
+    base_cost = statistics.median(costs["baseline"])
+    print(f"\n{'server':<12} {'median/s':>10} {'x baseline':>11} {'CPU us/publish':>15} "
+          f"{'baseline/ours':>14}   runs (publishes/s)")
     for kind, values in rates.items():
-        median = statistics.median(values)
-        print(f"{kind:<12} {median:>10,.0f} {median / base:>10.2f}x   "
-              + " ".join(f"{value:,.0f}" for value in values))
+        median, cost = statistics.median(values), statistics.median(costs[kind])
+        print(f"{kind:<12} {median:>10,.0f} {median / base:>10.2f}x {cost:>15.1f} "
+              f"{base_cost / cost:>13.2f}x   " + " ".join(f"{value:,.0f}" for value in values))
 
 
 if __name__ == "__main__":
