@@ -593,17 +593,24 @@ class FrontConnection(asyncio.Protocol):
         return self._ready_at + timeouts.idle
 
     def _arm(self) -> None:
-        """Set the timer for the current deadline; none while an answer is awaited."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Have the timer fire by the current deadline (none while an answer is awaited).
+
+        A timer that fires first is kept: :meth:`_check_time` sets the next one
+        then. Deadlines move later with each request on a keep-alive connection,
+        so its timer fires about once per idle timeout, not once per request.
+        """
         deadline = self._deadline()
-        if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._check_time)
+        timer = self._timer
+        if deadline is None or (timer is not None and timer.when() <= deadline):
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._check_time)
 
     def _check_time(self) -> None:
         """Close a connection past its deadline, as Tornado's HTTP/1 server does;
         bytes that came meanwhile may have moved the deadline on."""
+        self._timer = None
         deadline = self._deadline()
         if deadline is not None and asyncio.get_running_loop().time() >= deadline:
             self.close()
