@@ -68,6 +68,8 @@ _PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~=&-]*")
 _MAX_HEADER_BYTES = 65536
 #: How a connection that publishes starts.
 _POST = b"POST "
+#: Publish paths whose endpoint is remembered (PublishEndpoints.match).
+_MATCHED_PATHS = 256
 #: What is read ahead of the request being answered (pipelined requests) before reading pauses.
 _READ_AHEAD_BYTES = 65536
 
@@ -134,6 +136,7 @@ class PublishEndpoints:
 
     def __init__(self, mounts: dict[str, tuple[Hub, InFlightRequests]]) -> None:
         self._mounts = mounts
+        self._matched: dict[str, _Endpoint] = {}
         prefixes = "|".join(re.escape(prefix) for prefix in sorted(mounts, key=len, reverse=True))
         self._path = re.compile(rf"(?P<prefix>{prefixes})"
                                 r"(?P<signed>/apps/(?P<app_id>[^/%]+)/(?P<kind>events|batch_events))")
@@ -149,12 +152,24 @@ class PublishEndpoints:
         return cls(mounts) if mounts else None
 
     def match(self, path: str) -> _Endpoint | None:
+        """The endpoint of a request path, None when it is no publish route.
+
+        The paths matched last are remembered (a bounded number): an app server
+        publishes to the same few.
+        """
+        endpoint = self._matched.get(path)
+        if endpoint is not None:
+            return endpoint
         found = self._path.fullmatch(path)
         if found is None:
             return None
         hub, in_flight = self._mounts[found["prefix"]]
-        return _Endpoint(found["signed"], found["app_id"], found["kind"],
-                         _PUBLISHERS[found["kind"]], hub, in_flight)
+        endpoint = _Endpoint(found["signed"], found["app_id"], found["kind"],
+                             _PUBLISHERS[found["kind"]], hub, in_flight)
+        if len(self._matched) >= _MATCHED_PATHS:
+            self._matched.clear()
+        self._matched[path] = endpoint
+        return endpoint
 
 
 class _BodyLimit(tornado.httputil.HTTPMessageDelegate):
@@ -522,7 +537,7 @@ class FrontConnection(asyncio.Protocol):
             status, value = self._failure(request, error)
         finally:
             in_flight.leave()
-        self._write_answer(request, status, json.dumps(value).encode())
+        self._write_answer(request, status, json.dumps(value).encode() if value else _EMPTY_JSON)
 
     @staticmethod
     async def _publish(request: _Request) -> dict[str, Any]:
@@ -624,25 +639,32 @@ def _too_large_answer(limit: int) -> bytes:
     return _answer_bytes(413, json.dumps({"error": message}).encode(), keep_alive=False)
 
 
+#: The body of most answers (a publish that asked for no ``info``).
+_EMPTY_JSON = b"{}"
+
+
 def _answer_bytes(status: int, body: bytes, keep_alive: bool) -> bytes:
-    """A JSON answer with the headers, in the order, that Tornado's ``JsonHandler`` sends."""
+    """A JSON answer with the headers, in the order, that Tornado's ``JsonHandler`` sends.
+
+    The last answer made is kept for the rest of its second (its ``Date``):
+    under load, most answers are the same ``200 {}``.
+    """
+    global _last_answer
+    now = int(time.time())
+    if _last_answer[:4] == (now, status, keep_alive, body):
+        return _last_answer[4]
     reason = tornado.httputil.responses.get(status, "Unknown")
     close = "" if keep_alive else "Connection: close\r\n"
-    return (f"HTTP/1.1 {status} {reason}\r\nServer: TornadoServer/{tornado.version}\r\n"
-            f"Content-Type: application/json; charset=UTF-8\r\nDate: {_http_date()}\r\n"
-            f"Content-Length: {len(body)}\r\n{close}\r\n").encode("latin-1") + body
+    answer = (f"HTTP/1.1 {status} {reason}\r\nServer: TornadoServer/{tornado.version}\r\n"
+              f"Content-Type: application/json; charset=UTF-8\r\n"
+              f"Date: {email.utils.formatdate(now, usegmt=True)}\r\n"
+              f"Content-Length: {len(body)}\r\n{close}\r\n").encode("latin-1") + body
+    _last_answer = (now, status, keep_alive, body, answer)
+    return answer
 
 
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _http_date() -> str:
-    """The current time as an HTTP date, formatted once a second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, email.utils.formatdate(now, usegmt=True))
-    return _date_cache[1]
+#: (second, status, keep-alive, body, the answer's bytes) of the last answer made.
+_last_answer: tuple[int, int, bool, bytes, bytes] = (0, 0, False, b"", b"")
 
 
 def _log_request(status: int, uri: str, remote_ip: str, started: float,
