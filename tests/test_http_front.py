@@ -203,6 +203,36 @@ async def test_front_answers_byte_for_byte_what_tornado_answers(client, tornado_
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_answers_of_every_kind_in_turn_on_one_connection_are_each_tornados(
+        client, tornado_port):
+    """The front reuses the bytes of an answer just made: each answer must still be its own."""
+    kinds = [case for case in SAME_AS_TORNADO if case != "closing"] * 2
+    random.Random(16).shuffle(kinds)
+    front, plain = await client(), await client(tornado_port)
+    for case in kinds:
+        await front.send(SAME_AS_TORNADO[case])
+        await plain.send(SAME_AS_TORNADO[case])
+        answers = await front.answer(), await plain.answer()
+        assert answers[0].comparable() == answers[1].comparable(), case
+
+
+def test_publish_paths_are_matched_the_same_however_many_were_seen():
+    """Endpoints are remembered per path, a bounded number of them."""
+    endpoints = front_module.PublishEndpoints({"": (None, None), "/push": (None, None)})
+    paths = [f"{prefix}/apps/{app_id}/{kind}" for app_id in range(300)
+             for prefix in ("", "/push") for kind in ("events", "batch_events")]
+    for _ in range(2):
+        for path in paths:
+            endpoint = endpoints.match(path)
+            assert endpoint.signed_path == path.removeprefix("/push")
+            assert endpoint.app_id == path.split("/")[-2]
+            assert endpoint.name == path.split("/")[-1]
+        assert len(endpoints._matched) <= front_module._MATCHED_PATHS
+    assert endpoints.match("/apps/1/channels") is None
+    assert endpoints.match("/other/apps/1/events") is None
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_publishes_are_answered_without_tornados_handlers(client, connect, tornado_handlers_fail):
     subscriber = await connect("a")
     await subscribed(subscriber, "news")
