@@ -279,6 +279,26 @@ async def test_pipelined_requests_past_tornados_read_chunk_are_all_answered_in_o
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_a_closing_answer_comes_after_the_answers_queued_before_it(client, connect):
+    """Keep-alive answers are written once per loop iteration (with every connection's),
+    a closing one at once: pipelined, they still arrive in order, and nothing is answered
+    after the closing one."""
+    subscriber = await connect("a")
+    await subscribed(subscriber, "news")
+    requests = [publish(payload={"name": "e", "channel": "news", "data": f"n{n}"}) for n in range(3)]
+    requests += [publish(payload={"name": "e", "channel": "news", "data": "last"},
+                         headers="Connection: close\r\n"),
+                 publish(payload={"name": "e", "channel": "news", "data": "unanswered"})]
+    http = await client()
+    await http.send(b"".join(requests))
+    answers = [await http.answer() for _ in range(4)]
+    assert [answer.status for answer in answers] == [200] * 4
+    assert ("Connection", "close") in answers[3].headers
+    assert await http.closed()
+    assert [await received(subscriber, "e") for _ in range(4)] == ["n0", "n1", "n2", "last"]
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_a_publish_arriving_in_pieces_is_answered_once(client, connect):
     subscriber = await connect("a")
     await subscribed(subscriber, "news")
