@@ -28,6 +28,8 @@ from tornado_push import Push
 from tornado_push.handlers import api
 from tornado_push.handlers import front as front_module
 from tornado_push.handlers.front import PushHTTPServer
+from tornado_push.pubsub import logjson
+from tornado_push.pubsub.errors import BrokerUnavailable
 
 
 def publish(path: str = f"/apps/{MAIN.id}/events", payload: Any = None, *,
@@ -296,6 +298,51 @@ async def test_a_closing_answer_comes_after_the_answers_queued_before_it(client,
     assert ("Connection", "close") in answers[3].headers
     assert await http.closed()
     assert [await received(subscriber, "e") for _ in range(4)] == ["n0", "n1", "n2", "last"]
+
+
+class JsonLines(logging.Handler):
+    """The front's log lines as JSON objects, formatted when logged, in the caller's context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(logjson.JsonFormatter().format(record)))
+
+
+@pytest.fixture
+def front_lines():
+    logger, handler = logging.getLogger(front_module.__name__), JsonLines()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # refusals are logged at INFO
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_refusals_name_their_app_whether_or_not_the_engine_waited(
+        client, hub, monkeypatch, front_lines):
+    """A publish runs within the front's callback unless the engine waits (Redis); its
+    lines name its app either way, and no request's app stays for the next one."""
+    async def waits_then_fails(publication) -> None:
+        await asyncio.sleep(0.01)
+        raise BrokerUnavailable("the broker is down (test)")
+
+    http = await client()
+    await http.send(publish(payload=b"{nope"))  # refused before any wait
+    assert (await http.answer()).status == 400
+    monkeypatch.setattr(hub._broker, "publish", waits_then_fails)
+    await http.send(publish())  # refused after a wait, in a task
+    assert (await http.answer()).status == 503
+    await http.send(publish("/apps/nope/events"))  # no app: its line names none
+    assert (await http.answer()).status == 404
+    refused = [line for line in front_lines if "refused" in line["message"]]
+    assert [(line.get("app"), line["message"].rsplit(": ", 1)[-1]) for line in refused] == [
+        (MAIN.id, "Invalid JSON"), (MAIN.id, "the broker is down (test)"),
+        (None, "Unknown app 'nope'")]
 
 
 @pytest.mark.gen_test(timeout=30)
