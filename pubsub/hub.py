@@ -541,6 +541,14 @@ class Hub:
 
     # -- publishing --------------------------------------------------------------
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the broker, the cluster state and the history store all live in this
+        process (the embedded default): a publish then waits on no I/O, and needs no
+        task of its own (the HTTP front runs it in its callback)."""
+        return (isinstance(self._broker, MemoryBroker) and isinstance(self.state, MemoryState)
+                and isinstance(self.history, MemoryHistoryStore))
+
     async def trigger(self, app: App, channels: Iterable[str], event: str, data: str,
                       exclude: str | None = None, *, source: str = SOURCE_SERVER) -> None:
         """Publish a server event on each channel, in order; caches where due.

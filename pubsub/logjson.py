@@ -75,6 +75,16 @@ def about(**fields: str | None) -> contextvars.Token:
                        {**named, **fields} if named else fields))
 
 
+def adopt() -> None:
+    """Make what was named outside any task, in this context, this task's too: for work
+    begun in a callback (an HTTP publish answered by the front) and carried on in a task
+    made with that context."""
+    owner, named = _about.get()
+    task = _task()
+    if owner is None and named and task is not None:
+        _about.set((weakref.ref(task), named))
+
+
 def restore(token: contextvars.Token) -> None:
     """Back to what lines were about before the :func:`about` that gave ``token``."""
     _about.reset(token)

@@ -28,6 +28,8 @@ from tornado_push import Push
 from tornado_push.handlers import api
 from tornado_push.handlers import front as front_module
 from tornado_push.handlers.front import PushHTTPServer
+from tornado_push.pubsub import logjson
+from tornado_push.pubsub.errors import BrokerUnavailable
 
 
 def publish(path: str = f"/apps/{MAIN.id}/events", payload: Any = None, *,
@@ -203,6 +205,36 @@ async def test_front_answers_byte_for_byte_what_tornado_answers(client, tornado_
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_answers_of_every_kind_in_turn_on_one_connection_are_each_tornados(
+        client, tornado_port):
+    """The front reuses the bytes of an answer just made: each answer must still be its own,
+    whatever came before it (every kind follows every other)."""
+    kinds = [case for case in SAME_AS_TORNADO if case != "closing"]
+    front, plain = await client(), await client(tornado_port)
+    for case in [case for first in kinds for second in kinds for case in (first, second)]:
+        await front.send(SAME_AS_TORNADO[case])
+        await plain.send(SAME_AS_TORNADO[case])
+        answers = await front.answer(), await plain.answer()
+        assert answers[0].comparable() == answers[1].comparable(), case
+
+
+def test_publish_paths_are_matched_the_same_however_many_were_seen():
+    """Endpoints are remembered per path, a bounded number of them."""
+    endpoints = front_module.PublishEndpoints({"": (None, None), "/push": (None, None)})
+    paths = [f"{prefix}/apps/{app_id}/{kind}" for app_id in range(300)
+             for prefix in ("", "/push") for kind in ("events", "batch_events")]
+    for _ in range(2):
+        for path in paths:
+            endpoint = endpoints.match(path)
+            assert endpoint.signed_path == path.removeprefix("/push")
+            assert endpoint.app_id == path.split("/")[-2]
+            assert endpoint.name == path.split("/")[-1]
+        assert len(endpoints._matched) <= front_module._MATCHED_PATHS
+    assert endpoints.match("/apps/1/channels") is None
+    assert endpoints.match("/other/apps/1/events") is None
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_publishes_are_answered_without_tornados_handlers(client, connect, tornado_handlers_fail):
     subscriber = await connect("a")
     await subscribed(subscriber, "news")
@@ -246,6 +278,71 @@ async def test_pipelined_requests_past_tornados_read_chunk_are_all_answered_in_o
     assert [answer.status for answer in answers] == [200] * len(requests)
     assert answers[1].json()["status"] == "ok"
     assert [await received(subscriber, "e") for _ in data] == data
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_closing_answer_comes_after_the_answers_queued_before_it(client, connect):
+    """Keep-alive answers are written once per loop iteration (with every connection's),
+    a closing one at once: pipelined, they still arrive in order, and nothing is answered
+    after the closing one."""
+    subscriber = await connect("a")
+    await subscribed(subscriber, "news")
+    requests = [publish(payload={"name": "e", "channel": "news", "data": f"n{n}"}) for n in range(3)]
+    requests += [publish(payload={"name": "e", "channel": "news", "data": "last"},
+                         headers="Connection: close\r\n"),
+                 publish(payload={"name": "e", "channel": "news", "data": "unanswered"})]
+    http = await client()
+    await http.send(b"".join(requests))
+    answers = [await http.answer() for _ in range(4)]
+    assert [answer.status for answer in answers] == [200] * 4
+    assert ("Connection", "close") in answers[3].headers
+    assert await http.closed()
+    assert [await received(subscriber, "e") for _ in range(4)] == ["n0", "n1", "n2", "last"]
+
+
+class JsonLines(logging.Handler):
+    """The front's log lines as JSON objects, formatted when logged, in the caller's context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(logjson.JsonFormatter().format(record)))
+
+
+@pytest.fixture
+def front_lines():
+    logger, handler = logging.getLogger(front_module.__name__), JsonLines()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # refusals are logged at INFO
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_refusals_name_their_app_whether_or_not_the_engine_waited(
+        client, hub, monkeypatch, front_lines):
+    """A publish runs within the front's callback unless the engine waits (Redis); its
+    lines name its app either way, and no request's app stays for the next one."""
+    async def waits_then_fails(publication) -> None:
+        await asyncio.sleep(0.01)
+        raise BrokerUnavailable("the broker is down (test)")
+
+    http = await client()
+    await http.send(publish(payload=b"{nope"))  # refused before any wait
+    assert (await http.answer()).status == 400
+    monkeypatch.setattr(hub._broker, "publish", waits_then_fails)
+    await http.send(publish())  # refused after a wait, in a task
+    assert (await http.answer()).status == 503
+    await http.send(publish("/apps/nope/events"))  # no app: its line names none
+    assert (await http.answer()).status == 404
+    refused = [line for line in front_lines if "refused" in line["message"]]
+    assert [(line.get("app"), line["message"].rsplit(": ", 1)[-1]) for line in refused] == [
+        (MAIN.id, "Invalid JSON"), (MAIN.id, "the broker is down (test)"),
+        (None, "Unknown app 'nope'")]
 
 
 @pytest.mark.gen_test(timeout=30)
