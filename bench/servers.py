@@ -29,6 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 PEERS = BENCH / "peers"
 APP_ID, KEY, SECRET = "1", "bench-key", "bench-secret"
+#: Every server a benchmark can start: ours first, then its peers.
+KINDS = ("ours", "baseline", "ws", "nchan")
+#: Those that can run as two processes through one Redis.
+REDIS_KINDS = ("ours", "nchan")
 NGINX = "/usr/sbin/nginx"
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 #: Clock ticks per second, for the CPU times in /proc/<pid>/stat.
@@ -93,7 +97,7 @@ def try_raise_hard_limit(wanted: int) -> bool:
         return False
 
 
-def _child_setup(cpu: int | None) -> Callable[[], None]:
+def child_setup(cpu: int | None) -> Callable[[], None]:
     def setup() -> None:  # runs in the child between fork and exec
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < hard:
@@ -226,18 +230,34 @@ class Processes:
         server = self._server("nchan", [NGINX, "-p", directory, "-c", str(config),
                                         "-e", f"{directory}/error.log"],
                               port, dict(os.environ), cpu)
-        with open(f"/proc/{server.process.pid}/task/{server.process.pid}/children") as children:
-            workers = [int(pid) for pid in children.read().split()]
-        if len(workers) != 1:
-            raise RuntimeError(f"nginx on {port} has {len(workers)} workers, expected 1")
-        return Server("nchan", server.process, port, worker=workers[0])
+        master = server.process.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the master listens before it forks its worker
+            with open(f"/proc/{master}/task/{master}/children") as children:
+                workers = [int(pid) for pid in children.read().split()]
+            if workers:
+                return Server("nchan", server.process, port, worker=workers[0])
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx on {port} started no worker")
+
+    def start(self, kind: str, port: int, *, redis_url: str | None = None, cpu: int | None = 0,
+              root: Path = ROOT) -> Server:
+        """A server of ``kind`` (one of :data:`KINDS`); ``redis_url`` only for
+        :data:`REDIS_KINDS`, ``root`` only for ours."""
+        if kind == "ours":
+            return self.ours(port, redis_url=redis_url, cpu=cpu, root=root)
+        if kind == "nchan":
+            return self.nchan(port, redis_url=redis_url, cpu=cpu)
+        if redis_url:
+            raise ValueError(f"{kind} has no Redis mode")
+        return {"baseline": self.baseline, "ws": self.ws}[kind](port, cpu=cpu)
 
     def _server(self, kind: str, command: list[str], port: int, environ: dict[str, str],
                 cpu: int | None, cwd: Path = ROOT) -> Server:
         if self.gc_log and command[0] == sys.executable:
             command = [*command[:2], str(BENCH / "gcwatch.py"), *command[2:]]
             environ = {**environ, "BENCH_GC_LOG": self.gc_log}
-        process = subprocess.Popen(command, cwd=cwd, env=environ, preexec_fn=_child_setup(cpu))
+        process = subprocess.Popen(command, cwd=cwd, env=environ, preexec_fn=child_setup(cpu))
         self.started.append(process)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:  # the servers log nothing at start: probe the port
