@@ -55,7 +55,6 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,20 +67,17 @@ import tornado
 
 import client
 import wrk
-from client import (NCHAN, PUSHER, close_all, cpu_seconds, open_http, open_subscribers,
-                    percentile, publish_at_rate, publish_count, publish_for, settle_closed,
-                    stamped)
-from report import (OTHER_LOAD_WARNING, Goal, Row, at_least, at_least_value, at_most,
-                    at_most_value, comparison, row, summary)
-from servers import (KINDS as ALL_KINDS, REDIS_KINDS, ROOT, Processes, Server, cpus, free_port,
-                     missing, pin, raise_fd_limit, try_raise_hard_limit)
+from client import (close_all, open_http, open_subscribers, percentile, publish_at_rate,
+                    publish_count, publish_for, settle_closed, stamped)
+from measuring import (CHANNEL, SETUP, Deployment, Window, all_within, flat, frame_size,
+                       gc_pauses, loop_stalls, measure, medians, other_load, run_interleaved, say)
+from report import Goal, Row, at_least, at_least_value, at_most, at_most_value, comparison, row, summary
+from servers import (KINDS as ALL_KINDS, REDIS_KINDS, ROOT, cpus, missing, pin, raise_fd_limit,
+                     try_raise_hard_limit)
 
-CHANNEL = "bench"
 SCENARIOS = ("fanout", "redis", "latency", "memory", "http", "connections")
 #: File descriptors kept aside (listening socket, logs, publishers, Python's own).
 FD_MARGIN = 256
-#: How each server is spoken to.
-WIRES = {"nchan": NCHAN}
 
 #: Issue 16's "no regression" targets: ours / peer as the issue measured it, to keep or better.
 FANOUT_TODAY = {1_000: (at_least("nchan", 1.04, " (issue 16)"), at_least("ws", 2.47, " (issue 16)")),
@@ -124,171 +120,8 @@ QUICK = Plan(fanout_sizes=(50, 200), fanout_pilot=5_000, fanout_seconds=0.5,
              hold_connections=1_000, hold_seconds=1)
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-#: The checkout whose server.py is "ours" (--our-root): this one unless told otherwise.
-OUR_ROOT = ROOT
-#: --gc-pauses: a directory for the servers' GC logs; GC_LOG is the current server's.
-GC_DIR: str | None = None
-GC_LOG: str | None = None
 #: The servers measured: ours, then the peers chosen with --peers that are installed.
 KINDS: tuple[str, ...] = ("ours",)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """The servers of one measurement: subscribers connect to ``subscribe``, publishes go to
-    ``publish`` (the same server, or another one through Redis); ``wire`` is how to talk."""
-
-    kind: str
-    wire: client.Wire
-    subscribe: Server
-    publish: Server
-
-    @property
-    def servers(self) -> list[Server]:
-        return [self.subscribe] if self.publish is self.subscribe else [self.subscribe, self.publish]
-
-    def cpu_seconds(self) -> float:
-        return sum(server.cpu_seconds() for server in self.servers)
-
-
-def measure(kind: str, work: Callable[[Deployment], Awaitable[dict[str, Any]]], *,
-            through_redis: bool = False) -> dict[str, Any]:
-    """Start fresh ``kind`` servers on CPU 0 (two on one Redis when ``through_redis``), run
-    ``work`` against them on this client, stop them."""
-    global GC_LOG
-    GC_LOG = None
-    if GC_DIR:
-        descriptor, GC_LOG = tempfile.mkstemp(dir=GC_DIR, suffix=".log")
-        os.close(descriptor)
-    with tempfile.TemporaryDirectory() as directory, Processes(gc_log=GC_LOG) as processes:
-        redis_url = None
-        if through_redis:
-            redis_port = free_port()
-            processes.redis(redis_port, directory)
-            redis_url = f"redis://127.0.0.1:{redis_port}"
-
-        def start() -> Server:
-            return processes.start(kind, free_port(), redis_url=redis_url, cpu=0, root=OUR_ROOT)
-
-        subscribe = start()
-        deployment = Deployment(kind, WIRES.get(kind, PUSHER), subscribe,
-                                start() if through_redis else subscribe)
-        result = client.run(work(deployment))
-        if not all(server.alive() for server in deployment.servers):
-            raise RuntimeError(f"a {kind} server died during the measurement")
-        return result
-
-
-async def all_within(futures: list, seconds: float) -> bool:
-    """Wait for every future; False if they were not all done within ``seconds``."""
-    try:
-        await asyncio.wait_for(asyncio.gather(*futures), seconds)
-    except asyncio.TimeoutError:
-        return False
-    return True
-
-
-async def frame_size(d: Deployment, receivers: list[client.Receiver],
-                     connections: list[client.HttpConnection]) -> int:
-    """Publish one event and return the bytes each subscriber received (the same for all)."""
-    firsts = [r.expect(1) for r in receivers]
-    await client.send(connections[0], d.wire.publish(d.publish.port, CHANNEL, [stamped()]))
-    await asyncio.wait_for(asyncio.gather(*firsts), 30)
-    await asyncio.sleep(0.2)
-    sizes = {r.received for r in receivers}
-    if len(sizes) != 1:
-        raise RuntimeError(f"{d.kind}: subscribers received different frame sizes {sizes}")
-    return sizes.pop()
-
-
-def gc_pauses(since: float, until: float) -> list[float]:
-    """The current server's GC pauses (ms) between two ``time.monotonic()`` readings."""
-    if GC_LOG is None or not os.path.exists(GC_LOG):
-        return []
-    with open(GC_LOG) as log:
-        return [float(pause) for at, _, pause in (line.split() for line in log)
-                if since <= float(at) <= until]
-
-
-async def loop_stalls(stalls: list[float]) -> None:
-    """Record how late this client's loop wakes from 1 ms sleeps (s): its own stalls."""
-    while True:
-        started = time.perf_counter()
-        await asyncio.sleep(0.001)
-        stalls.append(time.perf_counter() - started - 0.001)
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def machine_task_seconds() -> float:
-    """CPU seconds all processes spent in user and system mode (not interrupts), all CPUs."""
-    with open("/proc/stat") as stat:
-        user, nice, system = (int(v) for v in stat.readline().split()[1:4])
-    return (user + nice + system) / _TICKS
-
-
-class Window:
-    """CPU use of the servers, of this client, and of everything else over a measured interval.
-
-    The client's share includes its load generators that finished in the window (wrk),
-    so they do not count as other load.
-    """
-
-    def __init__(self, d: Deployment) -> None:
-        self.deployment = d
-        self.started = time.perf_counter()
-        self.server_cpu = d.cpu_seconds()
-        self.client_cpu = cpu_seconds()
-        self.children_cpu = children_cpu_seconds()
-        self.machine = machine_task_seconds()
-
-    def close(self) -> dict[str, float]:
-        elapsed = time.perf_counter() - self.started
-        server = (self.deployment.cpu_seconds() - self.server_cpu) / elapsed
-        own = (cpu_seconds() - self.client_cpu + children_cpu_seconds() - self.children_cpu) / elapsed
-        machine = (machine_task_seconds() - self.machine) / elapsed
-        return {"seconds": elapsed, "server_cpu": server, "client_cpu": own,
-                "other_cpu": max(0.0, machine - server - own)}
-
-
-def children_cpu_seconds() -> float:
-    """CPU time of this client's finished load generators (wrk)."""
-    times = os.times()
-    return times.children_user + times.children_system
-
-
-def other_load(result: dict[str, Any]) -> str:
-    """A warning when other processes used the CPUs during the window, else nothing."""
-    other = result.get("other_cpu", 0.0)
-    return (f", OTHER PROCESSES used {other:.0%} of a CPU: figure suspect"
-            if other > OTHER_LOAD_WARNING else "")
-
-
-def run_interleaved(kinds: tuple[str, ...], runs: int,
-                    measure_one: Callable[[str], dict[str, Any]],
-                    describe: Callable[[str, dict[str, Any]], str]) -> dict[str, list[dict[str, Any]]]:
-    """``runs`` rounds of one measurement per kind, interleaved so that drift in the machine
-    hits every server alike; each printed as it comes."""
-    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-    for _ in range(runs):
-        for kind in kinds:
-            result = measure_one(kind)
-            results[kind].append(result)
-            say(describe(kind, result))
-    return results
-
-
-def medians(results: dict[str, list[dict[str, Any]]], key: str) -> dict[str, float]:
-    return {kind: statistics.median(r[key] for r in rs) for kind, rs in results.items()}
-
-
-def flat(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [r for rs in results.values() for r in rs]
 
 
 # -- 1. fan-out at max publish rate (also: two processes through Redis) ----------------
@@ -438,7 +271,7 @@ def scenario_latency(plan: Plan) -> list[Row]:
                 f"server cpu {result['server_cpu']:.0%}; client: worst publish lag "
                 f"{result['lag']:.1f} ms, loop stall {result['stall']:.1f} ms{other_load(result)}"
                 f"{'' if result['complete'] else ', INCOMPLETE: not all delivered'})")
-            if GC_DIR and kind in ("ours", "baseline"):
+            if SETUP.gc_dir and kind in ("ours", "baseline"):
                 pauses = result["gc"]
                 say(f"{'':>33}server GC pauses over 1 ms: {len(pauses)}, longest "
                     f"{max(pauses, default=0):.1f} ms, {sum(pauses):.0f} ms in all")
@@ -671,11 +504,11 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float,
                         help="length of every latency run (default 5, 10 at 5,000 subscribers)")
     args = parser.parse_args()
-    global OUR_ROOT, GC_DIR, KINDS
-    OUR_ROOT = args.our_root.resolve()
+    global KINDS
+    our_root = SETUP.our_root = args.our_root.resolve()
     if args.gc_pauses:
-        GC_DIR = tempfile.mkdtemp(prefix="bench-gc-")
-        atexit.register(shutil.rmtree, GC_DIR, ignore_errors=True)
+        SETUP.gc_dir = tempfile.mkdtemp(prefix="bench-gc-")
+        atexit.register(shutil.rmtree, SETUP.gc_dir, ignore_errors=True)
     plan = QUICK if args.quick else FULL
     if args.sizes:
         plan = replace(plan, fanout_sizes=tuple(int(s) for s in args.sizes.split(",")))
@@ -696,8 +529,8 @@ def main() -> None:
     say(f"servers: {', '.join(KINDS)}")
     say(f"load client: {client.LOOP_NAME}; " + ("servers pinned to CPU 0, client to CPU 1"
                                                if pinned else "NOT PINNED: fewer than 2 CPUs"))
-    at_start = checkout(OUR_ROOT)
-    say(f"ours: server.py in {OUR_ROOT}, {at_start}")
+    at_start = checkout(our_root)
+    say(f"ours: server.py in {our_root}, {at_start}")
     say(f"RLIMIT_NOFILE: soft {soft:,}, hard {hard:,} (raised soft to hard; servers inherit it); "
         f"connections per process capped at {cap:,}")
 
@@ -718,8 +551,8 @@ def main() -> None:
 
     say(f"\n== summary ({time.monotonic() - started:.0f} s; targets: issue 6's and issue 16's, "
         "ours against each peer measured in this run)")
-    if checkout(OUR_ROOT) != at_start:
-        say(f"   WARNING: the server's checkout changed during the run, now {checkout(OUR_ROOT)}: "
+    if checkout(our_root) != at_start:
+        say(f"   WARNING: the server's checkout changed during the run, now {checkout(our_root)}: "
             "figures may mix versions")
     for line in summary(rows, KINDS):
         say("   " + line)

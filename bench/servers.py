@@ -13,6 +13,7 @@ are read from ``/proc/<pid>`` of the process that serves (nginx's worker).
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import resource
@@ -139,6 +140,21 @@ def nchan_config(port: int, directory: str, redis_url: str | None) -> str:
     return text
 
 
+def _await_nchan_redis(port: int) -> None:
+    """Wait until Nchan's worker has connected to Redis: until then it answers 503."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", "/pub/bench-ready")
+            if connection.getresponse().status != 503:
+                return
+        finally:
+            connection.close()
+        time.sleep(0.05)
+    raise RuntimeError(f"nchan on {port} did not connect to Redis")
+
+
 class Server:
     """One started server process and what can be read of it from /proc.
 
@@ -236,6 +252,8 @@ class Processes:
             with open(f"/proc/{master}/task/{master}/children") as children:
                 workers = [int(pid) for pid in children.read().split()]
             if workers:
+                if redis_url:
+                    _await_nchan_redis(port)
                 return Server("nchan", server.process, port, worker=workers[0])
             time.sleep(0.05)
         raise RuntimeError(f"nginx on {port} started no worker")
