@@ -91,8 +91,9 @@ def summary(rows: list[Row], kinds: tuple[str, ...]) -> list[str]:
     lines = [f"{'':<{width}}  " + "".join(f"{kind:>10}  " for kind in kinds)
              + "".join(f"{'ours/' + peer:>11}  " for peer in peers) + "targets"]
     for r in rows:
-        cells = "".join(f"{number(r.figures[k]) if k in r.figures else '-':>10}  " for k in kinds)
-        ratios = "".join(f"{ratio(r.figures['ours'], r.figures[p]) if p in r.figures and 'ours' in r.figures else '-':>11}  "
+        figures = r.figures
+        cells = "".join(f"{number(figures[k]) if k in figures else '-':>10}  " for k in kinds)
+        ratios = "".join(f"{ratio(figures['ours'], figures[p]) if p in figures else '-':>11}  "
                          for p in peers)
         lines.append(f"{r.name:<{width}}  {cells}{ratios}{'; '.join(r.verdicts())}"
                      + ("" if r.complete else "  (INCOMPLETE run)")

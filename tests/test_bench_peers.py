@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import broadcast  # noqa: E402
 import client  # noqa: E402
+import report  # noqa: E402
 import servers  # noqa: E402
 import wrk  # noqa: E402
 from client import NCHAN, PUSHER, open_http, open_subscribers, stamped  # noqa: E402
@@ -113,3 +114,16 @@ def test_a_missing_peer_is_skipped_with_how_to_install_it(monkeypatch, capsys):
     assert "peer nchan SKIPPED" in said and "apt-get install libnginx-mod-nchan" in said
     with pytest.raises(SystemExit, match="unknown redis"):
         broadcast.chosen_peers("redis")
+
+
+def test_the_summary_judges_targets_against_the_peers_measured_in_the_same_run():
+    rows = [report.row("HTTP publishes/s", {"ours": 20_000, "baseline": 4_000, "ws": 25_000},
+                       [report.at_least("baseline", 4), report.at_least("ws", 1)]),
+            report.row("p99 (ms)", {"ours": 12.0, "baseline": 90.0},
+                       [report.at_most("ws", 1), report.at_most_value(15, "ms")])]
+    assert rows[0].verdicts() == [">= 4x baseline: met", ">= 1x ws: NOT met"]
+    assert rows[1].verdicts() == ["<= 1x ws: peer not run", "<= 15 ms: met"]
+    header, http, p99 = report.summary(rows, ("ours", "baseline", "ws"))
+    assert header.split() == ["ours", "baseline", "ws", "ours/baseline", "ours/ws", "targets"]
+    assert http.split()[2:7] == ["20,000", "4,000", "25,000", "5.00x", "0.80x"]
+    assert p99.split()[2:7] == ["12.00", "90.00", "-", "0.13x", "-"]
