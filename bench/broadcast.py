@@ -295,7 +295,7 @@ def memory_work(connections: int) -> Callable[[Deployment], Awaitable[dict[str, 
         warm, _, _ = await open_subscribers(d.subscribe.port, 20, channel=CHANNEL, wire=d.wire)
         publisher = await open_http(d.publish.port, 1)
         await frame_size(d, warm, publisher)
-        await settle_closed(warm)
+        await settle_closed(warm + publisher)
         await asyncio.sleep(1)
         before = d.subscribe.rss_kb()
         receivers, _, _ = await open_subscribers(d.subscribe.port, connections, channel=CHANNEL,
@@ -303,6 +303,8 @@ def memory_work(connections: int) -> Callable[[Deployment], Awaitable[dict[str, 
         await asyncio.sleep(2)
         after = d.subscribe.rss_kb()
         lost = sum(r.lost for r in receivers)
+        # A new publisher: an idle one may have been closed by the server while these opened.
+        publisher = await open_http(d.publish.port, 1)
         await frame_size(d, receivers, publisher)  # every one is still subscribed
         close_all(receivers + publisher)
         return {"before": before, "after": after, "per": (after - before) / connections,
