@@ -18,7 +18,8 @@ Scenarios (``--scenario`` runs one; all run by default):
 
   fanout       deliveries/s at max publish rate to 100, 1,000 and 5,000
                subscribers (median of --runs); 100-byte event data, published
-               as signed batch_events of 10 over 4 keep-alive connections.
+               as signed batch_events of 10 (--batch) over 4 keep-alive
+               connections; --batch 1: one signed events request per event.
   latency      p50/p99 delivery latency at a fixed publish rate (one event
                each), read by probe subscribers spread evenly through the
                subscriber order: 20/s to 100 and to 1,000 subscribers for 5 s,
@@ -69,9 +70,10 @@ import client
 import wrk
 from client import (close_all, open_http, open_subscribers, percentile, publish_at_rate,
                     publish_count, publish_for, settle_closed, stamped)
-from measuring import (CHANNEL, SETUP, Deployment, Window, all_within, flat, frame_size,
-                       gc_pauses, loop_stalls, measure, medians, other_load, run_interleaved, say)
-from report import Goal, Row, at_least, at_least_value, at_most, at_most_value, comparison, row, summary
+from measuring import (CHANNEL, SETUP, Deployment, Window, all_within, frame_size, gc_pauses,
+                       loop_stalls, measure, other_load, run_interleaved, say)
+from report import (Goal, Row, at_least, at_least_value, at_most, at_most_value, comparison, row,
+                    summary)
 from servers import (KINDS as ALL_KINDS, REDIS_KINDS, ROOT, cpus, missing, pin, raise_fd_limit,
                      try_raise_hard_limit)
 
@@ -100,6 +102,8 @@ class Plan:
     fanout_seconds: float = 3
     fanout_max_deliveries: int = 5_000_000
     fanout_publishers: int = 4
+    #: Events per publish request (nchan: pipelined POSTs); 1 publishes through /events.
+    fanout_batch: int = 10
     latency_cases: tuple[LatencyCase, ...] = (LatencyCase(100, 20, 5), LatencyCase(1_000, 20, 5),
                                               LatencyCase(5_000, 4, 10))
     latency_probes: int = 20
@@ -133,11 +137,13 @@ def fanout_work(subscribers: int, plan: Plan) -> Callable[[Deployment], Awaitabl
                                                  wire=d.wire)
         connections = await open_http(d.publish.port, plan.fanout_publishers)
         frame = await frame_size(d, receivers, connections)
-        raw = d.wire.publish(d.publish.port, CHANNEL, [stamped()] * 10)  # made once, sent many times
+        batch = plan.fanout_batch
+        raw = d.wire.publish(d.publish.port, CHANNEL, [stamped()] * batch,
+                             batch=batch > 1)  # made once, sent many times
 
         async def burst(requests: int) -> dict[str, Any]:
-            """Publish ``requests`` batches of 10 as fast as answered; wait for every byte."""
-            messages = requests * 10
+            """Publish ``requests`` batches as fast as answered; wait for every byte."""
+            messages = requests * batch
             done = [r.expect(frame * messages) for r in receivers]
             window = Window(d)
             await publish_count(connections, raw, requests)
@@ -147,11 +153,11 @@ def fanout_work(subscribers: int, plan: Plan) -> Callable[[Deployment], Awaitabl
             return {**stats, "rate": delivered / stats["seconds"], "complete": complete,
                     "messages": messages, "frame": frame, "lost": sum(r.lost for r in receivers)}
 
-        def sized(rate: float) -> int:  # batches of 10 that last about fanout_seconds at ``rate``
+        def sized(rate: float) -> int:  # batches that last about fanout_seconds at ``rate``
             deliveries = min(rate * plan.fanout_seconds, plan.fanout_max_deliveries)
-            return max(1, round(deliveries / subscribers / 10))
+            return max(1, round(deliveries / subscribers / batch))
 
-        result = await burst(max(1, round(plan.fanout_pilot / subscribers / 10)))  # the pilot
+        result = await burst(max(1, round(plan.fanout_pilot / subscribers / batch)))  # the pilot
         for _ in range(2):  # a pilot too short to reach full speed sizes the run too short: again
             result = await burst(sized(result["rate"]))
             if result["seconds"] >= plan.fanout_seconds * 0.6 or not result["complete"]:
@@ -160,6 +166,11 @@ def fanout_work(subscribers: int, plan: Plan) -> Callable[[Deployment], Awaitabl
         return result
 
     return work
+
+
+def batched(plan: Plan) -> str:
+    """How the summary names a publish size other than the default's."""
+    return "" if plan.fanout_batch == FULL.fanout_batch else f", batches of {plan.fanout_batch}"
 
 
 def describe_fanout(subscribers: int) -> Callable[[str, dict[str, Any]], str]:
@@ -174,18 +185,21 @@ def describe_fanout(subscribers: int) -> Callable[[str, dict[str, Any]], str]:
 
 
 def scenario_fanout(plan: Plan, runs: int) -> list[Row]:
-    say(f"\n== 1. fan-out at max publish rate: {client.DATA_BYTES}-byte data, batch_events of 10 "
-        f"(nchan: 10 pipelined POSTs), {plan.fanout_publishers} keep-alive publishers; a pilot "
+    batch = plan.fanout_batch
+    say(f"\n== 1. fan-out at max publish rate: {client.DATA_BYTES}-byte data, "
+        + (f"batch_events of {batch} (nchan: {batch} pipelined POSTs)" if batch > 1
+           else "one event per request")
+        + f", {plan.fanout_publishers} keep-alive publishers; a pilot "
         f"sizes each run to last ~{plan.fanout_seconds:g} s; median of {runs}")
     rows = []
     for size in plan.fanout_sizes:
         results = run_interleaved(KINDS, runs, lambda kind: measure(kind, fanout_work(size, plan)),
                                   describe_fanout(size))
-        figures = medians(results, "rate")
+        figures = results.medians("rate")
         goals = [at_least("baseline", 4, " (issue 6)")] if size in (100, 1_000) else []
         goals += FANOUT_TODAY.get(size, ())
-        rows.append(row(f"fan-out, {size:,} subscribers (deliveries/s)", figures, goals,
-                        all(r["complete"] for r in flat(results)), flat(results)))
+        rows.append(row(f"fan-out, {size:,} subscribers{batched(plan)} (deliveries/s)",
+                        figures, goals, results.complete, results.all()))
         say(f"   -> {size:,} subscribers: {comparison(figures, '/s')}")
     return rows
 
@@ -198,11 +212,11 @@ def scenario_redis(plan: Plan, runs: int) -> list[Row]:
     results = run_interleaved(
         kinds, runs, lambda kind: measure(kind, fanout_work(size, plan), through_redis=True),
         describe_fanout(size))
-    figures = medians(results, "rate")
+    figures = results.medians("rate")
     say(f"   -> {size:,} subscribers through Redis: {comparison(figures, '/s')}")
-    return [row(f"two processes through Redis, {size:,} subscribers (deliveries/s)", figures,
-                [at_least("nchan", 1, " (issue 16)")], all(r["complete"] for r in flat(results)),
-                flat(results))]
+    return [row(f"two processes through Redis, {size:,} subscribers{batched(plan)} (deliveries/s)",
+                figures,
+                [at_least("nchan", 1, " (issue 16)")], results.complete, results.all())]
 
 
 # -- 3. latency at a fixed rate ------------------------------------------------------------
@@ -262,28 +276,32 @@ def scenario_latency(plan: Plan) -> list[Row]:
     for case in plan.latency_cases:
         say(f"   {case.subscribers:,} subscribers, {case.rate:g} publishes/s "
             f"({case.subscribers * case.rate:,.0f} deliveries/s offered) for {case.seconds:g} s")
-        results = {}
-        for kind in KINDS:
-            result = results[kind] = measure(kind, latency_work(case, plan))
-            say(f"   {case.subscribers:>6,} subscribers  {kind:<8} p50 {result['p50']:7.2f} ms  "
+        runs = run_interleaved(KINDS, 1, lambda kind: measure(kind, latency_work(case, plan)),
+                               describe_latency(case))
+        name = f"{case.subscribers:,} subscribers at {case.rate:g}/s (ms)"
+        for key in ("p50", "p99"):
+            figures = runs.medians(key)
+            rows.append(row(f"latency {key}, {name}", figures,
+                            latency_goals(case) if key == "p99" else [], runs.complete,
+                            runs.all()))
+            say(f"   -> {key}: {comparison(figures, ' ms')}")
+    return rows
+
+
+def describe_latency(case: LatencyCase) -> Callable[[str, dict[str, Any]], str]:
+    def describe(kind: str, result: dict[str, Any]) -> str:
+        line = (f"   {case.subscribers:>6,} subscribers  {kind:<8} p50 {result['p50']:7.2f} ms  "
                 f"p99 {result['p99']:7.2f} ms  max {result['max']:7.2f} ms  "
                 f"({result['samples']} samples from {result['probes']} probes, "
                 f"server cpu {result['server_cpu']:.0%}; client: worst publish lag "
                 f"{result['lag']:.1f} ms, loop stall {result['stall']:.1f} ms{other_load(result)}"
                 f"{'' if result['complete'] else ', INCOMPLETE: not all delivered'})")
-            if SETUP.gc_dir and kind in ("ours", "baseline"):
-                pauses = result["gc"]
-                say(f"{'':>33}server GC pauses over 1 ms: {len(pauses)}, longest "
-                    f"{max(pauses, default=0):.1f} ms, {sum(pauses):.0f} ms in all")
-        complete = all(r["complete"] for r in results.values())
-        name = f"{case.subscribers:,} subscribers at {case.rate:g}/s (ms)"
-        for key in ("p50", "p99"):
-            figures = {kind: r[key] for kind, r in results.items()}
-            rows.append(row(f"latency {key}, {name}", figures,
-                            latency_goals(case) if key == "p99" else [], complete,
-                            results.values()))
-            say(f"   -> {key}: {comparison(figures, ' ms')}")
-    return rows
+        if SETUP.gc_dir and kind in ("ours", "baseline"):
+            pauses = result["gc"]
+            line += (f"\n{'':>33}server GC pauses over 1 ms: {len(pauses)}, longest "
+                     f"{max(pauses, default=0):.1f} ms, {sum(pauses):.0f} ms in all")
+        return line
+    return describe
 
 
 # -- 4. idle memory per connection ----------------------------------------------------
@@ -320,16 +338,17 @@ def scenario_memory(plan: Plan, cap: int) -> list[Row]:
         "included)"
         + (f"  [CAPPED from {plan.memory_connections:,} by the fd limit]"
            if connections < plan.memory_connections else ""))
-    results = {}
-    for kind in KINDS:
-        result = results[kind] = measure(kind, memory_work(connections))
-        say(f"   {kind:<8} {result['per']:6.1f} KB per connection  (RSS {result['before'] / 1024:.1f}"
-            f" -> {result['after'] / 1024:.1f} MB, {result['lost']} lost)")
-    figures = {kind: r["per"] for kind, r in results.items()}
+    runs = run_interleaved(
+        KINDS, 1, lambda kind: measure(kind, memory_work(connections)),
+        lambda kind, result: (f"   {kind:<8} {result['per']:6.1f} KB per connection  (RSS "
+                              f"{result['before'] / 1024:.1f} -> {result['after'] / 1024:.1f} MB, "
+                              f"{result['lost']} lost)"))
+    figures = runs.medians("per")
     say(f"   -> {comparison(figures, ' KB')}")
     at_size = connections >= 10_000
     goals = [at_most_value(12, "KB (issue 6)"), *MEMORY_TODAY] if at_size else []
-    return [row(f"idle memory at {connections:,} connections (KB each)", figures, goals)]
+    return [row(f"idle memory at {connections:,} connections (KB each)", figures, goals,
+                runs.complete)]
 
 
 # -- 5. HTTP publish rate ---------------------------------------------------------------
@@ -378,10 +397,10 @@ def scenario_http(plan: Plan, runs: int) -> list[Row]:
                    if result.get("failed") or result.get("errors") else "") + ")")
 
     results = run_interleaved(KINDS, runs, lambda kind: measure(kind, http_work(plan)), describe)
-    figures = medians(results, "rate")
+    figures = results.medians("rate")
     say(f"   -> {comparison(figures, '/s')}")
     rows = [row(f"HTTP publishes/s, {plan.http_connections} connections (only ours signed)",
-                figures, [at_least("baseline", 3, " (issue 6)")], True, flat(results))]
+                figures, [at_least("baseline", 3, " (issue 6)")], results.complete, results.all())]
     reason = wrk.missing()
     if reason:
         say(f"   wrk variant SKIPPED: {reason}")
@@ -389,12 +408,13 @@ def scenario_http(plan: Plan, runs: int) -> list[Row]:
     say(f"   from wrk -c {plan.wrk_connections} -t 1 (on CPU 1), {plan.wrk_seconds} s, the same "
         "request again and again, a channel with one subscriber:")
     results = run_interleaved(KINDS, runs, lambda kind: measure(kind, wrk_work(plan)), describe)
-    figures = medians(results, "rate")
+    figures = results.medians("rate")
     say(f"   -> {comparison(figures, '/s')}")
-    clean = all(r["failed"] == 0 and r["errors"] == 0 for r in flat(results))
+    clean = results.complete and all(r["failed"] == 0 and r["errors"] == 0 for r in results.all())
     rows.append(row(f"HTTP publishes/s, wrk -c {plan.wrk_connections} (only ours signed)", figures,
-                    [at_least("baseline", 4, " (issue 16)"), at_least("ws", 1, " (issue 16, stretch)")],
-                    clean, flat(results)))
+                    [at_least("baseline", 4, " (issue 16)"),
+                     at_least("ws", 1, " (issue 16, stretch)")],
+                    clean, results.all()))
     return rows
 
 
@@ -436,20 +456,19 @@ def scenario_connections(plan: Plan, cap: int, hard: int) -> list[Row]:
         say(f"   CAPPED: {plan.hold_connections:,} requested, but the container's hard "
             f"RLIMIT_NOFILE is {hard:,} for each process (server and client alike) and cannot be "
             f"raised here; {connections:,} is that limit less {FD_MARGIN} kept aside.")
-    results = {}
-    for kind in kinds:
-        result = results[kind] = measure(kind, hold_work(connections, plan))
-        say(f"   {kind:<8} opened {result['opened']:,} ({result['failures']} failed) from "
-            f"{result['sources']} source address(es) at {result['open_rate']:,.0f}/s; held "
-            f"{result['held']:,}; reached by one publish {result['reached']:,}; RSS "
-            f"{result['rss'] / 1024:.1f} MB")
+    runs = run_interleaved(
+        kinds, 1, lambda kind: measure(kind, hold_work(connections, plan)),
+        lambda kind, result: (f"   {kind:<8} opened {result['opened']:,} ({result['failures']} "
+                              f"failed) from {result['sources']} source address(es) at "
+                              f"{result['open_rate']:,.0f}/s; held {result['held']:,}; reached by "
+                              f"one publish {result['reached']:,}; RSS "
+                              f"{result['rss'] / 1024:.1f} MB"))
     judged = plan.hold_connections >= 50_000  # not in --quick
     capped = " (capped by the fd limit)" if connections < plan.hold_connections else ""
-    return [row(f"connections held and reached (of {connections:,})",
-                {kind: r["reached"] for kind, r in results.items()},
-                [at_least_value(50_000, capped)] if judged else []),
+    return [row(f"connections held and reached (of {connections:,})", runs.medians("reached"),
+                [at_least_value(50_000, capped)] if judged else [], runs.complete),
             row(f"RSS with {connections:,} connections (MB)",
-                {kind: r["rss"] / 1024 for kind, r in results.items()})]
+                {kind: r["rss"] / 1024 for kind, r in runs.first().items()}, [], runs.complete)]
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -496,6 +515,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke-sized numbers (about a minute)")
     parser.add_argument("--runs", type=int,
                         help="runs per figure for fanout, http and redis (default 2; 1 with --quick)")
+    parser.add_argument("--batch", type=int,
+                        help="events per publish request in fanout and redis (default 10; 1: "
+                             "one signed /events request each, one POST each for nchan)")
     parser.add_argument("--sizes", help="fan-out subscriber counts, comma-separated (default 100,1000,5000)")
     parser.add_argument("--our-root", type=Path, default=ROOT,
                         help="run server.py from this checkout instead (e.g. an older commit "
@@ -514,6 +536,8 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     if args.sizes:
         plan = replace(plan, fanout_sizes=tuple(int(s) for s in args.sizes.split(",")))
+    if args.batch:
+        plan = replace(plan, fanout_batch=args.batch)
     if args.latency_seconds:
         plan = replace(plan, latency_cases=tuple(replace(case, seconds=args.latency_seconds)
                                                  for case in plan.latency_cases))

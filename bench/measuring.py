@@ -172,23 +172,47 @@ def other_load(result: dict[str, Any]) -> str:
             if other > OTHER_LOAD_WARNING else "")
 
 
+@dataclass
+class Runs:
+    """The measurements behind one figure, by server. A measurement that failed was reported
+    as it happened and is left out; ``failures`` counts them."""
+
+    results: dict[str, list[dict[str, Any]]]
+    failures: int = 0
+
+    def medians(self, key: str) -> dict[str, float]:
+        """Each server's median of ``key``, for the servers with a measurement."""
+        return {kind: statistics.median(r[key] for r in rs) for kind, rs in self.results.items()
+                if rs}
+
+    def first(self) -> dict[str, dict[str, Any]]:
+        """Each server's first measurement (for figures measured once)."""
+        return {kind: rs[0] for kind, rs in self.results.items() if rs}
+
+    def all(self) -> list[dict[str, Any]]:
+        return [r for rs in self.results.values() for r in rs]
+
+    @property
+    def complete(self) -> bool:
+        """No measurement failed, and every one delivered all it should have."""
+        return not self.failures and all(r.get("complete", True) for r in self.all())
+
+
 def run_interleaved(kinds: tuple[str, ...], runs: int,
                     measure_one: Callable[[str], dict[str, Any]],
-                    describe: Callable[[str, dict[str, Any]], str]) -> dict[str, list[dict[str, Any]]]:
+                    describe: Callable[[str, dict[str, Any]], str]) -> Runs:
     """``runs`` rounds of one measurement per kind, interleaved so that drift in the machine
-    hits every server alike; each printed as it comes."""
-    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    hits every server alike; each printed as it comes. One that fails (a server that dies or
+    refuses the load, a timeout) is printed as FAILED and the run goes on."""
+    done = Runs({kind: [] for kind in kinds})
     for _ in range(runs):
         for kind in kinds:
-            result = measure_one(kind)
-            results[kind].append(result)
+            try:
+                result = measure_one(kind)
+            except (RuntimeError, OSError) as error:  # OSError: also timeouts, refused connections
+                done.failures += 1
+                say(f"   {kind:<8} FAILED: {type(error).__name__}: {str(error)[:300]}")
+                continue
+            done.results[kind].append(result)
             say(describe(kind, result))
-    return results
-
-
-def medians(results: dict[str, list[dict[str, Any]]], key: str) -> dict[str, float]:
-    return {kind: statistics.median(r[key] for r in rs) for kind, rs in results.items()}
-
-
-def flat(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [r for rs in results.values() for r in rs]
+    return done

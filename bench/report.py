@@ -51,11 +51,12 @@ class Row:
     suspect: bool = False
 
     def verdicts(self) -> list[str]:
-        """Each goal with ": met", ": NOT met" or ": peer not run"."""
+        """Each goal with ": met", ": NOT met" or ": not measured" (ours or the peer it
+        compares with was not run, or failed)."""
         said = []
         for goal in self.goals:
-            met = goal.judge(self.figures)
-            said.append(goal.text + (": peer not run" if met is None else
+            met = goal.judge(self.figures) if "ours" in self.figures else None
+            said.append(goal.text + (": not measured" if met is None else
                                      ": met" if met else ": NOT met"))
         return said
 
@@ -93,7 +94,8 @@ def summary(rows: list[Row], kinds: tuple[str, ...]) -> list[str]:
     for r in rows:
         figures = r.figures
         cells = "".join(f"{number(figures[k]) if k in figures else '-':>10}  " for k in kinds)
-        ratios = "".join(f"{ratio(figures['ours'], figures[p]) if p in figures else '-':>11}  "
+        measured = set(figures)
+        ratios = "".join(f"{ratio(figures['ours'], figures[p]) if {p, 'ours'} <= measured else '-':>11}  "
                          for p in peers)
         lines.append(f"{r.name:<{width}}  {cells}{ratios}{'; '.join(r.verdicts())}"
                      + ("" if r.complete else "  (INCOMPLETE run)")

@@ -112,7 +112,8 @@ def missing(kind: str) -> str | None:
     """Why the server ``kind`` cannot run here and how to install it; None when it can."""
     if kind == "ws":
         if shutil.which("node") is None:
-            return "node is not installed (apt-get install nodejs npm, then npm ci --prefix bench/peers)"
+            return ("node is not installed "
+                    "(apt-get install nodejs npm, then npm ci --prefix bench/peers)")
         if not (PEERS / "node_modules" / "ws").is_dir():
             return "the ws package is not installed (npm ci --prefix bench/peers)"
     if kind == "nchan":

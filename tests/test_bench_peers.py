@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import broadcast  # noqa: E402
 import client  # noqa: E402
+import measuring  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
 import wrk  # noqa: E402
@@ -122,8 +123,21 @@ def test_the_summary_judges_targets_against_the_peers_measured_in_the_same_run()
             report.row("p99 (ms)", {"ours": 12.0, "baseline": 90.0},
                        [report.at_most("ws", 1), report.at_most_value(15, "ms")])]
     assert rows[0].verdicts() == [">= 4x baseline: met", ">= 1x ws: NOT met"]
-    assert rows[1].verdicts() == ["<= 1x ws: peer not run", "<= 15 ms: met"]
+    assert rows[1].verdicts() == ["<= 1x ws: not measured", "<= 15 ms: met"]
     header, http, p99 = report.summary(rows, ("ours", "baseline", "ws"))
     assert header.split() == ["ours", "baseline", "ws", "ours/baseline", "ours/ws", "targets"]
     assert http.split()[2:7] == ["20,000", "4,000", "25,000", "5.00x", "0.80x"]
     assert p99.split()[2:7] == ["12.00", "90.00", "-", "0.13x", "-"]
+
+
+def test_a_failed_measurement_is_reported_and_left_out_while_the_run_goes_on(capsys):
+    def measure_one(kind: str) -> dict:
+        if kind == "ws":
+            raise RuntimeError("ws server died during the measurement")
+        return {"rate": {"ours": 10.0, "nchan": 4.0}[kind], "complete": True}
+
+    runs = measuring.run_interleaved(("ours", "ws", "nchan"), 2, measure_one,
+                                     lambda kind, result: f"{kind} {result['rate']}")
+    assert runs.medians("rate") == {"ours": 10.0, "nchan": 4.0}
+    assert runs.failures == 2 and not runs.complete
+    assert capsys.readouterr().out.count("ws       FAILED: RuntimeError: ws server died") == 2
