@@ -13,8 +13,15 @@ It is built so that it is not what limits a figure:
   holds (~28k per source address) can be open at once, and so that TIME_WAIT
   sockets of an earlier run never block a later one.
 - :class:`HttpConnection`: a keep-alive HTTP/1.1 connection that POSTs
-  prepared requests; :func:`publish_request` signs them as the official
-  Pusher SDKs do (a baseline that checks no signature just ignores it).
+  prepared requests (:class:`Request`: one, or several pipelined);
+  :func:`publish_request` signs them as the official Pusher SDKs do (a
+  baseline that checks no signature just ignores it).
+- :class:`Wire`: how subscribers and publishes are spoken to a server. Ours,
+  the baseline and Node ``ws`` speak Pusher (:data:`PUSHER`); Nchan
+  (:data:`NCHAN`) takes a WebSocket per channel at ``/sub/{channel}``, sends
+  each message's raw body, and is published to by one POST of the body per
+  message at ``/pub/{channel}`` (a batch: that many pipelined POSTs). The same
+  100-byte data, carrying its send time, is what a probe reads in both.
 
 The timestamps are ``time.monotonic_ns()`` of this process, which both
 publishes and receives, so no clocks need to agree.
@@ -32,6 +39,7 @@ import os
 import re
 import resource
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 from urllib.parse import urlencode
 
@@ -110,21 +118,79 @@ def masked_text_frame(payload: bytes) -> bytes:
     return header + mask + masked
 
 
-def _opening(port: int, channel: str, key: str) -> bytes:
-    """The upgrade request and the subscribe frame, sent together."""
+def _upgrade(port: int, path: str) -> bytes:
     nonce = base64.b64encode(os.urandom(16)).decode()
-    request = (f"GET /app/{key}?protocol=7&client=bench&version=1 HTTP/1.1\r\n"
-               f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
-    subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}).encode()
-    return request + masked_text_frame(subscribe)
+    return (f"GET {path} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+_SWITCHING = b"HTTP/1.1 101"
+
+
+class Wire:
+    """Pusher protocol 7: how a subscriber joins a channel and reads an event, how one publishes."""
+
+    def opening(self, port: int, channel: str, key: str = KEY) -> bytes:
+        """What a subscriber writes on connecting: the upgrade request and the subscribe frame."""
+        subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}).encode()
+        return (_upgrade(port, f"/app/{key}?protocol=7&client=bench&version=1")
+                + masked_text_frame(subscribe))
+
+    def subscribed(self, handshake: bytes) -> bool | None:
+        """True once ``handshake`` (all bytes read so far) shows the subscription; False on an
+        error; None while more is needed."""
+        if b"subscription_succeeded" in handshake:
+            return True
+        if b"pusher:error" in handshake or not handshake.startswith(_SWITCHING[:len(handshake)]):
+            return False
+        return None
+
+    def data(self, message: bytes) -> str | None:
+        """The event data of a text message, or None when it is not a :data:`EVENT`."""
+        frame = json.loads(message)
+        return frame["data"] if frame.get("event") == EVENT else None
+
+    def publish(self, port: int, channel: str, data: Sequence[str], *,
+                batch: bool = True) -> "Request":
+        """A publish of one event per item of ``data``: signed ``batch_events``, or ``events``."""
+        return Request(publish_request(port, channel, data, batch=batch))
+
+
+class NchanWire(Wire):
+    """Nchan: a WebSocket per channel, raw message bodies, one unsigned POST per message."""
+
+    def opening(self, port: int, channel: str, key: str = KEY) -> bytes:
+        return _upgrade(port, f"/sub/{channel}")
+
+    def subscribed(self, handshake: bytes) -> bool | None:
+        # Nchan answers the upgrade once the subscriber is registered; nothing follows.
+        if not handshake.startswith(_SWITCHING[:len(handshake)]):
+            return False
+        return True if b"\r\n\r\n" in handshake else None
+
+    def data(self, message: bytes) -> str | None:
+        return message.decode()
+
+    def publish(self, port: int, channel: str, data: Sequence[str], *,
+                batch: bool = True) -> "Request":
+        """One POST per message, pipelined in one write: Nchan has no batch endpoint."""
+        return Request(b"".join(
+            (f"POST /pub/{channel} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+             f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+            for body in (d.encode() for d in data)), answers=len(data))
+
+
+PUSHER = Wire()
+NCHAN = NchanWire()
 
 
 class Subscriber(asyncio.Protocol):
     """Connects, subscribes to one channel, and resolves ``subscribed`` once that succeeded."""
 
-    def __init__(self, opening: bytes) -> None:
+    def __init__(self, opening: bytes, wire: Wire = PUSHER) -> None:
         self.opening = opening
+        self.wire = wire
         self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ready = False
         self.lost = False
@@ -137,11 +203,12 @@ class Subscriber(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._handshake += data
-        if b"subscription_succeeded" in self._handshake:
+        joined = self.wire.subscribed(bytes(self._handshake))
+        if joined:
             self.ready = True
             self._handshake = bytearray()
             self.subscribed.set_result(None)
-        elif b"pusher:error" in self._handshake or not self._handshake.startswith(b"HTTP/1.1 101"[:len(self._handshake)]):
+        elif joined is False:
             self.subscribed.set_exception(ConnectionError(bytes(self._handshake[:300])))
             self.transport.close()
 
@@ -158,8 +225,8 @@ class Subscriber(asyncio.Protocol):
 class Receiver(Subscriber):
     """A bulk subscriber: after subscribing it only counts the bytes that arrive."""
 
-    def __init__(self, opening: bytes) -> None:
-        super().__init__(opening)
+    def __init__(self, opening: bytes, wire: Wire = PUSHER) -> None:
+        super().__init__(opening, wire)
         self.received = 0
         self.target = 0
         self.reached: asyncio.Future[None] | None = None
@@ -183,8 +250,8 @@ class Receiver(Subscriber):
 class Probe(Receiver):
     """A subscriber that also parses frames and records each :data:`EVENT`'s latency (ns)."""
 
-    def __init__(self, opening: bytes) -> None:
-        super().__init__(opening)
+    def __init__(self, opening: bytes, wire: Wire = PUSHER) -> None:
+        super().__init__(opening, wire)
         self.latencies: list[int] = []
         self._buffer = bytearray()
 
@@ -209,20 +276,18 @@ class Probe(Receiver):
             end = start + offset + length
             if end > len(buffer):
                 break
-            if buffer[start] & 0x0F == 0x1:  # text: a Pusher frame
-                self._message(bytes(buffer[start + offset:end]), now)
+            if buffer[start] & 0x0F == 0x1:  # text: a message of the wire's
+                data = self.wire.data(bytes(buffer[start + offset:end]))
+                if data is not None:
+                    self.latencies.append(now - int(data[:_STAMP_DIGITS]))
             start = end
         del buffer[:start]
-
-    def _message(self, payload: bytes, now: int) -> None:
-        message = json.loads(payload)
-        if message.get("event") == EVENT:
-            self.latencies.append(now - int(message["data"][:_STAMP_DIGITS]))
 
 
 async def open_subscribers(port: int, count: int, *, probes: int = 0, channel: str = "bench",
                            key: str = KEY, concurrency: int = 64, timeout: float = 60,
-                           tolerate_failures: bool = False, sources: SourceAddresses = SOURCES
+                           tolerate_failures: bool = False, sources: SourceAddresses = SOURCES,
+                           wire: Wire = PUSHER
                            ) -> tuple[list[Receiver], list[Probe], int]:
     """Open ``count`` subscribers, ``probes`` of them :class:`Probe`, spread evenly in order.
 
@@ -241,10 +306,10 @@ async def open_subscribers(port: int, count: int, *, probes: int = 0, channel: s
 
     async def one(index: int) -> Receiver:
         kind = Probe if index in probe_at else Receiver
-        opening = _opening(port, channel, key)
+        opening = wire.opening(port, channel, key)
         async with gate:
             _, client = await asyncio.wait_for(loop.create_connection(
-                lambda: kind(opening), "127.0.0.1", port,
+                lambda: kind(opening, wire), "127.0.0.1", port,
                 local_addr=(addresses[index % len(addresses)], 0)), timeout)
             try:
                 await asyncio.wait_for(asyncio.shield(client.subscribed), timeout)
@@ -312,40 +377,58 @@ class PublishFailed(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class Request:
+    """Bytes written at once on a keep-alive connection, and how many answers they get
+    (more than one: pipelined requests)."""
+
+    raw: bytes
+    answers: int = 1
+
+
 class HttpConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: one request at a time, answers read by Content-Length."""
+    """One keep-alive HTTP/1.1 connection: one request (or one pipelined group) at a time,
+    answers read by Content-Length."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self._buffer = bytearray()
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._pending = 0
+        self._answer: tuple[int, bytes] = (0, b"")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def request(self, raw: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        """Send ``raw``; a future of (status, body)."""
+    def request(self, raw: bytes, answers: int = 1) -> asyncio.Future[tuple[int, bytes]]:
+        """Send ``raw``; a future of (status, body) of its last answer, or of the first
+        that was not 2xx."""
         self._waiter = asyncio.get_running_loop().create_future()
+        self._pending, self._answer = answers, (0, b"")
         self.transport.write(raw)
         return self._waiter
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        found = _CONTENT_LENGTH.search(buffer, 0, end + 2)
-        length = int(found.group(1)) if found else 0
-        if len(buffer) < end + 4 + length:
-            return
-        status = int(buffer[9:12])
-        body = bytes(buffer[end + 4:end + 4 + length])
-        del buffer[:end + 4 + length]
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result((status, body))
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            found = _CONTENT_LENGTH.search(buffer, 0, end + 2)
+            length = int(found.group(1)) if found else 0
+            if len(buffer) < end + 4 + length:
+                return
+            status = int(buffer[9:12])
+            if self._answer[0] == 0 or 200 <= self._answer[0] < 300:  # keep the first failure
+                self._answer = (status, bytes(buffer[end + 4:end + 4 + length]))
+            del buffer[:end + 4 + length]
+            self._pending -= 1
+            if self._pending <= 0:
+                waiter, self._waiter = self._waiter, None
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(self._answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -363,13 +446,14 @@ async def open_http(port: int, count: int) -> list[HttpConnection]:
             for _ in range(count)]
 
 
-async def send(connection: HttpConnection, raw: bytes) -> None:
-    status, body = await connection.request(raw)
-    if status != 200:
+async def send(connection: HttpConnection, request: Request) -> None:
+    """Write ``request`` and wait for its answers; :class:`PublishFailed` unless all were 2xx."""
+    status, body = await connection.request(request.raw, request.answers)
+    if not 200 <= status < 300:
         raise PublishFailed(f"publish answered {status}: {body[:200]!r}")
 
 
-async def publish_count(connections: Sequence[HttpConnection], raw: bytes, requests: int) -> None:
+async def publish_count(connections: Sequence[HttpConnection], raw: Request, requests: int) -> None:
     """Send ``raw`` ``requests`` times, each connection one request after another."""
     remaining = requests
 
@@ -382,8 +466,9 @@ async def publish_count(connections: Sequence[HttpConnection], raw: bytes, reque
     await asyncio.gather(*(worker(c) for c in connections))
 
 
-async def publish_for(connections: Sequence[HttpConnection], raw: bytes, seconds: float) -> int:
-    """Send ``raw`` on every connection, one after another, for ``seconds``; the count answered 200."""
+async def publish_for(connections: Sequence[HttpConnection], raw: Request, seconds: float) -> int:
+    """Send ``raw`` on every connection, one after another, for ``seconds``; the count of
+    requests answered 2xx."""
     deadline = time.monotonic() + seconds
     done = 0
 
@@ -391,14 +476,14 @@ async def publish_for(connections: Sequence[HttpConnection], raw: bytes, seconds
         nonlocal done
         while time.monotonic() < deadline:
             await send(connection, raw)
-            done += 1
+            done += raw.answers
 
     await asyncio.gather(*(worker(c) for c in connections))
     return done
 
 
 async def publish_at_rate(connections: Sequence[HttpConnection], rate: float, count: int,
-                          make_request: Callable[[], bytes]) -> float:
+                          make_request: Callable[[], Request]) -> float:
     """Send ``count`` requests at ``rate`` per second (open loop); the worst lateness in s.
 
     Each request is built by ``make_request`` at its send time, so a stamp

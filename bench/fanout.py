@@ -27,7 +27,7 @@ import tempfile
 import time
 
 import client
-from client import close_all, open_http, open_subscribers, publish_count, publish_request, stamped
+from client import PUSHER, close_all, open_http, open_subscribers, publish_count, stamped
 from servers import Processes, cpus, free_port, pin, raise_fd_limit
 
 CHANNEL = "bench"
@@ -39,14 +39,14 @@ async def measure(subscribe_port: int, publish_port: int, subscribers: int, mess
     publishers = await open_http(publish_port, 4)
     # One message first: its frame size, the same for every subscriber, sizes the rest.
     warm = [r.expect(1) for r in receivers]
-    await client.send(publishers[0], publish_request(publish_port, CHANNEL, [stamped()]))
+    await client.send(publishers[0], PUSHER.publish(publish_port, CHANNEL, [stamped()]))
     await asyncio.wait_for(asyncio.gather(*warm), 30)
     await asyncio.sleep(0.2)
     frame = receivers[0].received
     requests = -(-messages // 10)  # batch_events of 10, four in flight
     done = [r.expect(frame * requests * 10) for r in receivers]
     started = time.perf_counter()
-    await publish_count(publishers, publish_request(publish_port, CHANNEL, [stamped()] * 10),
+    await publish_count(publishers, PUSHER.publish(publish_port, CHANNEL, [stamped()] * 10),
                         requests)
     await asyncio.wait_for(asyncio.gather(*done), 120)
     rate = subscribers * requests * 10 / (time.perf_counter() - started)

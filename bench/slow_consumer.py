@@ -116,7 +116,7 @@ async def publish(port: int, size: int, rate: float, batch: int, seconds: float
     while time.monotonic() - start < seconds:
         if rate:
             await asyncio.sleep(max(0.0, start + sum(numbers.values()) / rate - time.monotonic()))
-        await client.send(connection, batch_request(port, numbers, size, batch))
+        await client.send(connection, client.Request(batch_request(port, numbers, size, batch)))
     connection.close()
     return numbers
 
