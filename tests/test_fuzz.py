@@ -391,6 +391,20 @@ def check_reply(reply: dict, counts: Counter) -> bool:
     return event == "pusher:pong"
 
 
+def hurts_no_one(name: str, fuzzed: Callable[[], None], counts: Counter, io_loop, caplog,
+                 bystander: Bystander, cleanup: Callable[[], None] = lambda: None) -> None:
+    """Run the hypothesis property ``fuzzed``, then check what every property promises:
+    the bystander missed nothing and nothing a client's input must never cause was logged."""
+    start = len(caplog.records)
+    try:
+        fuzzed()
+    finally:
+        cleanup()
+        counts["lost"] = io_loop.run_sync(bystander.missed, timeout=30)
+        report(name, counts)
+    assert counts["lost"] == 0 and not faults(caplog, start)
+
+
 def report(name: str, counts: Counter) -> None:
     """Print the counts; those a property adds (sessions opened, streams accepted) last."""
     own = ", ".join(f"{what} {count}" for what, count in counts.items()
@@ -423,19 +437,12 @@ def test_fuzzed_websocket_frames_get_documented_replies_and_hurt_no_one(
         socket.close()
         await bystander.tick()
 
-    start = len(caplog.records)
-
     @FUZZ
     @given(st.lists(FRAMES, min_size=1, max_size=4))
     def frames_hurt_no_one(frames: list[Frame]) -> None:
         run_example(io_loop, caplog, counts, lambda: example(frames))
 
-    try:
-        frames_hurt_no_one()
-    finally:
-        counts["lost"] = io_loop.run_sync(bystander.missed, timeout=30)
-        report("websocket", counts)
-    assert counts["lost"] == 0 and not faults(caplog, start)
+    hurts_no_one("websocket", frames_hurt_no_one, counts, io_loop, caplog, bystander)
 
 
 def test_fuzzed_signed_http_bodies_get_documented_statuses_and_hurt_no_one(
@@ -456,21 +463,13 @@ def test_fuzzed_signed_http_bodies_get_documented_statuses_and_hurt_no_one(
             assert isinstance(answer.json()["error"], str), answer.body
         await bystander.tick()
 
-    start = len(caplog.records)
-
     @FUZZ
     @given(st.sampled_from([f"/apps/{MAIN.id}/events", f"/apps/{MAIN.id}/batch_events"]), BODIES)
     def bodies_hurt_no_one(path: str, body: bytes) -> None:
         run_example(io_loop, caplog, counts, lambda: example(path, body))
 
-    try:
-        bodies_hurt_no_one()
-    finally:
-        for http in connection:
-            http.close()
-        counts["lost"] = io_loop.run_sync(bystander.missed, timeout=30)
-        report("http", counts)
-    assert counts["lost"] == 0 and not faults(caplog, start)
+    hurts_no_one("http", bodies_hurt_no_one, counts, io_loop, caplog, bystander,
+                 cleanup=lambda: [http.close() for http in connection])
 
 
 
@@ -546,8 +545,6 @@ def test_fuzzed_http_fallback_sends_get_documented_answers_and_hurt_no_one(
                 break
         await bystander.tick()
 
-    start = len(caplog.records)
-
     @SESSION_FUZZ
     @given(st.one_of(PUSHER_IDS, st.tuples(IDS, IDS)),
            st.lists(st.tuples(SEND_BODIES, TARGETS), min_size=1, max_size=4))
@@ -555,12 +552,7 @@ def test_fuzzed_http_fallback_sends_get_documented_answers_and_hurt_no_one(
                           sends: list[tuple[SendBody, dict[str, str]]]) -> None:
         run_example(io_loop, caplog, counts, lambda: example(ids, sends))
 
-    try:
-        sends_hurt_no_one()
-    finally:
-        counts["lost"] = io_loop.run_sync(bystander.missed, timeout=30)
-        report("http fallback", counts)
-    assert counts["lost"] == 0 and not faults(caplog, start)
+    hurts_no_one("http fallback", sends_hurt_no_one, counts, io_loop, caplog, bystander)
 
 
 def test_fuzzed_sse_requests_get_documented_answers_and_hurt_no_one(
@@ -594,16 +586,9 @@ def test_fuzzed_sse_requests_get_documented_answers_and_hurt_no_one(
             client.close()
         await bystander.tick()
 
-    start = len(caplog.records)
-
     @SESSION_FUZZ
     @given(STREAM_ASKS)
     def requests_hurt_no_one(ask: StreamAsk) -> None:
         run_example(io_loop, caplog, counts, lambda: example(ask))
 
-    try:
-        requests_hurt_no_one()
-    finally:
-        counts["lost"] = io_loop.run_sync(bystander.missed, timeout=30)
-        report("sse", counts)
-    assert counts["lost"] == 0 and not faults(caplog, start)
+    hurts_no_one("sse", requests_hurt_no_one, counts, io_loop, caplog, bystander)
