@@ -277,11 +277,16 @@ class Probe(Receiver):
             if end > len(buffer):
                 break
             if buffer[start] & 0x0F == 0x1:  # text: a message of the wire's
-                data = self.wire.data(bytes(buffer[start + offset:end]))
-                if data is not None:
-                    self.latencies.append(now - int(data[:_STAMP_DIGITS]))
+                self._message(bytes(buffer[start + offset:end]), now)
             start = end
         del buffer[:start]
+
+    def _message(self, payload: bytes, now: int) -> None:
+        """One text message that arrived at ``now``: its latency, if it carries a send time
+        (subclasses see every message here first)."""
+        data = self.wire.data(payload)
+        if data is not None:
+            self.latencies.append(now - int(data[:_STAMP_DIGITS]))
 
 
 async def open_subscribers(port: int, count: int, *, probes: int = 0, channel: str = "bench",

@@ -113,7 +113,7 @@ class Member(Probe):
     """
 
     def __init__(self, port: int, user_id: str) -> None:
-        super().__init__(client._opening(port, BROADCAST, KEY))
+        super().__init__(client.PUSHER.opening(port, BROADCAST, KEY))
         self.user_id = user_id
         self._pending = 2
 
@@ -445,7 +445,7 @@ class Run:
         less what an idle window as long costs (heartbeats, node records), scaled."""
         port, count = self.servers[0].port, self.plan.publishes
         connections = await client.open_http(port, PUBLISHERS)
-        raw = publish_request(port, PRESENCE, [stamped()], batch=False)
+        raw = client.Request(publish_request(port, PRESENCE, [stamped()], batch=False))
         before = await redis_figures(store)
         started = time.monotonic()
         await asyncio.wait_for(client.publish_count(connections, raw, count), 120)

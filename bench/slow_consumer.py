@@ -75,7 +75,7 @@ async def open_readers(port: int, channel: str, count: int) -> list[Reader]:
     readers = []
     for _ in range(count):
         _, reader = await loop.create_connection(
-            lambda: Reader(client._opening(port, channel, KEY)), "127.0.0.1", port)
+            lambda: Reader(client.PUSHER.opening(port, channel, KEY)), "127.0.0.1", port)
         await asyncio.wait_for(reader.subscribed, 10)
         readers.append(reader)
     return readers
@@ -86,7 +86,7 @@ def open_non_reader(port: int) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake sizes it
     sock.connect(("127.0.0.1", port))
-    sock.sendall(client._opening(port, "flood", KEY))
+    sock.sendall(client.PUSHER.opening(port, "flood", KEY))
     return sock
 
 
