@@ -119,9 +119,6 @@ class AppChanges:
     #: The old versions of apps that are gone.
     removed: tuple[App, ...] = ()
 
-    def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.removed)
-
 
 class AppRegistry:
     """Looks apps up by id (HTTP API) and by key (WebSocket path).

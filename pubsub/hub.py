@@ -137,6 +137,12 @@ class Hub:
         self.webhooks.observers = self.observers
         self.history = history or MemoryHistoryStore()
         self._history_channels = HistoryChannels(self.history, self._broker)
+        #: Whether the broker, the cluster state and the history store all live in this
+        #: process (the embedded default): a publish then waits on no I/O, and needs no
+        #: task of its own (the HTTP front runs it in its callback). Read per publish.
+        self.in_process = (isinstance(self._broker, MemoryBroker)
+                           and isinstance(self.state, MemoryState)
+                           and isinstance(self.history, MemoryHistoryStore))
         self._announcer = Announcer(apps, self._broker, self.state, self.webhooks, self.users,
                                     self.spawn, clock)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -540,14 +546,6 @@ class Hub:
         return {"ids": list(members), "hash": members, "count": len(members)}
 
     # -- publishing --------------------------------------------------------------
-
-    @property
-    def in_process(self) -> bool:
-        """Whether the broker, the cluster state and the history store all live in this
-        process (the embedded default): a publish then waits on no I/O, and needs no
-        task of its own (the HTTP front runs it in its callback)."""
-        return (isinstance(self._broker, MemoryBroker) and isinstance(self.state, MemoryState)
-                and isinstance(self.history, MemoryHistoryStore))
 
     async def trigger(self, app: App, channels: Iterable[str], event: str, data: str,
                       exclude: str | None = None, *, source: str = SOURCE_SERVER) -> None:

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import tornado.httpclient
@@ -126,6 +126,14 @@ def server_port(http_server, http_port: int) -> int:
 def sdk(server_port: int):
     """The official SDK for the main app, aimed at the test server."""
     return sdk_client(MAIN, server_port)
+
+
+def running(io_loop, push: Any) -> Iterator[Any]:
+    """A fixture's body, ``yield from running(io_loop, push)``: the embedding API's
+    ``push`` started on the test's loop, and closed after the test."""
+    io_loop.run_sync(push.start)
+    yield push
+    io_loop.run_sync(push.close)
 
 
 async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

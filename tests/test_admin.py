@@ -22,7 +22,7 @@ import tornado.web
 import tornado.websocket
 
 from app_server import auth_routes
-from conftest import MAIN, in_thread, until
+from conftest import MAIN, in_thread, running, until
 from webhook_receiver import receiver  # noqa: F401 (fixture)
 from tornado_push.embed import Push
 from tornado_push.pubsub.apps import WebhookTarget
@@ -41,10 +41,7 @@ PUBLIC = {"/admin", "/admin/login", "/admin/demo.css", "/admin/admin.css", "/adm
 
 @pytest.fixture
 def push(io_loop) -> Push:
-    push = Push([MAIN], admin_password=PASSWORD)
-    io_loop.run_sync(push.start)
-    yield push
-    io_loop.run_sync(push.close)
+    yield from running(io_loop, Push([MAIN], admin_password=PASSWORD))
 
 
 @pytest.fixture

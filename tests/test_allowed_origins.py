@@ -12,7 +12,7 @@ import tornado.httpclient
 import tornado.web
 
 from browser import Browser, Cable, PageHandler
-from conftest import until
+from conftest import running, until
 from sse_client import SSEClient
 from test_fallback_browser import PUSHER_WEB
 from test_metrics import scrape
@@ -58,11 +58,8 @@ def page_app(http_port: int) -> dict:
 def push(io_loop, tmp_path, page_app: dict) -> Push:
     path = tmp_path / "apps.json"
     path.write_text(json.dumps([OPEN, STRICT, OTHER, page_app]))
-    push = Push.from_settings(load_settings({"PUSH_DEFAULT_APP": "false",
-                                             "PUSH_APPS_FILE": str(path)}))
-    io_loop.run_sync(push.start)
-    yield push
-    io_loop.run_sync(push.close)
+    settings = load_settings({"PUSH_DEFAULT_APP": "false", "PUSH_APPS_FILE": str(path)})
+    yield from running(io_loop, Push.from_settings(settings))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import tornado.netutil
 import tornado.web
 
 import host_handlers
-from conftest import subscribed
+from conftest import running, subscribed
 from host_handlers import ROOM
 from pusherjs import JSClient, PusherJS
 
@@ -52,10 +52,7 @@ at_both_paths = pytest.mark.parametrize("prefix", ["", "/push"], ids=["standard-
 
 @pytest.fixture
 def push(io_loop) -> Push:
-    push = Push(apps=[HOST_APP, OTHER_APP])
-    io_loop.run_sync(push.start)
-    yield push
-    io_loop.run_sync(push.close)
+    yield from running(io_loop, Push(apps=[HOST_APP, OTHER_APP]))
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from app_server import auth_routes, sdk_client
-from conftest import MAIN, MAX_MESSAGE_BYTES, QUIET, RawSocket, in_thread, subscribed
+from conftest import MAIN, MAX_MESSAGE_BYTES, QUIET, RawSocket, in_thread, running, subscribed
 from tornado_push.embed import Push
 from tornado_push.handlers.front import PushHTTPServer
 from tornado_push.pubsub.apps import WebhookTarget
@@ -49,10 +49,7 @@ def push(io_loop, receiver) -> Push:  # noqa: F811
     receiver.trust(hooked)
     settings = load_settings({"PUSH_WEBHOOK_BATCH_SECONDS": "0.05",
                               "PUSH_WEBHOOK_LEAVE_DELAY": "0.1"}, apps=(hooked, QUIET))
-    push = Push.from_settings(settings)
-    io_loop.run_sync(push.start)
-    yield push
-    io_loop.run_sync(push.close)
+    yield from running(io_loop, Push.from_settings(settings))
 
 
 @pytest.fixture
