@@ -269,21 +269,21 @@ def latency_goals(case: LatencyCase) -> list[Goal]:
     return []
 
 
-def scenario_latency(plan: Plan) -> list[Row]:
+def scenario_latency(plan: Plan, runs: int) -> list[Row]:
     say("\n== 3. delivery latency at a fixed publish rate (one event each), from the publish "
         "request's write to a probe's read")
     rows = []
     for case in plan.latency_cases:
         say(f"   {case.subscribers:,} subscribers, {case.rate:g} publishes/s "
             f"({case.subscribers * case.rate:,.0f} deliveries/s offered) for {case.seconds:g} s")
-        runs = run_interleaved(KINDS, 1, lambda kind: measure(kind, latency_work(case, plan)),
+        done = run_interleaved(KINDS, runs, lambda kind: measure(kind, latency_work(case, plan)),
                                describe_latency(case))
         name = f"{case.subscribers:,} subscribers at {case.rate:g}/s (ms)"
         for key in ("p50", "p99"):
-            figures = runs.medians(key)
+            figures = done.medians(key)
             rows.append(row(f"latency {key}, {name}", figures,
-                            latency_goals(case) if key == "p99" else [], runs.complete,
-                            runs.all()))
+                            latency_goals(case) if key == "p99" else [], done.complete,
+                            done.all()))
             say(f"   -> {key}: {comparison(figures, ' ms')}")
     return rows
 
@@ -514,7 +514,8 @@ def main() -> None:
                                         "baseline,ws,nchan (default: every one installed)")
     parser.add_argument("--quick", action="store_true", help="smoke-sized numbers (about a minute)")
     parser.add_argument("--runs", type=int,
-                        help="runs per figure for fanout, http and redis (default 2; 1 with --quick)")
+                        help="runs per figure for fanout, latency, http and redis (default 2; "
+                             "1 with --quick)")
     parser.add_argument("--batch", type=int,
                         help="events per publish request in fanout and redis (default 10; 1: "
                              "one signed /events request each, one POST each for nchan)")
@@ -525,6 +526,9 @@ def main() -> None:
     parser.add_argument("--gc-pauses", action="store_true",
                         help="run the Python servers under bench/gcwatch.py and print their "
                              "garbage-collector pauses during each latency measurement")
+    parser.add_argument("--latency-subscribers",
+                        help="only the latency cases with these subscriber counts, comma-separated "
+                             "(default 100,1000,5000)")
     parser.add_argument("--latency-seconds", type=float,
                         help="length of every latency run (default 5, 10 at 5,000 subscribers)")
     args = parser.parse_args()
@@ -538,6 +542,10 @@ def main() -> None:
         plan = replace(plan, fanout_sizes=tuple(int(s) for s in args.sizes.split(",")))
     if args.batch:
         plan = replace(plan, fanout_batch=args.batch)
+    if args.latency_subscribers:
+        wanted = {int(s) for s in args.latency_subscribers.split(",")}
+        plan = replace(plan, latency_cases=tuple(case for case in plan.latency_cases
+                                                 if case.subscribers in wanted))
     if args.latency_seconds:
         plan = replace(plan, latency_cases=tuple(replace(case, seconds=args.latency_seconds)
                                                  for case in plan.latency_cases))
@@ -567,7 +575,7 @@ def main() -> None:
     if "redis" in chosen:
         rows += scenario_redis(plan, runs)
     if "latency" in chosen:
-        rows += scenario_latency(plan)
+        rows += scenario_latency(plan, runs)
     if "memory" in chosen:
         rows += scenario_memory(plan, cap)
     if "http" in chosen:
