@@ -255,11 +255,12 @@ class Hub:
         if delay:
             await asyncio.sleep(delay)
         app = session.app
-        for name in list(session.channels):
+        for name, member in list(session.channels.items()):
             self.observers.unsubscribed(session, name)
             channel = self._states[app.id].channels.get(name)
-            await self._writes.run(
-                functools.partial(self._record_leave, app, name, session.socket_id, channel))
+            await self._writes.run(functools.partial(
+                self._record_leave, app, name, session.socket_id, channel,
+                member.user_id if member is not None else None))
         session.channels.clear()
         if session.user_id is not None:
             await self._writes.run(functools.partial(self.users.sign_out, session))
@@ -299,7 +300,8 @@ class Hub:
         will be) recorded. Registering twice records nothing twice (the join scripts
         check first).
         """
-        async def register(session: Session) -> int:
+        async def register(session: Session, again: bool) -> int:
+            # Idempotent: a registration Redis carried out unanswered adds nothing twice.
             return 0 if session.is_closed else await self._register(session)
 
         counts = await asyncio.gather(*(self._writes.run(functools.partial(register, session))
@@ -522,10 +524,13 @@ class Hub:
         await self._record_leave(app, name, session.socket_id, channel)
 
     async def _record_leave(self, app: App, name: str, socket_id: str,
-                            channel: LocalChannel | None) -> None:
+                            channel: LocalChannel | None, user_id: str | None = None,
+                            again: bool = False) -> None:
         """The cluster-wide side of leaving a channel (``channel``: its local subscribers,
-        if any). Idempotent: run again, it records and announces nothing twice."""
-        departure = await self.state.leave(app.id, name, socket_id)
+        if any; ``user_id``: the presence member it was). Idempotent: run again, it records
+        nothing twice; ``again`` (a retry of one Redis did not answer) announces what the
+        first attempt would have if Redis carried it out (see ClusterState.leave)."""
+        departure = await self.state.leave(app.id, name, socket_id, again=again, user_id=user_id)
         self._announcer.departed(app, name, departure)
         if channel is not None:
             await self._drop_if_empty(app, channel)

@@ -51,6 +51,9 @@ class PresenceRoster:
     def __len__(self) -> int:
         return len(self._members)
 
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._members
+
     def members(self) -> dict[str, Any]:
         """user_id → user_info, the ``hash`` of a presence subscription."""
         return {user_id: member.user_info for user_id, member in self._members.items()}

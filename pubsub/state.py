@@ -97,11 +97,18 @@ class ClusterState(ABC):
         """
 
     @abstractmethod
-    async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
+    async def leave(self, app_id: str, channel: str, socket_id: str, *, again: bool = False,
+                    user_id: str | None = None) -> Departure:
         """Forget a subscription (idempotent per socket_id).
 
         When it removes a user's last connection on the channel, ``member_removed``
         goes to everyone on the channel, in the order of the transitions, as in :meth:`join`.
+
+        ``again`` says that an earlier call for this subscription got no answer (Redis
+        may have carried it out): if the subscription is gone, the departure is read from
+        the channel as it is now, vacated if nobody is on it, and ``user_id`` (the
+        subscription's presence user) removed if that user has no connection on it.
+        That announces what the unanswered call would have; no event is published again.
         """
 
     @abstractmethod
@@ -121,8 +128,12 @@ class ClusterState(ABC):
         """Count a signed-in connection; True if the user just came online."""
 
     @abstractmethod
-    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
-        """Forget a signed-in connection; True if the user just went offline."""
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str, *,
+                       again: bool = False) -> bool:
+        """Forget a signed-in connection; True if the user just went offline.
+
+        ``again``, as in :meth:`leave`: if the connection is gone already, True if
+        the user has no signed-in connection now."""
 
     @abstractmethod
     async def online(self, app_id: str, user_ids: Iterable[str]) -> set[str]:
@@ -195,10 +206,14 @@ class MemoryState(ClusterState):
                 await self.publish(member_added(app_id, channel, member, socket_id))
         return Arrival(len(entry.sockets) == 1, added)
 
-    async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
+    async def leave(self, app_id: str, channel: str, socket_id: str, *, again: bool = False,
+                    user_id: str | None = None) -> Departure:
         entry = self._channels.get((app_id, channel))
         if entry is None or socket_id not in entry.sockets:
-            return Departure(False)
+            if not again:
+                return Departure(False)
+            present = entry is not None and user_id is not None and user_id in entry.roster
+            return Departure(entry is None, None if present else user_id)
         entry.sockets.discard(socket_id)
         user_id = entry.member_of.pop(socket_id, None)
         removed = user_id if user_id is not None and entry.roster.leave(user_id) else None
@@ -227,10 +242,11 @@ class MemoryState(ClusterState):
         sockets.add(socket_id)
         return first
 
-    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str, *,
+                       again: bool = False) -> bool:
         sockets = self._users.get((app_id, user_id))
         if not sockets or socket_id not in sockets:
-            return False
+            return again and not sockets
         sockets.discard(socket_id)
         if sockets:
             return False

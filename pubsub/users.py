@@ -94,11 +94,13 @@ class Users:
             events = [{"name": name, "user_ids": ids} for name, ids in groups if ids]
             session.send(protocol.encode_event(protocol.WATCHLIST_EVENTS, {"events": events}))
 
-    async def sign_out(self, session: Session) -> None:
+    async def sign_out(self, session: Session, again: bool = False) -> None:
+        """Forget a closed session's sign-in; "offline" to the user's watchers if it was
+        the last. ``again``: a retry of a sign-out Redis did not answer (ClusterState.sign_out)."""
         app, user_id = session.app, session.user_id
         assert user_id is not None
         self._directories[app.id].sign_out(session, user_id, session.watchlist)
-        if await self._state.sign_out(app.id, user_id, session.socket_id):
+        if await self._state.sign_out(app.id, user_id, session.socket_id, again=again):
             await self.announce(app.id, user_id, "offline")
 
     async def announce(self, app_id: str, user_id: str, name: str) -> None:

@@ -8,7 +8,11 @@ members, until the process exits. The same holds for re-registering every
 connection after Redis lost its data. So these writes go through one
 :class:`StateWrites`: a bounded number run at a time, and one that Redis did not
 answer is run again after a backoff, which is safe because each is idempotent
-(the state's scripts check before they change anything).
+(the state's scripts check before they change anything). A write is told when it
+runs again: Redis may have carried out an earlier attempt whose answer never came,
+and the write must then report what that attempt would have (the state reads it
+from the keys as they are now), or a ``channel_vacated`` webhook or an "offline"
+watchlist event would be lost.
 """
 
 from __future__ import annotations
@@ -51,17 +55,19 @@ class StateWrites:
         """Stop retrying; backoffs under way end now."""
         self._closing.set()
 
-    async def run(self, write: Callable[[], Awaitable[T]]) -> T:
-        """``await write()`` until it does not raise :class:`BrokerUnavailable`; its result.
+    async def run(self, write: Callable[[bool], Awaitable[T]]) -> T:
+        """``await write(again)`` until it does not raise :class:`BrokerUnavailable`; its
+        result. ``again`` is False on the first attempt and True on the later ones.
 
         Raises :class:`BrokerUnavailable` only once closed."""
         delay = self._retry[0]
+        again = False
         while True:
             async with self._slots:
                 if self._unreachable_at_close is not None:
                     raise self._unreachable_at_close
                 try:
-                    return await write()
+                    return await write(again)
                 except BrokerUnavailable as error:
                     if self._closing.is_set():
                         self._unreachable_at_close = error
@@ -71,6 +77,7 @@ class StateWrites:
                     log.warning("a cluster-state write failed (%s): retrying in about %g s",
                                 error.message, delay)
             await self._back_off(delay)
+            again = True
             delay = min(2 * delay, self._retry[1])
 
     async def _back_off(self, delay: float) -> None:

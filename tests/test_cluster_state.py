@@ -127,6 +127,65 @@ async def test_users_are_online_from_first_sign_in_to_last_sign_out(state):
 
 
 @pytest.mark.gen_test
+async def test_a_call_made_again_reports_what_an_unanswered_one_did(state):
+    """``again``: the first call ran but its answer was lost, so the second finds the
+    subscription or sign-in gone, and reads the departure from the state as it is now."""
+    alice, bob = Member("alice"), Member("bob")
+    await state.join("1", "presence-r", "1.1", alice)
+    await state.join("1", "presence-r", "1.2", alice)
+    await state.join("1", "presence-r", "1.3", bob)
+    await state.leave("1", "presence-r", "1.3")  # bob's last connection: its answer lost
+    assert await state.leave("1", "presence-r", "1.3") == Departure(False)  # a plain repeat
+    assert await state.leave("1", "presence-r", "1.3", again=True,
+                              user_id="bob") == Departure(False, "bob")
+    await state.leave("1", "presence-r", "1.1")  # alice still has 1.2: nobody removed
+    assert await state.leave("1", "presence-r", "1.1", again=True,
+                              user_id="alice") == Departure(False)
+    await state.leave("1", "presence-r", "1.2")  # the last one: vacated, alice removed
+    assert await state.leave("1", "presence-r", "1.2", again=True,
+                              user_id="alice") == Departure(True, "alice")
+    assert await state.join("1", "news", "1.4") == Arrival(True)
+    await state.leave("1", "news", "1.4")
+    assert await state.leave("1", "news", "1.4", again=True) == Departure(True)
+    assert await state.channels("1") == {}
+
+    await state.sign_in("1", "carol", "1.5")
+    await state.sign_in("1", "carol", "1.6")
+    await state.sign_out("1", "carol", "1.5")
+    assert await state.sign_out("1", "carol", "1.5", again=True) is False  # 1.6 is on
+    await state.sign_out("1", "carol", "1.6")
+    assert await state.sign_out("1", "carol", "1.6") is False
+    assert await state.sign_out("1", "carol", "1.6", again=True) is True
+
+
+@pytest.mark.gen_test
+async def test_a_join_between_a_vacating_leave_and_its_index_update_stays_listed(redis_client):
+    """The channel index lives on another slot than the channel, so a leave that
+    vacates updates it after its script: a join on another process that occupies the
+    channel in between (and lists it) must not be unlisted by that update."""
+    leaving, joining = RedisState(redis_client, prefix="race"), RedisState(redis_client,
+                                                                          prefix="race")
+    await leaving.start()
+    await joining.start()
+    unlist = redis_client.srem
+
+    async def join_first(*args):  # the other process's join lands right here, once
+        redis_client.srem = unlist
+        assert await joining.join("1", "news", "2.1") == Arrival(True)
+        return await unlist(*args)
+
+    try:
+        await leaving.join("1", "news", "1.1")
+        redis_client.srem = join_first
+        assert await leaving.leave("1", "news", "1.1") == Departure(True)
+        assert await leaving.channels("1") == {"news": ChannelCounts(1)}
+    finally:
+        redis_client.srem = unlist
+        await leaving.close()
+        await joining.close()
+
+
+@pytest.mark.gen_test
 async def test_cache_keeps_the_last_event_for_its_ttl(state):
     assert await state.cache_get("1", "cache-x") is None
     await state.cache_put("1", "cache-x", "tick", '{"n":1}', 60)

@@ -15,11 +15,12 @@ FAST = (0.01, 0.02)
 @pytest.mark.gen_test(timeout=10)
 async def test_a_write_is_retried_until_redis_answers_and_few_run_at_once():
     writes = StateWrites(at_once=2, retry=FAST)
-    running, most, attempts = 0, 0, {}
+    running, most, attempts, told_again = 0, 0, {}, {}
 
-    async def write(number: int) -> int:
+    async def write(number: int, again: bool) -> int:
         nonlocal running, most
         attempts[number] = attempts.get(number, 0) + 1
+        told_again.setdefault(number, []).append(again)
         running += 1
         most = max(most, running)
         await asyncio.sleep(0.01)
@@ -28,9 +29,12 @@ async def test_a_write_is_retried_until_redis_answers_and_few_run_at_once():
             raise BrokerUnavailable("Redis is unreachable")
         return number
 
-    results = await asyncio.gather(*(writes.run(lambda n=n: write(n)) for n in range(6)))
+    results = await asyncio.gather(*(writes.run(lambda again, n=n: write(n, again))
+                                     for n in range(6)))
     assert results == list(range(6))
     assert attempts == {n: 3 for n in range(6)} and most == 2
+    # Each write is told when it runs again (Redis may have carried out an unanswered one).
+    assert told_again == {n: [False, True, True] for n in range(6)}
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -43,12 +47,12 @@ async def test_after_close_nothing_is_retried_and_waiting_writes_give_up_untried
         await asyncio.sleep(0.05)
         raise BrokerUnavailable("Redis is unreachable")
 
-    first = asyncio.ensure_future(writes.run(lambda: unreachable(1)))
+    first = asyncio.ensure_future(writes.run(lambda again: unreachable(1)))
     await asyncio.sleep(0.2)  # failed once, now backing off
     writes.close()
     with pytest.raises(BrokerUnavailable):
         await asyncio.wait_for(first, 1)  # the backoff ended: one more try, no retry
-    later = [asyncio.ensure_future(writes.run(lambda n=n: unreachable(n))) for n in (2, 3)]
+    later = [asyncio.ensure_future(writes.run(lambda again, n=n: unreachable(n))) for n in (2, 3)]
     outcomes = await asyncio.gather(*later, return_exceptions=True)
     assert all(isinstance(outcome, BrokerUnavailable) for outcome in outcomes)
     assert tried == [1, 1]  # the writes after the failure at close were not tried

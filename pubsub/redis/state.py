@@ -72,12 +72,19 @@ end
 return {occupied, added}
 """
 
-# KEYS as _JOIN. ARGV: socket, PUBLISH or SPUBLISH, the member_removed event name.
-# The publication is built here, where the user is known, in the broker's wire
-# format ([event, data, exclude, user_id]) with data as presence.member_removed
-# makes it; cjson may escape differently ("/" as "\/"), which JSON readers ignore.
+# KEYS as _JOIN. ARGV: socket, PUBLISH or SPUBLISH, the member_removed event name,
+# '1' for a call made again (ClusterState.leave) else '', the presence user known to
+# the caller ('' if none). The publication is built here, where the user is known, in
+# the broker's wire format ([event, data, exclude, user_id]) with data as
+# presence.member_removed makes it; cjson may escape differently ("/" as "\/"), which
+# JSON readers ignore.
 _LEAVE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {0, ''} end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  if ARGV[4] == '' then return {0, ''} end
+  local gone = ARGV[5]
+  if gone ~= '' and redis.call('HEXISTS', KEYS[3], gone) == 1 then gone = '' end
+  return {redis.call('HLEN', KEYS[1]) == 0 and 1 or 0, gone}
+end
 local vacated = redis.call('HLEN', KEYS[1]) == 0 and 1 or 0
 local user = redis.call('HGET', KEYS[4], ARGV[1])
 if not user then return {vacated, ''} end
@@ -95,8 +102,9 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 return redis.call('HLEN', KEYS[1]) == 1 and 1 or 0
 """
 
+# ARGV: socket, '1' for a call made again (ClusterState.sign_out) else ''.
 _SIGN_OUT = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[2] == '' then return 0 end
 return redis.call('HLEN', KEYS[1]) == 0 and 1 or 0
 """
 
@@ -333,19 +341,28 @@ class RedisState(ClusterState):
                 await self._leave_keys(app_id, channel, socket_id)
             raise
 
-    async def leave(self, app_id: str, channel: str, socket_id: str) -> Departure:
+    async def leave(self, app_id: str, channel: str, socket_id: str, *, again: bool = False,
+                    user_id: str | None = None) -> Departure:
         async with _reachable():
-            departure = await self._leave_keys(app_id, channel, socket_id)
+            departure = await self._leave_keys(app_id, channel, socket_id, again=again,
+                                               user_id=user_id)
             await self._redis.srem(self._node_key(self.node_id, "subs"),
                                    json.dumps([app_id, channel, socket_id]))
         return departure
 
-    async def _leave_keys(self, app_id: str, channel: str, socket_id: str) -> Departure:
+    async def _leave_keys(self, app_id: str, channel: str, socket_id: str, *,
+                          again: bool = False, user_id: str | None = None) -> Departure:
+        keys = self._channel_keys(app_id, channel)
         vacated, user = await self._leave(
-            keys=self._channel_keys(app_id, channel),
-            args=[socket_id, self._publish_command, protocol.MEMBER_REMOVED])
+            keys=keys, args=[socket_id, self._publish_command, protocol.MEMBER_REMOVED,
+                             "1" if again else "", user_id or ""])
         if vacated:
-            await self._redis.srem(self._index_key(app_id), channel)
+            index = self._index_key(app_id)
+            await self._redis.srem(index, channel)
+            # A join that occupied the channel after the script listed it before this
+            # SREM (it lives on another slot): put it back rather than hide the channel.
+            if await self._redis.hlen(keys[0]):
+                await self._redis.sadd(index, channel)
         return Departure(bool(vacated), user.decode() if user else None)
 
     async def members(self, app_id: str, channel: str) -> dict[str, Any]:
@@ -379,9 +396,11 @@ class RedisState(ClusterState):
                                         args=[socket_id, self.node_id])
         return bool(first)
 
-    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str, *,
+                       again: bool = False) -> bool:
         async with _reachable():
-            last = await self._sign_out(keys=[self._user_key(app_id, user_id)], args=[socket_id])
+            last = await self._sign_out(keys=[self._user_key(app_id, user_id)],
+                                        args=[socket_id, "1" if again else ""])
             await self._redis.srem(self._node_key(self.node_id, "users"),
                                    json.dumps([app_id, user_id, socket_id]))
         return bool(last)
