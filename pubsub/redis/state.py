@@ -48,76 +48,12 @@ from ..errors import BrokerUnavailable
 from ..presence import Member, member_added
 from .broker import encode_publication
 from .client import UNREACHABLE, channel_key, describe, pubsub_channel
+from .scripts import CLOCK, JOIN, LEAVE, RAISE_SEQ, SIGN_IN, SIGN_OUT
 from ..state import Arrival, CacheEntry, ChannelCounts, ClusterState, Departure, Orphan
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# KEYS: subs, members, conns, member_of, pub (see _channel_keys).
-# ARGV: socket, node, user ('' off presence), user_info JSON, PUBLISH or SPUBLISH,
-#       the member_added publication ('' to add silently).
-_JOIN = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0, 0} end
-local occupied = redis.call('HLEN', KEYS[1]) == 1 and 1 or 0
-local added = 0
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
-  if redis.call('HINCRBY', KEYS[3], ARGV[3], 1) == 1 then
-    redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-    added = 1
-    if ARGV[6] ~= '' then redis.call(ARGV[5], KEYS[5], ARGV[6]) end
-  end
-end
-return {occupied, added}
-"""
-
-# KEYS as _JOIN. ARGV: socket, PUBLISH or SPUBLISH, the member_removed event name,
-# '1' for a call made again (ClusterState.leave) else '', the presence user known to
-# the caller ('' if none). The publication is built here, where the user is known, in
-# the broker's wire format ([event, data, exclude, user_id]) with data as
-# presence.member_removed makes it; cjson may escape differently ("/" as "\/"), which
-# JSON readers ignore.
-_LEAVE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  if ARGV[4] == '' then return {0, ''} end
-  local gone = ARGV[5]
-  if gone ~= '' and redis.call('HEXISTS', KEYS[3], gone) == 1 then gone = '' end
-  return {redis.call('HLEN', KEYS[1]) == 0 and 1 or 0, gone}
-end
-local vacated = redis.call('HLEN', KEYS[1]) == 0 and 1 or 0
-local user = redis.call('HGET', KEYS[4], ARGV[1])
-if not user then return {vacated, ''} end
-redis.call('HDEL', KEYS[4], ARGV[1])
-if redis.call('HINCRBY', KEYS[3], user, -1) > 0 then return {vacated, ''} end
-redis.call('HDEL', KEYS[3], user)
-redis.call('HDEL', KEYS[2], user)
-local data = cjson.encode({user_id = user})
-redis.call(ARGV[2], KEYS[5], cjson.encode({ARGV[3], data, cjson.null, cjson.null}))
-return {vacated, user}
-"""
-
-_SIGN_IN = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-return redis.call('HLEN', KEYS[1]) == 1 and 1 or 0
-"""
-
-# ARGV: socket, '1' for a call made again (ClusterState.sign_out) else ''.
-_SIGN_OUT = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 and ARGV[2] == '' then return 0 end
-return redis.call('HLEN', KEYS[1]) == 0 and 1 or 0
-"""
-
-# Raise the node counter to at least ARGV[1]: after Redis lost its data, new
-# processes must not be handed the ids of live ones.
-_RAISE_SEQ = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return 0
-"""
-
-# Redis's TIME on the node of KEYS[1] (the key the caller writes next).
-_CLOCK = "return redis.call('TIME')"
 
 #: How long a reaped node's tombstone waits for the node to come back and read it.
 _TOMBSTONE_SECONDS = 24 * 3600
@@ -180,12 +116,12 @@ class RedisState(ClusterState):
         # current run of heartbeats that got through on time (see _in_touch).
         self._beat_ok_at: float | None = None
         self._in_touch_since = 0.0
-        self._join = client.register_script(_JOIN)
-        self._leave = client.register_script(_LEAVE)
-        self._sign_in = client.register_script(_SIGN_IN)
-        self._sign_out = client.register_script(_SIGN_OUT)
-        self._raise_seq = client.register_script(_RAISE_SEQ)
-        self._clock = client.register_script(_CLOCK)
+        self._join = client.register_script(JOIN)
+        self._leave = client.register_script(LEAVE)
+        self._sign_in = client.register_script(SIGN_IN)
+        self._sign_out = client.register_script(SIGN_OUT)
+        self._raise_seq = client.register_script(RAISE_SEQ)
+        self._clock = client.register_script(CLOCK)
 
     # -- keys ----------------------------------------------------------------------
 
