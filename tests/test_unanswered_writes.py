@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 import tornado.web
 
 from app_server import auth_routes
-from conftest import MAX_MESSAGE_BYTES, subscribed
+from conftest import MAX_MESSAGE_BYTES, subscribed, until
 from redis_proxy import ReplyDroppingProxy
 from tornado_push.embed import make_poster
 from tornado_push.handlers import routes
@@ -73,11 +73,11 @@ def app(hub: Hub, hooked: App) -> tornado.web.Application:
                                    websocket_max_message_size=MAX_MESSAGE_BYTES)
 
 
-async def until(check, what: str, timeout: float = 5.0) -> None:
-    """Poll ``check`` (a coroutine function) until it is true: a state in another process."""
+async def until_gone(redis: aioredis.Redis, subs: str, timeout: float = 5.0) -> None:
+    """Poll Redis until the channel ``subs`` names has no subscriber."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
+    while await redis.hlen(subs):
+        assert asyncio.get_running_loop().time() < deadline, "the leave never ran in Redis"
         await asyncio.sleep(0.02)
 
 
@@ -104,9 +104,9 @@ async def test_a_leave_carried_out_unanswered_is_still_announced_when_retried(
         await alice.disconnect()
         # The leave ran in Redis (alice is off the channel there), but its answer is
         # lost: the hub's write times out, and is retried while answers stay lost.
-        await until(lambda: _gone(redis, subs), "the leave carried out in Redis")
+        await until_gone(redis, subs)
         # The write timed out: its retry starts on a new connection (its HELLO lost too).
-        await until(lambda: _sent(proxy, b"HELLO"), "the write retried after its timeout")
+        await until(lambda: any(b"HELLO" in sent for sent in proxy.sent_unanswered))
         proxy.dropping = False
 
         events = await receiver.events_until("hooks", "channel_vacated", channel="news",
@@ -120,11 +120,3 @@ async def test_a_leave_carried_out_unanswered_is_still_announced_when_retried(
         proxy.dropping = False
         await redis.aclose()
 
-
-async def _gone(redis: aioredis.Redis, subs: str) -> bool:
-    return await redis.hlen(subs) == 0
-
-
-async def _sent(proxy: ReplyDroppingProxy, command: bytes) -> bool:
-    """Whether ``command`` went to Redis while its answers were dropped."""
-    return any(command in chunk for chunk in proxy.sent_unanswered)
