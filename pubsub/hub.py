@@ -150,6 +150,9 @@ class Hub:
         self._registering: asyncio.Future[None] | None = None
         #: Leaves, sign-outs and registrations owed to the cluster state, paced and retried.
         self._writes = StateWrites()
+        #: Socket id → channels it left (or failed to join) whose leave Redis has not
+        #: answered yet (see _owe_leave).
+        self._owed_leaves: dict[str, set[str]] = {}
         self._periodic: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------
@@ -441,12 +444,18 @@ class Hub:
         Raises :class:`SubscriptionRefused` when a presence channel is full.
         """
         app = session.app
+        if session.socket_id in self._owed_leaves:
+            # A join now could be recorded before an owed leave of the channel, which would
+            # undo it; and refusing every join meanwhile bounds what one connection owes.
+            raise BrokerUnavailable("an earlier leave of this connection is not recorded yet")
         if member is not None:
             await self._check_room(app, name, member)
         channel = await self._local_channel(app, name, kind)
         try:
             arrival = await self.state.join(app.id, name, session.socket_id, member)
         except BrokerUnavailable:
+            # Redis may have carried the join out unanswered: take it back once it answers.
+            self._owe_leave(app, name, session.socket_id, member)
             await self._drop_if_empty(app, channel)
             raise
         channel.add(session)
@@ -455,7 +464,7 @@ class Hub:
             self._announcer.arrived(app, channel, arrival, member)
             return await self.presence_snapshot(app, name) if member is not None else None
         except Exception:
-            await self.unsubscribe(session, name)  # recorded: take it back before refusing
+            await self.unsubscribe(session, name, member)  # recorded: take it back, then refuse
             raise
 
     async def _check_room(self, app: App, name: str, member: Member) -> None:
@@ -514,14 +523,43 @@ class Hub:
         for state in self._states.values():
             yield from state.channels.values()
 
-    async def unsubscribe(self, session: Session, name: str) -> None:
-        """Remove the session from a channel (and from its presence members)."""
+    async def unsubscribe(self, session: Session, name: str, member: Member | None = None) -> None:
+        """Remove the session from a channel (and from its presence members, ``member``).
+
+        Never raises :class:`BrokerUnavailable`: a leave Redis does not answer is owed,
+        retried in the background (:meth:`_owe_leave`)."""
         app = session.app
         channel = self._states[app.id].channels.get(name)
         if channel is not None:
             channel.remove(session.socket_id)
         self.observers.unsubscribed(session, name)
-        await self._record_leave(app, name, session.socket_id, channel)
+        try:
+            await self._record_leave(app, name, session.socket_id, channel,
+                                     member.user_id if member is not None else None)
+        except BrokerUnavailable:
+            if channel is not None:
+                await self._left_locally(app, channel)
+            self._owe_leave(app, name, session.socket_id, member)
+
+    def _owe_leave(self, app: App, name: str, socket_id: str, member: Member | None) -> None:
+        """Record a leave (or undo a join) that Redis did not answer, though it may have
+        carried it out: retried until Redis answers, each time ``again``, so that what
+        it did is still announced. Until then the connection joins nothing: each can owe at
+        most a leave per channel it was on, plus one join."""
+        owed = self._owed_leaves.setdefault(socket_id, set())
+        owed.add(name)
+        user_id = member.user_id if member is not None else None
+
+        async def leave() -> None:
+            try:
+                await self._writes.run(lambda _: self._record_leave(
+                    app, name, socket_id, None, user_id, again=True))
+            finally:
+                owed.discard(name)
+                if not owed and self._owed_leaves.get(socket_id) is owed:
+                    del self._owed_leaves[socket_id]
+
+        self.spawn(leave(), f"leave of {name} by {socket_id}")
 
     async def _record_leave(self, app: App, name: str, socket_id: str,
                             channel: LocalChannel | None, user_id: str | None = None,
@@ -533,8 +571,12 @@ class Hub:
         departure = await self.state.leave(app.id, name, socket_id, again=again, user_id=user_id)
         self._announcer.departed(app, name, departure)
         if channel is not None:
-            await self._drop_if_empty(app, channel)
-            self._announcer.subscribers_changed(app, channel)
+            await self._left_locally(app, channel)
+
+    async def _left_locally(self, app: App, channel: LocalChannel) -> None:
+        """A subscriber left ``channel`` here: drop it if nobody is left, count it."""
+        await self._drop_if_empty(app, channel)
+        self._announcer.subscribers_changed(app, channel)
 
     async def _drop_if_empty(self, app: App, channel: LocalChannel) -> None:
         """Stop receiving a channel that has no local subscriber left."""

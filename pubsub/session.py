@@ -275,16 +275,14 @@ class Session:
         except Exception:
             # The hub has it: take it back, so that no member or subscriber is left behind.
             if name in self.channels:
-                self.channels.pop(name)
-                await self.hub.unsubscribe(self, name)
+                await self.hub.unsubscribe(self, name, self.channels.pop(name))
             raise
 
     async def _welcome(self, name: str, kind: protocol.ChannelKind,
                        snapshot: dict[str, Any] | None, resume: Position | None) -> None:
         """Answer a subscription the hub recorded; undo it if the session closed meanwhile."""
         if self.is_closed:  # closed while the hub was busy: undo
-            self.channels.pop(name)
-            await self.hub.unsubscribe(self, name)
+            await self.hub.unsubscribe(self, name, self.channels.pop(name))
             return
         start = self.hub.joining_position(self, name)
         self._send_subscription_succeeded(name, snapshot, start)
@@ -345,8 +343,7 @@ class Session:
         if not isinstance(name, str):
             raise MessageRejected("pusher:unsubscribe needs a 'channel' string")
         if name in self.channels:
-            self.channels.pop(name)
-            await self.hub.unsubscribe(self, name)
+            await self.hub.unsubscribe(self, name, self.channels.pop(name))
 
     async def _on_signin(self, frame: ClientFrame) -> None:
         data = frame.data_object()

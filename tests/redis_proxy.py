@@ -5,6 +5,8 @@ and runs there, but what Redis answers is thrown away: the client times out on a
 write that was carried out. That is what a one-way network fault, or a stall
 between Redis's reply and the client's read, does to a client, and it is the case
 a retried write must get right (it cannot tell "not done" from "done, unanswered").
+:attr:`~ReplyDroppingProxy.losing_answers_to` narrows it to the connections that
+send a given command: its answer and all that follow on that connection are lost.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ import contextlib
 from redis_server import free_port
 
 
+class _Link:
+    """One client connection's state: whether its answers are being lost."""
+
+    def __init__(self) -> None:
+        self.losing = False
+
+
 class ReplyDroppingProxy:
     """``await ReplyDroppingProxy.start(redis_port)``; ``url`` to connect through it."""
 
@@ -23,9 +32,12 @@ class ReplyDroppingProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
-        #: While set, Redis's answers are read and dropped.
+        #: While set, every answer from Redis is read and dropped.
         self.dropping = False
-        #: What clients sent while answers were dropped (chunks, as read).
+        #: While set, a connection that sends a command holding these bytes loses that
+        #: command's answer and every later one.
+        self.losing_answers_to: bytes | None = None
+        #: What clients sent while their answers were lost (chunks, as read).
         self.sent_unanswered: list[bytes] = []
 
     @classmethod
@@ -50,22 +62,33 @@ class ReplyDroppingProxy:
                      client_writer: asyncio.StreamWriter) -> None:
         redis_reader, redis_writer = await asyncio.open_connection("127.0.0.1", self._redis_port)
         self._writers |= {client_writer, redis_writer}
+        link = _Link()
         try:
-            await asyncio.gather(self._pipe(client_reader, redis_writer, answers=False),
-                                 self._pipe(redis_reader, client_writer, answers=True))
+            await asyncio.gather(self._commands(link, client_reader, redis_writer),
+                                 self._answers(link, redis_reader, client_writer))
         finally:
             for writer in (client_writer, redis_writer):
                 self._writers.discard(writer)
                 writer.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                    answers: bool) -> None:
+    async def _commands(self, link: _Link, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
             while chunk := await reader.read(65536):
-                if self.dropping:
-                    if answers:
-                        continue
+                marker = self.losing_answers_to
+                if marker is not None and marker in chunk:
+                    link.losing = True
+                if self.dropping or link.losing:
                     self.sent_unanswered.append(chunk)
                 writer.write(chunk)
                 await writer.drain()
         writer.close()  # one side gone: so is the other
+
+    async def _answers(self, link: _Link, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                if not (self.dropping or link.losing):
+                    writer.write(chunk)
+                    await writer.drain()
+        writer.close()
