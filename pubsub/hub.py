@@ -262,8 +262,7 @@ class Hub:
             self.observers.unsubscribed(session, name)
             channel = self._states[app.id].channels.get(name)
             await self._writes.run(functools.partial(
-                self._record_leave, app, name, session.socket_id, channel,
-                member.user_id if member is not None else None))
+                self._record_leave, app, name, session.socket_id, channel, member))
         session.channels.clear()
         if session.user_id is not None:
             await self._writes.run(functools.partial(self.users.sign_out, session))
@@ -534,8 +533,7 @@ class Hub:
             channel.remove(session.socket_id)
         self.observers.unsubscribed(session, name)
         try:
-            await self._record_leave(app, name, session.socket_id, channel,
-                                     member.user_id if member is not None else None)
+            await self._record_leave(app, name, session.socket_id, channel, member)
         except BrokerUnavailable:
             if channel is not None:
                 await self._left_locally(app, channel)
@@ -548,12 +546,11 @@ class Hub:
         most a leave per channel it was on, plus one join."""
         owed = self._owed_leaves.setdefault(socket_id, set())
         owed.add(name)
-        user_id = member.user_id if member is not None else None
 
         async def leave() -> None:
             try:
                 await self._writes.run(lambda _: self._record_leave(
-                    app, name, socket_id, None, user_id, again=True))
+                    app, name, socket_id, None, member, again=True))
             finally:
                 owed.discard(name)
                 if not owed and self._owed_leaves.get(socket_id) is owed:
@@ -562,13 +559,14 @@ class Hub:
         self.spawn(leave(), f"leave of {name} by {socket_id}")
 
     async def _record_leave(self, app: App, name: str, socket_id: str,
-                            channel: LocalChannel | None, user_id: str | None = None,
+                            channel: LocalChannel | None, member: Member | None = None,
                             again: bool = False) -> None:
         """The cluster-wide side of leaving a channel (``channel``: its local subscribers,
-        if any; ``user_id``: the presence member it was). Idempotent: run again, it records
+        if any; ``member``: the presence member it was). Idempotent: run again, it records
         nothing twice; ``again`` (a retry of one Redis did not answer) announces what the
         first attempt would have if Redis carried it out (see ClusterState.leave)."""
-        departure = await self.state.leave(app.id, name, socket_id, again=again, user_id=user_id)
+        departure = await self.state.leave(app.id, name, socket_id, again=again,
+                                           user_id=member.user_id if member else None)
         self._announcer.departed(app, name, departure)
         if channel is not None:
             await self._left_locally(app, channel)
